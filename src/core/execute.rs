@@ -1,0 +1,258 @@
+//! Running a checked plan: parallel copies of independent leaves, then ordered ones.
+
+use super::kernels::{copy_range, gather, Op};
+use super::layout::{ArrayView, PairLayout};
+use super::overlap::{ordered_leaves, reads_own_destination};
+use super::plan::{LeafCopy, Plan};
+use super::problem::Problem;
+use super::threads::pool;
+use rayon::prelude::*;
+use rayon::ThreadPool;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Bytes per parallel task: large leaves are split and small ones batched to about this.
+const TASK_BYTES: usize = 1 << 20;
+/// Loads below this run on the calling thread: waking a pool costs more than it saves.
+pub const PARALLEL_MIN_BYTES: usize = 4 << 20;
+
+/// Runs a plan's tie checks and copies on the calling thread or on a rayon pool.
+pub struct Executor {
+    pool: Option<Arc<ThreadPool>>,
+}
+
+/// One parallel task: element ranges of one or more leaves.
+type Task = Vec<(usize, Range<usize>)>;
+
+impl Executor {
+    /// An executor for `plan` on up to `threads` threads; small plans use only the caller.
+    pub fn new(plan: &Plan, threads: usize) -> Result<Self, String> {
+        let pool = if threads > 1 && plan.nbytes() >= PARALLEL_MIN_BYTES {
+            Some(pool(threads)?)
+        } else {
+            None
+        };
+        Ok(Executor { pool })
+    }
+
+    /// Problems with tied parameters (see [`Plan::check_ties`]).
+    pub fn check_ties(&self, plan: &Plan) -> Vec<Problem> {
+        match &self.pool {
+            Some(pool) => pool.install(|| plan.check_ties()),
+            None => plan.check_ties(),
+        }
+    }
+
+    /// Copies every leaf of a checked plan. Leaves with [`Op::External`] are handed to
+    /// `external(leaf)` on the calling thread, in walk order among the ordered leaves.
+    ///
+    /// Returns `external`'s first error; by then some leaves may have been written, so the
+    /// caller must make `external` infallible for inputs it has checked.
+    pub fn execute<E>(
+        &self,
+        plan: &Plan,
+        mut external: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let ordered = ordered_leaves(&plan.leaves);
+        let independent = |i: usize, leaf: &LeafCopy| !ordered[i] && leaf.op != Op::External && !leaf.is_noop();
+        match &self.pool {
+            Some(pool) => {
+                let tasks = parallel_tasks(plan, &independent);
+                pool.install(|| tasks.par_iter().for_each(|task| run_task(plan, task)));
+            }
+            None => {
+                for (i, leaf) in plan.leaves.iter().enumerate() {
+                    if independent(i, leaf) {
+                        // SAFETY: an independent leaf shares no bytes with any other copy.
+                        unsafe { copy_whole(leaf) };
+                    }
+                }
+            }
+        }
+        for (i, leaf) in plan.leaves.iter().enumerate() {
+            if leaf.is_noop() {
+                continue;
+            }
+            if leaf.op == Op::External {
+                external(i)?;
+            } else if ordered[i] {
+                copy_ordered(leaf);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits the independent leaves into tasks of about [`TASK_BYTES`].
+fn parallel_tasks(plan: &Plan, independent: &dyn Fn(usize, &LeafCopy) -> bool) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    let (mut batch, mut batch_bytes): (Task, usize) = (Vec::new(), 0);
+    for (i, leaf) in plan.leaves.iter().enumerate() {
+        if !independent(i, leaf) {
+            continue;
+        }
+        let len = leaf.dst.len();
+        let bytes = leaf.nbytes();
+        if bytes >= TASK_BYTES {
+            let step = (TASK_BYTES / leaf.dst.itemsize).max(1);
+            tasks.extend((0..len).step_by(step).map(|k| vec![(i, k..(k + step).min(len))]));
+        } else {
+            batch.push((i, 0..len));
+            batch_bytes += bytes;
+            if batch_bytes >= TASK_BYTES {
+                tasks.push(std::mem::take(&mut batch));
+                batch_bytes = 0;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        tasks.push(batch);
+    }
+    tasks
+}
+
+fn run_task(plan: &Plan, task: &Task) {
+    for (i, range) in task {
+        let leaf = &plan.leaves[*i];
+        let layout = layout_of(leaf);
+        // SAFETY: independent leaves share no bytes with any other copy, and tasks of one
+        // leaf cover disjoint element ranges of a destination without self-overlap.
+        unsafe { copy_range(leaf.op, &leaf.dst, leaf.src.as_ref(), &layout, range.clone()) };
+    }
+}
+
+fn layout_of(leaf: &LeafCopy) -> PairLayout {
+    let src_strides = leaf.src.as_ref().map_or(&leaf.dst.strides, |s| &s.strides);
+    PairLayout::new(&leaf.dst.shape, &leaf.dst.strides, src_strides)
+}
+
+/// Copies a whole leaf on the calling thread.
+///
+/// # Safety
+/// No other thread may touch the leaf's bytes, and its source must not overlap its
+/// destination.
+unsafe fn copy_whole(leaf: &LeafCopy) {
+    let layout = layout_of(leaf);
+    // SAFETY: per this function's contract.
+    unsafe { copy_range(leaf.op, &leaf.dst, leaf.src.as_ref(), &layout, 0..layout.len()) };
+}
+
+/// Copies a leaf that shares bytes with others, on the calling thread. A source that
+/// overlaps its own destination is read in full first, as `numpy.copyto` does.
+fn copy_ordered(leaf: &LeafCopy) {
+    let src = match &leaf.src {
+        Some(src) if reads_own_destination(leaf) => src,
+        // SAFETY: ordered leaves run one at a time on this thread, and this one's source
+        // does not overlap its destination.
+        _ => return unsafe { copy_whole(leaf) },
+    };
+    let (len, itemsize) = (leaf.dst.len(), leaf.dst.itemsize);
+    let mut staged = vec![0u8; len * itemsize];
+    // SAFETY: the plan holds the source alive; `staged` is sized for every element.
+    unsafe { gather(leaf.op, src, &leaf.dst.shape, itemsize, 0..len, &mut staged) };
+    let staged_view = ArrayView::contiguous(staged.as_ptr() as usize, &leaf.dst.shape, itemsize);
+    let from_staged = LeafCopy {
+        dst: leaf.dst.clone(),
+        src: Some(staged_view),
+        op: Op::Bytes,
+    };
+    // SAFETY: `staged` is a private buffer, so it cannot overlap the destination.
+    unsafe { copy_whole(&from_staged) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::TieEntry;
+
+    fn f32_view(ptr: *const f32, offset: usize, len: usize) -> ArrayView {
+        ArrayView::contiguous(ptr as usize + 4 * offset, &[len], 4)
+    }
+
+    fn run(plan: &Plan, threads: usize) {
+        let exec = Executor::new(plan, threads).unwrap();
+        exec.execute(plan, |_| Err::<(), ()>(())).unwrap();
+    }
+
+    #[test]
+    fn overlapping_copies_give_the_walk_order_result() {
+        // dst leaves a[0..4] then a[2..6]; the second source reads a[0..4] after the first
+        // copy wrote it: copying leaf by leaf gives a = [10, 11, 10, 11, 12, 13].
+        let mut a = [0f32; 6];
+        let src = [10f32, 11., 12., 13.];
+        let p = a.as_mut_ptr();
+        let mut plan = Plan::new();
+        let first = LeafCopy {
+            dst: f32_view(p, 0, 4),
+            src: Some(f32_view(src.as_ptr(), 0, 4)),
+            op: Op::Bytes,
+        };
+        let second = LeafCopy {
+            dst: f32_view(p, 2, 4),
+            src: Some(f32_view(p, 0, 4)),
+            op: Op::Bytes,
+        };
+        assert_eq!(plan.add(first, 1), TieEntry::New(0));
+        assert_eq!(plan.add(second, 1), TieEntry::New(1));
+        run(&plan, 1);
+        assert_eq!(a, [10., 11., 10., 11., 12., 13.]);
+    }
+
+    #[test]
+    fn a_large_parallel_load_matches_a_serial_one() {
+        let n = 3 << 20; // 12 MiB of f32, split across tasks
+        let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let mut dst = vec![0f32; n];
+        let mut plan = Plan::new();
+        plan.add(
+            LeafCopy {
+                dst: f32_view(dst.as_mut_ptr(), 0, n),
+                src: Some(f32_view(src.as_ptr(), 0, n)),
+                op: Op::Bytes,
+            },
+            1,
+        );
+        run(&plan, 4);
+        assert_eq!(dst, src);
+    }
+
+    #[test]
+    fn external_leaves_are_handed_back_in_walk_order() {
+        let mut buf = [0f32; 4];
+        let mut plan = Plan::new();
+        for i in 0..3 {
+            let leaf = LeafCopy {
+                dst: f32_view(buf.as_mut_ptr(), i, 1),
+                src: None,
+                op: if i == 1 { Op::Zeros } else { Op::External },
+            };
+            plan.add(leaf, 1);
+        }
+        let mut seen = Vec::new();
+        let exec = Executor::new(&plan, 1).unwrap();
+        exec.execute(&plan, |i| {
+            seen.push(i);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![0, 2]);
+    }
+
+    #[test]
+    fn a_source_shifted_over_its_destination_is_read_before_written() {
+        // loadmodel(a[1:], a[:-1]) must behave like numpy.copyto: a = [1, 1, 2, 3].
+        let mut a = [1f32, 2., 3., 4.];
+        let p = a.as_mut_ptr();
+        let mut plan = Plan::new();
+        plan.add(
+            LeafCopy {
+                dst: f32_view(p, 1, 3),
+                src: Some(f32_view(p, 0, 3)),
+                op: Op::Bytes,
+            },
+            1,
+        );
+        run(&plan, 2);
+        assert_eq!(a, [1., 1., 2., 3.]);
+    }
+}

@@ -1,0 +1,285 @@
+//! Array geometry: where an array's bytes lie, and the order in which a copy visits them.
+
+use std::ops::Range;
+
+/// One array as the kernels see it: a base address, a shape, and strides in bytes.
+///
+/// The address is kept as an integer so that a plan can cross threads; the bindings keep
+/// the owning objects alive for as long as a plan that refers to them exists.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ArrayView {
+    pub addr: usize,
+    pub shape: Vec<usize>,
+    pub strides: Vec<isize>,
+    pub itemsize: usize,
+}
+
+impl ArrayView {
+    /// A C-contiguous view of `shape` at `addr`.
+    pub fn contiguous(addr: usize, shape: &[usize], itemsize: usize) -> Self {
+        let mut strides = vec![0isize; shape.len()];
+        let mut step = itemsize as isize;
+        for (stride, &len) in strides.iter_mut().zip(shape).rev() {
+            *stride = step;
+            step *= len.max(1) as isize;
+        }
+        ArrayView {
+            addr,
+            shape: shape.to_vec(),
+            strides,
+            itemsize,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn nbytes(&self) -> usize {
+        self.len() * self.itemsize
+    }
+
+    /// The half-open byte range `[lo, hi)` the array touches, or `None` when it is empty.
+    pub fn byte_span(&self) -> Option<Range<usize>> {
+        if self.is_empty() {
+            return None;
+        }
+        let (mut lo, mut hi) = (self.addr as isize, self.addr as isize);
+        for (&len, &stride) in self.shape.iter().zip(&self.strides) {
+            let reach = stride * (len as isize - 1);
+            if reach < 0 {
+                lo += reach;
+            } else {
+                hi += reach;
+            }
+        }
+        Some(lo as usize..hi as usize + self.itemsize)
+    }
+
+    /// Whether two elements of the array may share bytes (a zero or tangled stride).
+    ///
+    /// Conservative: `false` guarantees every element has bytes of its own.
+    pub fn may_self_overlap(&self) -> bool {
+        let mut dims: Vec<(usize, usize)> = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .filter(|(&len, _)| len > 1)
+            .map(|(&len, &stride)| (len, stride.unsigned_abs()))
+            .collect();
+        dims.sort_by_key(|&(_, stride)| stride);
+        let mut extent = self.itemsize;
+        for (len, stride) in dims {
+            if stride < extent {
+                return true;
+            }
+            extent = stride * (len - 1) + extent;
+        }
+        false
+    }
+}
+
+/// One dimension of a [`PairLayout`]: its length and the stride of each of the two arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Dim {
+    len: usize,
+    stride: [isize; 2],
+}
+
+/// The visiting order for a copy between two arrays of one shape.
+///
+/// Dimensions are reordered by the first array's strides (outermost first), reversed where
+/// that array runs backwards, and merged where both arrays are contiguous across them, so
+/// that a C-to-C, F-to-F or reversed-to-reversed copy becomes one run. Elements keep their
+/// pairing: element `k` in this order is the same logical element in both arrays.
+#[derive(Clone, Debug)]
+pub struct PairLayout {
+    dims: Vec<Dim>,
+    /// Byte offset of the first visited element from each array's address.
+    origin: [isize; 2],
+    len: usize,
+}
+
+impl PairLayout {
+    pub fn new(shape: &[usize], first: &[isize], second: &[isize]) -> Self {
+        let len = shape.iter().product();
+        let mut origin = [0isize; 2];
+        let mut dims: Vec<Dim> = Vec::with_capacity(shape.len());
+        for (i, &dim_len) in shape.iter().enumerate() {
+            if dim_len == 1 {
+                continue;
+            }
+            let mut stride = [first[i], second[i]];
+            if stride[0] < 0 {
+                for side in 0..2 {
+                    origin[side] += stride[side] * (dim_len as isize - 1);
+                    stride[side] = -stride[side];
+                }
+            }
+            dims.push(Dim {
+                len: dim_len,
+                stride,
+            });
+        }
+        // Outermost first; the stable sort keeps C order among equal strides.
+        dims.sort_by_key(|d| std::cmp::Reverse(d.stride[0]));
+        let mut merged: Vec<Dim> = Vec::with_capacity(dims.len());
+        for d in dims {
+            match merged.last_mut() {
+                Some(outer)
+                    if (0..2).all(|s| outer.stride[s] == d.stride[s] * d.len as isize) =>
+                {
+                    outer.len *= d.len;
+                    outer.stride = d.stride;
+                }
+                _ => merged.push(d),
+            }
+        }
+        if merged.is_empty() {
+            merged.push(Dim {
+                len: 1,
+                stride: [0, 0],
+            });
+        }
+        PairLayout {
+            dims: merged,
+            origin,
+            len,
+        }
+    }
+
+    /// Number of elements visited.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Strides of the innermost dimension, along which each run advances.
+    pub fn inner_strides(&self) -> [isize; 2] {
+        self.dims[self.dims.len() - 1].stride
+    }
+
+    /// Calls `visit(k, offsets, n)` for each run of elements `k..k+n` within `range`,
+    /// where `offsets` are the byte offsets of element `k` from each array's address.
+    pub fn for_each_run(&self, range: Range<usize>, mut visit: impl FnMut(usize, [isize; 2], usize)) {
+        let inner = self.dims[self.dims.len() - 1];
+        let outer = &self.dims[..self.dims.len() - 1];
+        let mut k = range.start;
+        while k < range.end {
+            let mut offsets = self.origin;
+            let (mut rest, within) = (k / inner.len, k % inner.len);
+            for d in outer.iter().rev() {
+                let i = (rest % d.len) as isize;
+                rest /= d.len;
+                offsets[0] += i * d.stride[0];
+                offsets[1] += i * d.stride[1];
+            }
+            offsets[0] += within as isize * inner.stride[0];
+            offsets[1] += within as isize * inner.stride[1];
+            let n = (inner.len - within).min(range.end - k);
+            visit(k, offsets, n);
+            k += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(layout: &PairLayout, range: Range<usize>) -> Vec<(usize, [isize; 2], usize)> {
+        let mut out = Vec::new();
+        layout.for_each_run(range, |k, o, n| out.push((k, o, n)));
+        out
+    }
+
+    #[test]
+    fn contiguous_arrays_merge_into_one_run() {
+        let a = ArrayView::contiguous(0, &[3, 4, 5], 4);
+        let layout = PairLayout::new(&a.shape, &a.strides, &a.strides);
+        assert_eq!(runs(&layout, 0..60), vec![(0, [0, 0], 60)]);
+        assert_eq!(layout.inner_strides(), [4, 4]);
+    }
+
+    #[test]
+    fn fortran_to_fortran_is_one_run_and_c_to_fortran_is_not() {
+        let f = [4isize, 12];
+        let c = [8isize, 4];
+        let ff = PairLayout::new(&[3, 2], &f, &f);
+        assert_eq!(runs(&ff, 0..6).len(), 1);
+        let cf = PairLayout::new(&[3, 2], &c, &f);
+        assert_eq!(runs(&cf, 0..6).len(), 3);
+    }
+
+    #[test]
+    fn reversed_destination_is_walked_forwards_from_its_lowest_address() {
+        // dst = a[::-1] over 4 f32 (stride -4, address of element 0 is +12).
+        let layout = PairLayout::new(&[4], &[-4], &[4]);
+        assert_eq!(runs(&layout, 0..4), vec![(0, [-12, 12], 4)]);
+        assert_eq!(layout.inner_strides(), [4, -4]);
+    }
+
+    #[test]
+    fn runs_split_at_the_range_and_row_boundaries() {
+        let c = [16isize, 4];
+        let t = [4isize, 16]; // transposed source
+        let layout = PairLayout::new(&[2, 4], &c, &t);
+        let got = runs(&layout, 3..6);
+        assert_eq!(got, vec![(3, [12, 48], 1), (4, [16, 4], 2)]);
+    }
+
+    #[test]
+    fn zero_dimensional_and_unit_dimensions_are_one_element() {
+        let layout = PairLayout::new(&[], &[], &[]);
+        assert_eq!(runs(&layout, 0..1), vec![(0, [0, 0], 1)]);
+        let layout = PairLayout::new(&[1, 1], &[8, 8], &[4, 4]);
+        assert_eq!(runs(&layout, 0..1), vec![(0, [0, 0], 1)]);
+    }
+
+    #[test]
+    fn byte_span_covers_negative_strides() {
+        let view = ArrayView {
+            addr: 100,
+            shape: vec![3],
+            strides: vec![-8],
+            itemsize: 8,
+        };
+        assert_eq!(view.byte_span(), Some(84..108));
+        assert_eq!(ArrayView::contiguous(5, &[0, 3], 4).byte_span(), None);
+    }
+
+    #[test]
+    fn self_overlap_is_found_for_zero_and_tangled_strides() {
+        let plain = ArrayView::contiguous(0, &[4, 4], 4);
+        assert!(!plain.may_self_overlap());
+        let broadcast = ArrayView {
+            addr: 0,
+            shape: vec![4, 4],
+            strides: vec![0, 4],
+            itemsize: 4,
+        };
+        assert!(broadcast.may_self_overlap());
+        let windows = ArrayView {
+            addr: 0,
+            shape: vec![3, 4],
+            strides: vec![4, 4],
+            itemsize: 4,
+        };
+        assert!(windows.may_self_overlap());
+        let every_other = ArrayView {
+            addr: 0,
+            shape: vec![2, 3],
+            strides: vec![4, 24],
+            itemsize: 4,
+        };
+        assert!(!every_other.may_self_overlap());
+    }
+}

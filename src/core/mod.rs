@@ -1,0 +1,22 @@
+//! The pure-Rust engine: plans, ties, overlap analysis and the copy kernels.
+//!
+//! Nothing here knows about Python. The bindings in `crate::py` describe every array as an
+//! [`ArrayView`] (an address, a shape, strides in bytes) and every leaf as a [`LeafCopy`];
+//! this module checks the plan and copies the bytes.
+
+pub mod dtype;
+pub mod execute;
+pub mod kernels;
+pub mod layout;
+pub mod overlap;
+pub mod plan;
+pub mod problem;
+pub mod threads;
+pub mod ties;
+
+pub use dtype::Scalar;
+pub use execute::Executor;
+pub use kernels::Op;
+pub use layout::ArrayView;
+pub use plan::{LeafCopy, Plan, TieEntry};
+pub use problem::{LoadFailure, Problem, ProblemKind};

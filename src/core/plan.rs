@@ -1,0 +1,89 @@
+//! A load plan: every leaf copy of one `loadmodel` call, in walk order, with its ties.
+
+use super::kernels::Op;
+use super::layout::ArrayView;
+use super::ties::{TieCache, TieCheck};
+
+/// One destination array and what goes into it.
+#[derive(Clone, Debug)]
+pub struct LeafCopy {
+    pub dst: ArrayView,
+    /// `None` for [`Op::Zeros`]; the source array otherwise.
+    pub src: Option<ArrayView>,
+    pub op: Op,
+}
+
+impl LeafCopy {
+    /// Whether the copy changes nothing: the source is the destination itself.
+    pub fn is_noop(&self) -> bool {
+        self.dst.is_empty() || (self.op == Op::Bytes && self.src.as_ref() == Some(&self.dst))
+    }
+
+    pub fn nbytes(&self) -> usize {
+        self.dst.nbytes()
+    }
+}
+
+/// Where [`Plan::add`] put a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TieEntry {
+    /// A parameter seen for the first time: leaf number `n` copies into it.
+    New(usize),
+    /// The same parameter as leaf number `n`: its source only needs to agree.
+    Tied(usize),
+}
+
+/// Every copy of a load, in walk order, and the checks its tied parameters need.
+#[derive(Default, Debug)]
+pub struct Plan {
+    pub(crate) leaves: Vec<LeafCopy>,
+    pub(crate) ties: TieCache,
+    pub(crate) tie_checks: Vec<TieCheck>,
+}
+
+impl Plan {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Plans a copy, unless its destination is a parameter already planned (same address,
+    /// shape, strides and `dtype_key`): then the copy is dropped and the first one stands.
+    pub fn add(&mut self, leaf: LeafCopy, dtype_key: u64) -> TieEntry {
+        let next = self.leaves.len();
+        match self.ties.first_or_insert(&leaf.dst, dtype_key, next) {
+            Some(first) => TieEntry::Tied(first),
+            None => {
+                self.leaves.push(leaf);
+                TieEntry::New(next)
+            }
+        }
+    }
+
+    /// Requires the later source of tied leaf `first` to give the same value.
+    ///
+    /// `src` is `None` for a `False` source (all zeros); `op` converts it into the
+    /// destination's dtype and must not be [`Op::External`].
+    pub fn check_tie(&mut self, first: usize, src: Option<ArrayView>, op: Op, path: String) {
+        self.tie_checks.push(TieCheck {
+            first,
+            src,
+            op,
+            path,
+        });
+    }
+
+    /// Gives the value of leaf `leaf` as an array already in the destination's dtype, for
+    /// tie checks of a leaf whose own copy is [`Op::External`].
+    pub fn stage_tie_value(&mut self, leaf: usize, staged: ArrayView) {
+        self.ties.stage(leaf, staged);
+    }
+
+    pub fn leaves(&self) -> &[LeafCopy] {
+        &self.leaves
+    }
+
+    /// Bytes written by the plan.
+    pub fn nbytes(&self) -> usize {
+        self.leaves.iter().map(LeafCopy::nbytes).sum()
+    }
+}

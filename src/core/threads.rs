@@ -1,0 +1,54 @@
+//! Thread pools: how many threads a load uses, and the pools that run them.
+
+use rayon::{ThreadPool, ThreadPoolBuilder};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Environment variable that sets the default thread count.
+pub const THREADS_ENV: &str = "FASTLOAD_NUM_THREADS";
+
+/// The thread count for `threads=None`: `FASTLOAD_NUM_THREADS` if it is a positive integer,
+/// else every core.
+pub fn default_threads() -> usize {
+    std::env::var(THREADS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// A pool of `threads` workers, built once per size and kept for later loads.
+pub fn pool(threads: usize) -> Result<Arc<ThreadPool>, String> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut pools = pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(pool) = pools.get(&threads) {
+        return Ok(pool.clone());
+    }
+    let pool = ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("fastload-{i}"))
+        .build()
+        .map_err(|e| format!("cannot start {threads} copy threads: {e}"))?;
+    let pool = Arc::new(pool);
+    pools.insert(threads, pool.clone());
+    Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_are_reused_and_sized_as_asked() {
+        let a = pool(3).unwrap();
+        let b = pool(3).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.current_num_threads(), 3);
+    }
+
+    #[test]
+    fn default_threads_is_positive() {
+        assert!(default_threads() >= 1);
+    }
+}

@@ -1,0 +1,218 @@
+//! Tied parameters: one destination reached along several paths.
+//!
+//! The first source in walk order gives the value; every later source must give the same
+//! bits once cast to the destination's dtype (so NaNs match), or be `False` while that
+//! value is all zero bits.
+
+use super::kernels::{gather, Op};
+use super::layout::ArrayView;
+use super::plan::{LeafCopy, Plan};
+use super::problem::{Problem, ProblemKind};
+use rayon::prelude::*;
+use std::collections::HashMap;
+
+/// A destination as a tie sees it: one parameter whatever object it was reached through.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TieKey {
+    addr: usize,
+    shape: Vec<usize>,
+    strides: Vec<isize>,
+    dtype_key: u64,
+}
+
+/// First leaf of each destination parameter, and staged values for tie checks.
+#[derive(Default, Debug)]
+pub struct TieCache {
+    first: HashMap<TieKey, usize>,
+    staged: HashMap<usize, ArrayView>,
+}
+
+impl TieCache {
+    /// The leaf already planned for `dst`, or `None` after recording `leaf` as its first.
+    pub(crate) fn first_or_insert(&mut self, dst: &ArrayView, dtype_key: u64, leaf: usize) -> Option<usize> {
+        let key = TieKey {
+            addr: dst.addr,
+            shape: dst.shape.clone(),
+            strides: dst.strides.clone(),
+            dtype_key,
+        };
+        match self.first.get(&key) {
+            Some(&first) => Some(first),
+            None => {
+                self.first.insert(key, leaf);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn stage(&mut self, leaf: usize, staged: ArrayView) {
+        self.staged.insert(leaf, staged);
+    }
+}
+
+/// A later source of a tied parameter, to compare with the first.
+#[derive(Clone, Debug)]
+pub(crate) struct TieCheck {
+    pub first: usize,
+    pub src: Option<ArrayView>,
+    pub op: Op,
+    pub path: String,
+}
+
+/// A value a tied parameter may take: a source array read through a conversion, or zeros.
+#[derive(Clone, Copy)]
+enum TieValue<'a> {
+    Zeros,
+    Array(&'a ArrayView, Op),
+}
+
+/// Elements compared per step; two buffers of this many elements are live per thread.
+const COMPARE_CHUNK: usize = 1 << 16;
+
+impl Plan {
+    /// Compares every later tie source with the first; one problem per disagreement.
+    ///
+    /// Reads sources only; runs on the rayon pool that is current.
+    pub fn check_ties(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for check in &self.tie_checks {
+            let leaf = &self.leaves[check.first];
+            let first = match (leaf.op, &leaf.src, self.ties.staged.get(&check.first)) {
+                (_, _, Some(staged)) => TieValue::Array(staged, Op::Bytes),
+                (Op::Zeros, _, _) | (_, None, _) => TieValue::Zeros,
+                (op, Some(src), _) => TieValue::Array(src, op),
+            };
+            let later = match &check.src {
+                None => TieValue::Zeros,
+                Some(src) => TieValue::Array(src, check.op),
+            };
+            if !same_value(leaf, first, later) {
+                problems.push(Problem::new(
+                    ProblemKind::Leaf,
+                    check.path.clone(),
+                    "tied destination parameters with untied and mismatched sources",
+                ));
+            }
+        }
+        problems
+    }
+}
+
+fn same_value(leaf: &LeafCopy, a: TieValue, b: TieValue) -> bool {
+    if let (TieValue::Array(x, op_x), TieValue::Array(y, op_y)) = (a, b) {
+        if x == y && op_x == op_y {
+            return true; // the same buffer read the same way
+        }
+    }
+    if let (TieValue::Zeros, TieValue::Zeros) = (a, b) {
+        return true;
+    }
+    let len = leaf.dst.len();
+    let itemsize = leaf.dst.itemsize;
+    let chunks = len.div_ceil(COMPARE_CHUNK);
+    (0..chunks).into_par_iter().all(|c| {
+        let range = c * COMPARE_CHUNK..((c + 1) * COMPARE_CHUNK).min(len);
+        let bytes = range.len() * itemsize;
+        let mut left = vec![0u8; bytes];
+        let mut right = vec![0u8; bytes];
+        read_value(&leaf.dst.shape, itemsize, a, range.clone(), &mut left);
+        read_value(&leaf.dst.shape, itemsize, b, range, &mut right);
+        left == right
+    })
+}
+
+fn read_value(shape: &[usize], itemsize: usize, value: TieValue, range: std::ops::Range<usize>, out: &mut [u8]) {
+    match value {
+        TieValue::Zeros => out.fill(0),
+        // SAFETY: the plan holds the source alive, and it has the destination's shape.
+        TieValue::Array(src, op) => unsafe { gather(op, src, shape, itemsize, range, out) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Plan, Scalar, TieEntry};
+
+    fn view(data: &[f32]) -> ArrayView {
+        ArrayView::contiguous(data.as_ptr() as usize, &[data.len()], 4)
+    }
+
+    fn tied_plan(dst: &ArrayView, first: &[f32]) -> Plan {
+        let mut plan = Plan::new();
+        let leaf = LeafCopy {
+            dst: dst.clone(),
+            src: Some(view(first)),
+            op: Op::Bytes,
+        };
+        assert_eq!(plan.add(leaf.clone(), 1), TieEntry::New(0));
+        assert_eq!(plan.add(leaf, 1), TieEntry::Tied(0));
+        plan
+    }
+
+    #[test]
+    fn equal_sources_agree_bit_for_bit_including_nan() {
+        let dst_buf = [0f32; 3];
+        let dst = view(&dst_buf);
+        let a = [1.0, f32::NAN, 3.0];
+        let b = a;
+        let mut plan = tied_plan(&dst, &a);
+        plan.check_tie(0, Some(view(&b)), Op::Bytes, "b".into());
+        assert!(plan.check_ties().is_empty());
+    }
+
+    #[test]
+    fn mismatched_sources_are_reported_with_their_path() {
+        let dst_buf = [0f32; 2];
+        let dst = view(&dst_buf);
+        let a = [1.0, 2.0];
+        let b = [1.0, 2.5];
+        let mut plan = tied_plan(&dst, &a);
+        plan.check_tie(0, Some(view(&b)), Op::Bytes, "head.weight".into());
+        let problems = plan.check_ties();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "head.weight");
+    }
+
+    #[test]
+    fn false_source_agrees_only_with_zeros() {
+        let dst_buf = [0f32; 2];
+        let dst = view(&dst_buf);
+        let zeros = [0.0f32, 0.0];
+        let mut plan = tied_plan(&dst, &zeros);
+        plan.check_tie(0, None, Op::Zeros, "a".into());
+        assert!(plan.check_ties().is_empty());
+        let ones = [1.0f32, 0.0];
+        let mut plan = tied_plan(&dst, &ones);
+        plan.check_tie(0, None, Op::Zeros, "a".into());
+        assert_eq!(plan.check_ties().len(), 1);
+    }
+
+    #[test]
+    fn sources_compare_after_the_cast_to_the_destination_dtype() {
+        let dst_buf = [0f32; 2];
+        let dst = view(&dst_buf);
+        let a = [1.5f32, -2.0];
+        let b = [1.5f64, -2.0];
+        let mut plan = tied_plan(&dst, &a);
+        let b_view = ArrayView::contiguous(b.as_ptr() as usize, &[2], 8);
+        plan.check_tie(0, Some(b_view), Op::Cast(Scalar::F64, Scalar::F32), "b".into());
+        assert!(plan.check_ties().is_empty());
+    }
+
+    #[test]
+    fn a_different_view_of_the_same_memory_is_a_different_parameter() {
+        let buf = [0f32; 4];
+        let mut plan = Plan::new();
+        let whole = ArrayView::contiguous(buf.as_ptr() as usize, &[4], 4);
+        let half = ArrayView::contiguous(buf.as_ptr() as usize, &[2], 4);
+        let leaf = |dst: &ArrayView| LeafCopy {
+            dst: dst.clone(),
+            src: None,
+            op: Op::Zeros,
+        };
+        assert_eq!(plan.add(leaf(&whole), 1), TieEntry::New(0));
+        assert_eq!(plan.add(leaf(&half), 1), TieEntry::New(1));
+        assert_eq!(plan.add(leaf(&whole), 2), TieEntry::New(2));
+    }
+}
