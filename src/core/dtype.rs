@@ -57,10 +57,7 @@ impl Scalar {
     /// for them goes through `float`, which double-rounds in rare cases that a single
     /// rounding would not reproduce.
     pub fn casts_natively_to(self, to: Scalar) -> bool {
-        let wide_int = matches!(
-            self,
-            Scalar::I32 | Scalar::I64 | Scalar::U32 | Scalar::U64
-        );
+        let wide_int = matches!(self, Scalar::I32 | Scalar::I64 | Scalar::U32 | Scalar::U64);
         !(wide_int && matches!(to, Scalar::F16 | Scalar::BF16))
     }
 }
@@ -177,13 +174,8 @@ float_element!(
     |x: i64| x as f32,
     |x: u64| x as f32
 );
-float_element!(
-    f64,
-    |x: f64| x,
-    |x: f64| x,
-    |x: i64| x as f64,
-    |x: u64| x as f64
-);
+float_element!(f64, |x: f64| x, |x: f64| x, |x: i64| x as f64, |x: u64| x
+    as f64);
 float_element!(
     f16,
     |x: f16| x.to_f64(),

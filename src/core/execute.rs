@@ -54,7 +54,8 @@ impl Executor {
         mut external: impl FnMut(usize) -> Result<(), E>,
     ) -> Result<(), E> {
         let ordered = ordered_leaves(&plan.leaves);
-        let independent = |i: usize, leaf: &LeafCopy| !ordered[i] && leaf.op != Op::External && !leaf.is_noop();
+        let independent =
+            |i: usize, leaf: &LeafCopy| !ordered[i] && leaf.op != Op::External && !leaf.is_noop();
         match &self.pool {
             Some(pool) => {
                 let tasks = parallel_tasks(plan, &independent);
@@ -95,7 +96,11 @@ fn parallel_tasks(plan: &Plan, independent: &dyn Fn(usize, &LeafCopy) -> bool) -
         let bytes = leaf.nbytes();
         if bytes >= TASK_BYTES {
             let step = (TASK_BYTES / leaf.dst.itemsize).max(1);
-            tasks.extend((0..len).step_by(step).map(|k| vec![(i, k..(k + step).min(len))]));
+            tasks.extend(
+                (0..len)
+                    .step_by(step)
+                    .map(|k| vec![(i, k..(k + step).min(len))]),
+            );
         } else {
             batch.push((i, 0..len));
             batch_bytes += bytes;
@@ -117,7 +122,15 @@ fn run_task(plan: &Plan, task: &Task) {
         let layout = layout_of(leaf);
         // SAFETY: independent leaves share no bytes with any other copy, and tasks of one
         // leaf cover disjoint element ranges of a destination without self-overlap.
-        unsafe { copy_range(leaf.op, &leaf.dst, leaf.src.as_ref(), &layout, range.clone()) };
+        unsafe {
+            copy_range(
+                leaf.op,
+                &leaf.dst,
+                leaf.src.as_ref(),
+                &layout,
+                range.clone(),
+            )
+        };
     }
 }
 
@@ -134,7 +147,15 @@ fn layout_of(leaf: &LeafCopy) -> PairLayout {
 unsafe fn copy_whole(leaf: &LeafCopy) {
     let layout = layout_of(leaf);
     // SAFETY: per this function's contract.
-    unsafe { copy_range(leaf.op, &leaf.dst, leaf.src.as_ref(), &layout, 0..layout.len()) };
+    unsafe {
+        copy_range(
+            leaf.op,
+            &leaf.dst,
+            leaf.src.as_ref(),
+            &layout,
+            0..layout.len(),
+        )
+    };
 }
 
 /// Copies a leaf that shares bytes with others, on the calling thread. A source that

@@ -53,7 +53,10 @@ pub unsafe fn gather(
     range: Range<usize>,
     out: &mut [u8],
 ) {
-    assert!(out.len() >= range.len() * itemsize, "gather buffer too small");
+    assert!(
+        out.len() >= range.len() * itemsize,
+        "gather buffer too small"
+    );
     // `out` holds elements `range`, so element k lives at `out + (k - range.start) * itemsize`.
     let base = out.as_mut_ptr() as isize - (range.start * itemsize) as isize;
     let staging = ArrayView::contiguous(base as usize, shape, itemsize);

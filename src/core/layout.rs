@@ -131,9 +131,7 @@ impl PairLayout {
         let mut merged: Vec<Dim> = Vec::with_capacity(dims.len());
         for d in dims {
             match merged.last_mut() {
-                Some(outer)
-                    if (0..2).all(|s| outer.stride[s] == d.stride[s] * d.len as isize) =>
-                {
+                Some(outer) if (0..2).all(|s| outer.stride[s] == d.stride[s] * d.len as isize) => {
                     outer.len *= d.len;
                     outer.stride = d.stride;
                 }
@@ -169,7 +167,11 @@ impl PairLayout {
 
     /// Calls `visit(k, offsets, n)` for each run of elements `k..k+n` within `range`,
     /// where `offsets` are the byte offsets of element `k` from each array's address.
-    pub fn for_each_run(&self, range: Range<usize>, mut visit: impl FnMut(usize, [isize; 2], usize)) {
+    pub fn for_each_run(
+        &self,
+        range: Range<usize>,
+        mut visit: impl FnMut(usize, [isize; 2], usize),
+    ) {
         let inner = self.dims[self.dims.len() - 1];
         let outer = &self.dims[..self.dims.len() - 1];
         let mut k = range.start;

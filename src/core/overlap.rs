@@ -50,7 +50,10 @@ pub fn ordered_leaves(leaves: &[LeafCopy]) -> Vec<bool> {
 /// Whether a leaf's source shares bytes with its own destination, so that the source must
 /// be read in full before the destination is written.
 pub fn reads_own_destination(leaf: &LeafCopy) -> bool {
-    match (leaf.dst.byte_span(), leaf.src.as_ref().and_then(|s| s.byte_span())) {
+    match (
+        leaf.dst.byte_span(),
+        leaf.src.as_ref().and_then(|s| s.byte_span()),
+    ) {
         (Some(d), Some(s)) => d.start < s.end && s.start < d.end,
         _ => false,
     }
@@ -91,7 +94,10 @@ mod tests {
 
     #[test]
     fn a_source_reading_another_destination_is_ordered_with_it() {
-        let leaves = [leaf((0, 10), Some((100, 10))), leaf((20, 10), Some((5, 10)))];
+        let leaves = [
+            leaf((0, 10), Some((100, 10))),
+            leaf((20, 10), Some((5, 10))),
+        ];
         assert_eq!(ordered_leaves(&leaves), vec![true, true]);
     }
 

@@ -29,7 +29,12 @@ pub struct TieCache {
 
 impl TieCache {
     /// The leaf already planned for `dst`, or `None` after recording `leaf` as its first.
-    pub(crate) fn first_or_insert(&mut self, dst: &ArrayView, dtype_key: u64, leaf: usize) -> Option<usize> {
+    pub(crate) fn first_or_insert(
+        &mut self,
+        dst: &ArrayView,
+        dtype_key: u64,
+        leaf: usize,
+    ) -> Option<usize> {
         let key = TieKey {
             addr: dst.addr,
             shape: dst.shape.clone(),
@@ -121,7 +126,13 @@ fn same_value(leaf: &LeafCopy, a: TieValue, b: TieValue) -> bool {
     })
 }
 
-fn read_value(shape: &[usize], itemsize: usize, value: TieValue, range: std::ops::Range<usize>, out: &mut [u8]) {
+fn read_value(
+    shape: &[usize],
+    itemsize: usize,
+    value: TieValue,
+    range: std::ops::Range<usize>,
+    out: &mut [u8],
+) {
     match value {
         TieValue::Zeros => out.fill(0),
         // SAFETY: the plan holds the source alive, and it has the destination's shape.
@@ -196,7 +207,12 @@ mod tests {
         let b = [1.5f64, -2.0];
         let mut plan = tied_plan(&dst, &a);
         let b_view = ArrayView::contiguous(b.as_ptr() as usize, &[2], 8);
-        plan.check_tie(0, Some(b_view), Op::Cast(Scalar::F64, Scalar::F32), "b".into());
+        plan.check_tie(
+            0,
+            Some(b_view),
+            Op::Cast(Scalar::F64, Scalar::F32),
+            "b".into(),
+        );
         assert!(plan.check_ties().is_empty());
     }
 

@@ -1,0 +1,115 @@
+"""fastload: load model parameters into models, fast and safely.
+
+A port of Flux's ``loadmodel!`` and ``state`` with a Rust core: ``loadmodel(dst, src)``
+walks two object trees together, checks that they match, and copies every array of
+``src`` into the matching array of ``dst`` in place, in parallel, with the GIL released.
+A refused load raises before writing anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, TypeVar
+
+from . import _fastload
+from ._tree import register, register_leaf
+from .errors import ArgumentError, DimensionMismatch, LoadError
+
+__all__ = [
+    "ArgumentError",
+    "DimensionMismatch",
+    "LoadError",
+    "children",
+    "loadmodel",
+    "register",
+    "register_leaf",
+    "state",
+]
+
+__version__ = "0.1.0"
+
+T = TypeVar("T")
+
+_CASTING_RULES = ("no", "equiv", "safe", "same_kind", "unsafe")
+
+
+def loadmodel(
+    dst: T,
+    src: Any,
+    *,
+    filter: Optional[Callable[[Any], bool]] = None,
+    strict: bool = True,
+    casting: str = "same_kind",
+    threads: Optional[int] = None,
+) -> T:
+    """Copy every array of ``src`` into the matching array of ``dst``, in place.
+
+    The trees are walked together from the root. Keyed nodes (dicts, objects, dataclasses,
+    namedtuples) match by key set, sequences by length, and a sequence matches a mapping
+    keyed ``0..n-1`` or ``"0".."n-1"``. Array leaves are copied, cast to the destination's
+    dtype under NumPy's ``casting`` rule; a ``False`` source zeroes its destination, and a
+    ``False`` destination ignores its source. Other leaves (functions, numbers, flags) need
+    not match. ``filter(child)`` drops children of both trees for which it is false.
+
+    Everything is checked before the first byte is written: on any problem ``dst`` is left
+    unchanged and one :class:`LoadError` (or :class:`ArgumentError`,
+    :class:`DimensionMismatch`) lists them all with their paths.
+
+    Args:
+        dst: the model to load into; returned.
+        src: the tree to load from (another model, a ``state``, nested dicts...).
+        filter: keep only the children for which it returns true.
+        strict: if false, keys present on one side only are skipped.
+        casting: ``"no"``, ``"equiv"``, ``"safe"``, ``"same_kind"`` or ``"unsafe"``.
+        threads: copy threads; ``None`` uses ``FASTLOAD_NUM_THREADS`` or every core.
+
+    >>> import numpy as np, fastload
+    >>> model = {"layers": [{"weight": np.zeros((2, 2)), "act": "relu"}]}
+    >>> ckpt = {"layers": [{"weight": np.ones((2, 2)), "act": None}]}
+    >>> fastload.loadmodel(model, ckpt)["layers"][0]["weight"]
+    array([[1., 1.],
+           [1., 1.]])
+    """
+    if casting not in _CASTING_RULES:
+        raise ValueError(f"casting must be one of {_CASTING_RULES}, got {casting!r}")
+    if threads is None:
+        count = 0
+    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    else:
+        count = threads
+    if filter is not None and not callable(filter):
+        raise TypeError(f"filter must be callable or None, got {filter!r}")
+    _fastload.loadmodel(dst, src, filter, bool(strict), casting, count)
+    return dst
+
+
+def state(x: Any) -> Any:
+    """The state of ``x``: the same nesting, made of dicts, lists, tuples and arrays.
+
+    Keyed nodes become dicts, lists stay lists and tuples stay tuples. Arrays are kept
+    (the same objects, so shared arrays stay shared), as are numbers, strings, bytes,
+    ``None`` and NumPy scalars; every other leaf becomes ``()``.
+
+    >>> import numpy as np, fastload
+    >>> class Dense:
+    ...     def __init__(self):
+    ...         self.weight, self.bias, self.act = np.ones(2), False, np.tanh
+    >>> fastload.state(Dense())
+    {'weight': array([1., 1.]), 'bias': False, 'act': ()}
+    """
+    return _fastload.state(x)
+
+
+def children(x: Any) -> Any:
+    """The child view of ``x``: ``None`` for a leaf, a dict for a keyed node, a tuple for a
+    sequence.
+
+    >>> import numpy as np, fastload
+    >>> fastload.children([np.zeros(1), 2])
+    (array([0.]), 2)
+    >>> fastload.children({"a": 1})
+    {'a': 1}
+    >>> fastload.children(np.zeros(3)) is None
+    True
+    """
+    return _fastload.children(x)

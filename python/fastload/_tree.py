@@ -1,0 +1,123 @@
+"""The child view of Python objects, and the registry that extends it.
+
+``dict``, ``list``, ``tuple``, NumPy arrays and Python scalars are recognised inside the
+Rust core. Every other type is classified here, once per type and call, by ``node_kind``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import types
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+# Codes shared with src/py/kinds.rs.
+OPAQUE, DATA, BOOL, MAPPING, ATTRIBUTES, FIELDS, NAMEDTUPLE, SEQUENCE, CUSTOM = range(9)
+
+ChildrenFn = Callable[[Any], Any]
+
+_children_fns: Dict[type, ChildrenFn] = {}
+_leaf_types: set = set()
+
+_DATA_TYPES = (bool, int, float, complex, str, bytes, type(None), np.generic)
+_OPAQUE_TYPES = (
+    type,  # classes
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.MethodWrapperType,
+    types.WrapperDescriptorType,
+    types.MethodDescriptorType,
+    types.ModuleType,
+    functools.partial,
+    np.ufunc,
+    enum.Enum,
+)
+
+
+def register(cls: type, children: ChildrenFn) -> None:
+    """Make instances of ``cls`` (and its subclasses) nodes whose children ``children`` gives.
+
+    ``children(obj)`` returns a dict (a keyed node), a list or tuple (a sequence node) or
+    ``None`` (a leaf). Registering replaces any earlier registration of ``cls``.
+
+    >>> import fastload
+    >>> class Pair:
+    ...     def __init__(self, a, b):
+    ...         self.a, self.b, self.cache = a, b, {}
+    >>> fastload.register(Pair, children=lambda p: {"a": p.a, "b": p.b})
+    >>> fastload.children(Pair(1, 2))
+    {'a': 1, 'b': 2}
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register() needs a class, got {cls!r}")
+    if not callable(children):
+        raise TypeError(f"children must be callable, got {children!r}")
+    _leaf_types.discard(cls)
+    _children_fns[cls] = children
+
+
+def register_leaf(cls: type) -> None:
+    """Make instances of ``cls`` (and its subclasses) plain leaves, never walked into.
+
+    >>> import fastload
+    >>> class Config:
+    ...     def __init__(self):
+    ...         self.lr = 0.1
+    >>> fastload.register_leaf(Config)
+    >>> fastload.children(Config()) is None
+    True
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register_leaf() needs a class, got {cls!r}")
+    _children_fns.pop(cls, None)
+    _leaf_types.add(cls)
+
+
+def _slot_names(tp: type) -> Tuple[str, ...]:
+    names = []
+    for base in reversed(tp.__mro__):
+        slots = base.__dict__.get("__slots__", ())
+        if isinstance(slots, str):
+            slots = (slots,)
+        for slot in slots:
+            if slot in ("__dict__", "__weakref__"):
+                continue
+            if slot.startswith("__") and not slot.endswith("__"):
+                slot = f"_{base.__name__.lstrip('_')}{slot}"  # name mangling
+            if slot not in names:
+                names.append(slot)
+    return tuple(names)
+
+
+def node_kind(tp: type) -> Tuple[int, Optional[object]]:
+    """How instances of ``tp`` are walked: a code above and its payload."""
+    for base in tp.__mro__:
+        if base in _children_fns:
+            return CUSTOM, _children_fns[base]
+        if base in _leaf_types:
+            return OPAQUE, None
+    if issubclass(tp, np.bool_):
+        return BOOL, None
+    if issubclass(tp, _DATA_TYPES):
+        return DATA, None
+    if issubclass(tp, _OPAQUE_TYPES):
+        return OPAQUE, None
+    if issubclass(tp, Mapping):
+        return MAPPING, None
+    if issubclass(tp, tuple) and isinstance(getattr(tp, "_fields", None), tuple):
+        return NAMEDTUPLE, tuple(tp._fields)
+    if dataclasses.is_dataclass(tp):
+        return FIELDS, tuple(f.name for f in dataclasses.fields(tp))
+    if issubclass(tp, (list, tuple)):
+        return SEQUENCE, None
+    if getattr(tp, "__dictoffset__", 0) != 0:
+        return ATTRIBUTES, None
+    slots = _slot_names(tp)
+    if slots:
+        return FIELDS, slots
+    return OPAQUE, None

@@ -1,0 +1,34 @@
+"""Exceptions raised by fastload.
+
+Every refused load raises one exception, of the class of the first problem found, after
+checking everything and before writing anything. Its message lists the problems with
+their paths, and ``.problems`` holds all of them as ``(path, message)`` pairs.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+__all__ = ["ArgumentError", "DimensionMismatch", "LoadError"]
+
+
+class LoadError(ValueError):
+    """A load was refused; nothing in the destination was changed.
+
+    Raised as is for leaf problems (dtype casts, tied parameters with different sources,
+    read-only destinations, a non-array where an array is expected).
+    """
+
+    problems: List[Tuple[str, str]]
+
+    def __init__(self, message: str, problems: Sequence[Tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.problems = [(str(path), str(text)) for path, text in problems]
+
+
+class ArgumentError(LoadError):
+    """The two trees do not have the same structure (keys, lengths, node kinds)."""
+
+
+class DimensionMismatch(LoadError):
+    """An array of one shape was loaded into an array of another."""

@@ -1,0 +1,114 @@
+//! NumPy arrays as the core sees them: address, shape, strides, dtype and flags.
+
+use crate::core::{ArrayView, Scalar};
+use numpy::npyffi::{self, NPY_TYPES};
+use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+/// What a dtype is, for the rules of the leaf table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtypeClass {
+    /// `object`: never copied.
+    Object,
+    /// Fixed-width strings, bytes and structured records: copied only to the same dtype.
+    Flexible,
+    /// Numbers, bools, dates, and user types such as `ml_dtypes.bfloat16`.
+    Numeric,
+}
+
+pub fn dtype_class(descr: &Bound<'_, PyArrayDescr>) -> DtypeClass {
+    let num = descr.num();
+    if num == NPY_TYPES::NPY_OBJECT as i32 || descr.has_object() {
+        DtypeClass::Object
+    } else if num == NPY_TYPES::NPY_STRING as i32
+        || num == NPY_TYPES::NPY_UNICODE as i32
+        || num == NPY_TYPES::NPY_VOID as i32
+    {
+        DtypeClass::Flexible
+    } else {
+        DtypeClass::Numeric
+    }
+}
+
+/// The native element type of a dtype, if the kernels convert it.
+pub fn scalar_of(descr: &Bound<'_, PyArrayDescr>) -> Option<Scalar> {
+    if descr.is_native_byteorder() == Some(false) || descr.has_fields() || descr.has_subarray() {
+        return None;
+    }
+    let scalar = match (descr.kind(), descr.itemsize()) {
+        (b'b', 1) => Scalar::Bool,
+        (b'i', 1) => Scalar::I8,
+        (b'i', 2) => Scalar::I16,
+        (b'i', 4) => Scalar::I32,
+        (b'i', 8) => Scalar::I64,
+        (b'u', 1) => Scalar::U8,
+        (b'u', 2) => Scalar::U16,
+        (b'u', 4) => Scalar::U32,
+        (b'u', 8) => Scalar::U64,
+        (b'f', 2) => Scalar::F16,
+        (b'f', 4) => Scalar::F32,
+        (b'f', 8) => Scalar::F64,
+        (_, 2) if descr.num() >= NPY_TYPES::NPY_USERDEF as i32 => {
+            let name = descr.typeobj().name().ok()?.extract::<String>().ok()?;
+            if name != "bfloat16" {
+                return None;
+            }
+            Scalar::BF16
+        }
+        _ => return None,
+    };
+    Some(scalar)
+}
+
+/// A key that is equal for equivalent dtypes, for recognising tied parameters.
+pub fn dtype_key(descr: &Bound<'_, PyArrayDescr>) -> u64 {
+    if descr.num() == NPY_TYPES::NPY_VOID as i32 {
+        return descr.as_dtype_ptr() as u64; // records: only the very same dtype object
+    }
+    let order = match descr.is_native_byteorder() {
+        Some(false) => 1,
+        _ => 0,
+    };
+    ((descr.num() as u64) << 40) | ((descr.itemsize() as u64) << 8) | order
+}
+
+/// The core's view of an array's memory.
+pub fn view_of(array: &Bound<'_, PyUntypedArray>) -> ArrayView {
+    // SAFETY: `array` is a live ndarray, so its fields are initialised.
+    let data = unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).data };
+    ArrayView {
+        addr: data as usize,
+        shape: array.shape().to_vec(),
+        strides: array.strides().to_vec(),
+        itemsize: array.dtype().itemsize(),
+    }
+}
+
+pub fn is_writeable(array: &Bound<'_, PyUntypedArray>) -> bool {
+    // SAFETY: `array` is a live ndarray, so its fields are initialised.
+    let flags = unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).flags };
+    flags & npyffi::NPY_ARRAY_WRITEABLE != 0
+}
+
+/// `(3, 4)`, `(3,)` or `()`: a shape as Python prints it.
+pub fn shape_text(shape: &[usize]) -> String {
+    match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `float32`: a dtype as Python prints it.
+pub fn dtype_text(descr: &Bound<'_, PyArrayDescr>) -> String {
+    descr
+        .str()
+        .and_then(|s| s.extract::<String>())
+        .unwrap_or_else(|_| "?".to_owned())
+}

@@ -1,0 +1,65 @@
+//! Dtype casts: whether NumPy's casting rule allows one, and which kernel performs it.
+
+use super::array::{dtype_class, dtype_text, scalar_of, DtypeClass};
+use crate::core::Op;
+use numpy::{PyArrayDescr, PyArrayDescrMethods};
+use pyo3::prelude::*;
+use std::collections::HashMap;
+
+/// The casting rule of one call, with its decisions cached per dtype pair.
+pub struct CastRule<'py> {
+    rule: String,
+    can_cast: Bound<'py, PyAny>,
+    decisions: HashMap<(usize, usize), Result<Op, String>>,
+}
+
+impl<'py> CastRule<'py> {
+    pub fn new(py: Python<'py>, rule: &str) -> PyResult<Self> {
+        Ok(CastRule {
+            rule: rule.to_owned(),
+            can_cast: py.import("numpy")?.getattr("can_cast")?,
+            decisions: HashMap::new(),
+        })
+    }
+
+    /// The kernel for `src -> dst`, or the reason the cast is refused.
+    pub fn decide(
+        &mut self,
+        src: &Bound<'py, PyArrayDescr>,
+        dst: &Bound<'py, PyArrayDescr>,
+    ) -> PyResult<Result<Op, String>> {
+        let key = (src.as_dtype_ptr() as usize, dst.as_dtype_ptr() as usize);
+        if let Some(decision) = self.decisions.get(&key) {
+            return Ok(decision.clone());
+        }
+        let decision = self.decide_uncached(src, dst)?;
+        self.decisions.insert(key, decision.clone());
+        Ok(decision)
+    }
+
+    fn decide_uncached(
+        &self,
+        src: &Bound<'py, PyArrayDescr>,
+        dst: &Bound<'py, PyArrayDescr>,
+    ) -> PyResult<Result<Op, String>> {
+        if src.is_equiv_to(dst) {
+            return Ok(Ok(Op::Bytes));
+        }
+        let (from, to) = (dtype_text(src), dtype_text(dst));
+        if dtype_class(src) == DtypeClass::Flexible || dtype_class(dst) == DtypeClass::Flexible {
+            return Ok(Err(format!(
+                "cannot cast {from} to {to}: string, bytes and structured arrays load only from the same dtype"
+            )));
+        }
+        if !self.can_cast.call1((src, dst, &self.rule))?.is_truthy()? {
+            return Ok(Err(format!(
+                "cannot cast {from} to {to} under casting={:?}",
+                self.rule
+            )));
+        }
+        Ok(Ok(match (scalar_of(src), scalar_of(dst)) {
+            (Some(s), Some(d)) if s.casts_natively_to(d) => Op::Cast(s, d),
+            _ => Op::External,
+        }))
+    }
+}

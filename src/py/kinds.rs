@@ -1,0 +1,321 @@
+//! The child view: whether an object is a leaf or a node, and its children.
+//!
+//! `dict`, `list`, `tuple`, NumPy arrays and Python scalars are recognised by exact type
+//! without calling into Python. Any other type is classified once per call by
+//! `fastload._tree.node_kind(type)` (the registry), and the decision is cached.
+
+use super::python_function;
+use numpy::PyUntypedArray;
+use pyo3::exceptions::{PyAttributeError, PyTypeError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use std::collections::HashMap;
+
+/// How the registry classifies a type; the codes match `fastload._tree`.
+#[derive(Clone)]
+enum TypeKind<'py> {
+    /// A leaf that `state` drops (functions, classes, unknown objects).
+    Opaque,
+    /// A plain-data leaf that `state` keeps (numbers, strings, NumPy scalars).
+    Data,
+    /// A NumPy bool scalar: a leaf that may be `False`.
+    Bool,
+    Mapping,
+    /// Keyed by `vars(obj)`.
+    Attributes,
+    /// Keyed by these attribute names; unset attributes are skipped.
+    Fields(Vec<Bound<'py, PyString>>),
+    /// A namedtuple: keyed by its `_fields`, valued by position.
+    NamedTuple(Vec<Bound<'py, PyString>>),
+    /// A `list` or `tuple` subclass: a sequence.
+    Sequence,
+    /// A registered `children` function.
+    Custom(Bound<'py, PyAny>),
+}
+
+/// The children of a keyed node, in its own order, with a lookup by key when needed.
+pub struct Keyed<'py> {
+    pub pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+    index: Option<Bound<'py, PyDict>>,
+}
+
+impl<'py> Keyed<'py> {
+    fn new(
+        pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+        index: Option<Bound<'py, PyDict>>,
+    ) -> Self {
+        Keyed { pairs, index }
+    }
+
+    /// A dict from key to child, for matching against another node's keys.
+    pub fn index(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        if let Some(index) = &self.index {
+            return Ok(index.clone());
+        }
+        let index = PyDict::new(py);
+        for (k, v) in &self.pairs {
+            index.set_item(k, v)?;
+        }
+        self.index = Some(index.clone());
+        Ok(index)
+    }
+
+    /// Drops the children `keep` rejects.
+    pub fn retain(
+        &mut self,
+        mut keep: impl FnMut(&Bound<'py, PyAny>) -> PyResult<bool>,
+    ) -> PyResult<()> {
+        let mut kept = Vec::with_capacity(self.pairs.len());
+        for (k, v) in self.pairs.drain(..) {
+            if keep(&v)? {
+                kept.push((k, v));
+            }
+        }
+        self.pairs = kept;
+        self.index = None;
+        Ok(())
+    }
+}
+
+/// An object as the walk sees it.
+pub enum Node<'py> {
+    Array(Bound<'py, PyUntypedArray>),
+    /// `True`/`False` or a NumPy bool scalar.
+    Bool(bool),
+    /// A leaf `state` keeps as it is.
+    Data,
+    /// A leaf `state` replaces by `()`.
+    Opaque,
+    Keyed(Keyed<'py>),
+    /// A sequence; `true` when it should come back as a tuple.
+    Seq(Vec<Bound<'py, PyAny>>, bool),
+}
+
+impl Node<'_> {
+    pub fn is_node(&self) -> bool {
+        matches!(self, Node::Keyed(_) | Node::Seq(..))
+    }
+
+    /// Number of children (0 for a leaf).
+    pub fn len(&self) -> usize {
+        match self {
+            Node::Keyed(k) => k.pairs.len(),
+            Node::Seq(items, _) => items.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Classifies objects, caching the registry's decision per type for one call.
+pub struct Classifier<'py> {
+    py: Python<'py>,
+    node_kind: Bound<'py, PyAny>,
+    cache: HashMap<usize, TypeKind<'py>>,
+}
+
+impl<'py> Classifier<'py> {
+    pub fn new(py: Python<'py>) -> PyResult<Self> {
+        Ok(Classifier {
+            py,
+            node_kind: python_function(py, "fastload._tree", "node_kind")?,
+            cache: HashMap::new(),
+        })
+    }
+
+    /// Whether `obj` is an array leaf, without classifying anything else.
+    pub fn as_array<'a>(
+        &self,
+        obj: &'a Bound<'py, PyAny>,
+    ) -> Option<&'a Bound<'py, PyUntypedArray>> {
+        obj.cast::<PyUntypedArray>().ok()
+    }
+
+    /// `Some(value)` when `obj` is `True`/`False` or a NumPy bool scalar.
+    pub fn as_bool(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<Option<bool>> {
+        if let Ok(b) = obj.cast_exact::<PyBool>() {
+            return Ok(Some(b.is_true()));
+        }
+        if is_builtin_leaf(obj) || obj.is_exact_instance_of::<PyDict>() {
+            return Ok(None);
+        }
+        match self.kind_of(obj)? {
+            TypeKind::Bool => Ok(Some(obj.is_truthy()?)),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn classify(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<Node<'py>> {
+        if let Ok(dict) = obj.cast_exact::<PyDict>() {
+            let pairs = dict.iter().collect();
+            return Ok(Node::Keyed(Keyed::new(pairs, Some(dict.clone()))));
+        }
+        if let Ok(list) = obj.cast_exact::<PyList>() {
+            return Ok(Node::Seq(list.iter().collect(), false));
+        }
+        if let Ok(tuple) = obj.cast_exact::<PyTuple>() {
+            return Ok(Node::Seq(tuple.iter().collect(), true));
+        }
+        if let Ok(array) = obj.cast::<PyUntypedArray>() {
+            return Ok(Node::Array(array.clone()));
+        }
+        if let Ok(b) = obj.cast_exact::<PyBool>() {
+            return Ok(Node::Bool(b.is_true()));
+        }
+        if is_builtin_leaf(obj) {
+            return Ok(Node::Data);
+        }
+        let kind = self.kind_of(obj)?;
+        self.children_by_kind(obj, &kind)
+    }
+
+    fn kind_of(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<TypeKind<'py>> {
+        let type_id = obj.get_type_ptr() as usize;
+        if let Some(kind) = self.cache.get(&type_id) {
+            return Ok(kind.clone());
+        }
+        let answer = self.node_kind.call1((obj.get_type(),))?;
+        let (code, payload): (u8, Bound<'py, PyAny>) = answer.extract()?;
+        let names = || -> PyResult<Vec<Bound<'py, PyString>>> {
+            payload
+                .try_iter()?
+                .map(|name| Ok(name?.cast_into::<PyString>()?))
+                .collect()
+        };
+        let kind = match code {
+            0 => TypeKind::Opaque,
+            1 => TypeKind::Data,
+            2 => TypeKind::Bool,
+            3 => TypeKind::Mapping,
+            4 => TypeKind::Attributes,
+            5 => TypeKind::Fields(names()?),
+            6 => TypeKind::NamedTuple(names()?),
+            7 => TypeKind::Sequence,
+            8 => TypeKind::Custom(payload),
+            _ => return Err(PyTypeError::new_err(format!("unknown node kind {code}"))),
+        };
+        self.cache.insert(type_id, kind.clone());
+        Ok(kind)
+    }
+
+    fn children_by_kind(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        kind: &TypeKind<'py>,
+    ) -> PyResult<Node<'py>> {
+        let py = self.py;
+        Ok(match kind {
+            TypeKind::Opaque => Node::Opaque,
+            TypeKind::Data => Node::Data,
+            TypeKind::Bool => Node::Bool(obj.is_truthy()?),
+            TypeKind::Mapping => Node::Keyed(mapping_children(obj)?),
+            TypeKind::Attributes => {
+                let attrs = obj.getattr(intern!(py, "__dict__"))?;
+                match attrs.cast_exact::<PyDict>() {
+                    Ok(dict) => Node::Keyed(Keyed::new(dict.iter().collect(), None)),
+                    Err(_) => Node::Keyed(mapping_children(&attrs)?),
+                }
+            }
+            TypeKind::Fields(names) => {
+                let mut pairs = Vec::with_capacity(names.len());
+                for name in names {
+                    match obj.getattr(name) {
+                        Ok(value) => pairs.push((name.clone().into_any(), value)),
+                        Err(e) if e.is_instance_of::<PyAttributeError>(py) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Node::Keyed(Keyed::new(pairs, None))
+            }
+            TypeKind::NamedTuple(names) => {
+                let tuple = obj.cast::<PyTuple>()?;
+                let mut pairs = Vec::with_capacity(names.len());
+                for (name, value) in names.iter().zip(tuple.iter()) {
+                    pairs.push((name.clone().into_any(), value));
+                }
+                Node::Keyed(Keyed::new(pairs, None))
+            }
+            TypeKind::Sequence => {
+                let items = obj.try_iter()?.collect::<PyResult<Vec<_>>>()?;
+                Node::Seq(items, obj.is_instance_of::<PyTuple>())
+            }
+            TypeKind::Custom(children) => {
+                let result = children.call1((obj,))?;
+                self.custom_children(obj, result)?
+            }
+        })
+    }
+
+    /// Interprets what a registered `children` function returned.
+    fn custom_children(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        result: Bound<'py, PyAny>,
+    ) -> PyResult<Node<'py>> {
+        if result.is_none() {
+            return Ok(Node::Opaque);
+        }
+        if let Ok(list) = result.cast::<PyList>() {
+            return Ok(Node::Seq(list.iter().collect(), false));
+        }
+        if let Ok(tuple) = result.cast::<PyTuple>() {
+            return Ok(Node::Seq(tuple.iter().collect(), true));
+        }
+        if let Ok(dict) = result.cast_exact::<PyDict>() {
+            return Ok(Node::Keyed(Keyed::new(
+                dict.iter().collect(),
+                Some(dict.clone()),
+            )));
+        }
+        if matches!(self.kind_of(&result)?, TypeKind::Mapping) {
+            return Ok(Node::Keyed(mapping_children(&result)?));
+        }
+        Err(PyTypeError::new_err(format!(
+            "the children function registered for {} returned {}; expected a dict, a list, a tuple or None",
+            obj.get_type().name()?,
+            result.get_type().name()?
+        )))
+    }
+}
+
+/// `(key, value)` pairs of any Mapping, through its `keys()` and `__getitem__`.
+fn mapping_children<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Keyed<'py>> {
+    let keys: Vec<Bound<'py, PyAny>> = obj
+        .call_method0(intern!(obj.py(), "keys"))?
+        .try_iter()?
+        .collect::<PyResult<_>>()?;
+    let mut pairs = Vec::with_capacity(keys.len());
+    for key in keys {
+        let value = obj.get_item(&key)?;
+        pairs.push((key, value));
+    }
+    Ok(Keyed::new(pairs, None))
+}
+
+/// Exact built-in types that are plain-data leaves (`bool` is handled before).
+fn is_builtin_leaf(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_none()
+        || obj.is_exact_instance_of::<PyFloat>()
+        || obj.is_exact_instance_of::<PyInt>()
+        || obj.is_exact_instance_of::<PyString>()
+        || obj.is_exact_instance_of::<PyBytes>()
+        || obj.is_exact_instance_of::<PyComplex>()
+}
+
+/// The child view of `x`: `None` for a leaf, a `dict` for a keyed node, a `tuple` for a
+/// sequence.
+#[pyfunction]
+pub fn children<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let mut classifier = Classifier::new(py)?;
+    Ok(match classifier.classify(x)? {
+        Node::Keyed(keyed) => {
+            let dict = PyDict::new(py);
+            for (k, v) in keyed.pairs {
+                dict.set_item(k, v)?;
+            }
+            dict.into_any()
+        }
+        Node::Seq(items, _) => PyTuple::new(py, items)?.into_any(),
+        _ => py.None().into_bound(py),
+    })
+}

@@ -1,0 +1,65 @@
+//! `loadmodel`: walk and plan (GIL held), check ties, then copy with the GIL released.
+
+use super::errors::load_error;
+use super::python_function;
+use super::walk::Walker;
+use crate::core::{threads, Executor, LoadFailure};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+/// Loads `src` into `dst` in place; the Python wrapper validates the arguments.
+///
+/// `threads == 0` means the default (`FASTLOAD_NUM_THREADS`, else every core).
+#[pyfunction]
+#[pyo3(signature = (dst, src, filter, strict, casting, threads))]
+pub fn loadmodel<'py>(
+    py: Python<'py>,
+    dst: &Bound<'py, PyAny>,
+    src: &Bound<'py, PyAny>,
+    filter: Option<Bound<'py, PyAny>>,
+    strict: bool,
+    casting: &str,
+    threads: usize,
+) -> PyResult<()> {
+    let threads = if threads == 0 {
+        threads::default_threads()
+    } else {
+        threads
+    };
+    let walked = Walker::new(py, filter, strict, casting)?.walk(dst, src)?;
+    if !walked.problems.is_empty() {
+        return Err(load_error(
+            py,
+            &LoadFailure {
+                problems: walked.problems,
+            },
+        ));
+    }
+    let plan = walked.plan;
+    let executor = Executor::new(&plan, threads).map_err(PyRuntimeError::new_err)?;
+    let problems = py.detach(|| executor.check_ties(&plan));
+    if !problems.is_empty() {
+        return Err(load_error(py, &LoadFailure { problems }));
+    }
+    let copy_cast = python_function(py, "fastload._cast", "copy_cast")?.unbind();
+    let external = walked.external;
+    py.detach(|| {
+        executor.execute(&plan, |leaf| {
+            Python::attach(|py| match external.get(&leaf) {
+                Some((dst, src)) => copy_cast.bind(py).call1((dst, src)).map(drop),
+                None => Err(PyRuntimeError::new_err(
+                    "internal error: a cast leaf has no arrays",
+                )),
+            })
+        })
+    })?;
+    // The arrays the plan pointed into may be released only now.
+    drop(walked.keep_alive);
+    Ok(())
+}
+
+/// The number of threads `threads=None` uses.
+#[pyfunction]
+pub fn default_threads() -> usize {
+    threads::default_threads()
+}

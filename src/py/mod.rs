@@ -1,0 +1,26 @@
+//! The extension module `fastload._fastload`: Python objects in, a checked plan out.
+
+mod array;
+mod casting;
+mod errors;
+mod kinds;
+mod load;
+mod path;
+mod state;
+mod walk;
+
+use pyo3::prelude::*;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(load::loadmodel, m)?)?;
+    m.add_function(wrap_pyfunction!(state::state, m)?)?;
+    m.add_function(wrap_pyfunction!(kinds::children, m)?)?;
+    m.add_function(wrap_pyfunction!(load::default_threads, m)?)?;
+    m.add("MAX_DEPTH", walk::MAX_DEPTH)?;
+    Ok(())
+}
+
+/// A function of one of fastload's Python modules.
+fn python_function<'py>(py: Python<'py>, module: &str, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    py.import(module)?.getattr(name)
+}

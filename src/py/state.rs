@@ -1,0 +1,99 @@
+//! `state`: a tree of plain containers and arrays with the nesting of the model.
+
+use super::errors::load_error;
+use super::kinds::{Classifier, Node};
+use super::path::{KeyPath, Segment};
+use super::walk::MAX_DEPTH;
+use crate::core::{LoadFailure, Problem, ProblemKind};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use std::collections::{HashMap, HashSet};
+
+/// The state of `x`: keyed nodes become dicts, lists stay lists, tuples stay tuples,
+/// arrays and plain data are kept as they are, and every other leaf becomes `()`.
+#[pyfunction]
+pub fn state<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let mut builder = StateBuilder {
+        py,
+        classifier: Classifier::new(py)?,
+        path: KeyPath::default(),
+        on_path: HashSet::new(),
+        done: HashMap::new(),
+    };
+    builder.build(x)
+}
+
+struct StateBuilder<'py> {
+    py: Python<'py>,
+    classifier: Classifier<'py>,
+    path: KeyPath<'py>,
+    on_path: HashSet<usize>,
+    /// Nodes already converted, so that a shared node stays shared; holding the input
+    /// keeps its address from being reused by another object meanwhile.
+    done: HashMap<usize, (Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+}
+
+impl<'py> StateBuilder<'py> {
+    fn fail(&self, message: String) -> PyErr {
+        let problem = Problem::new(ProblemKind::Structure, self.path.render(), message);
+        load_error(
+            self.py,
+            &LoadFailure {
+                problems: vec![problem],
+            },
+        )
+    }
+
+    fn build(&mut self, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        if self.path.depth() > MAX_DEPTH {
+            return Err(self.fail(format!("the tree is nested deeper than {MAX_DEPTH} levels")));
+        }
+        let node = match self.classifier.classify(x)? {
+            Node::Array(_) | Node::Bool(_) | Node::Data => return Ok(x.clone()),
+            Node::Opaque => return Ok(PyTuple::empty(self.py).into_any()),
+            node => node,
+        };
+        let id = x.as_ptr() as usize;
+        if let Some((_, out)) = self.done.get(&id) {
+            return Ok(out.clone());
+        }
+        if !self.on_path.insert(id) {
+            return Err(self.fail("the tree has a cycle: this node contains itself".to_owned()));
+        }
+        let out = self.build_node(node);
+        self.on_path.remove(&id);
+        let out = out?;
+        self.done.insert(id, (x.clone(), out.clone()));
+        Ok(out)
+    }
+
+    fn build_node(&mut self, node: Node<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match node {
+            Node::Keyed(keyed) => {
+                let dict = PyDict::new(self.py);
+                for (key, value) in keyed.pairs {
+                    self.path.push(Segment::Key(key.clone()));
+                    let out = self.build(&value);
+                    self.path.pop();
+                    dict.set_item(key, out?)?;
+                }
+                Ok(dict.into_any())
+            }
+            Node::Seq(items, as_tuple) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    self.path.push(Segment::Index(i));
+                    let built = self.build(item);
+                    self.path.pop();
+                    out.push(built?);
+                }
+                Ok(if as_tuple {
+                    PyTuple::new(self.py, out)?.into_any()
+                } else {
+                    PyList::new(self.py, out)?.into_any()
+                })
+            }
+            _ => unreachable!("leaves return before build_node"),
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! The walk of `loadmodel`: both trees together, every problem collected, a plan built.
+//!
+//! Nothing is written here. The walk follows the destination's order, which is the walk
+//! order that ties and overlapping copies are defined by.
+
+use super::array::{
+    dtype_class, dtype_key, dtype_text, is_writeable, shape_text, view_of, DtypeClass,
+};
+use super::casting::CastRule;
+use super::kinds::{Classifier, Keyed, Node};
+use super::path::{describe, KeyPath, Segment};
+use super::python_function;
+use crate::core::{LeafCopy, Op, Plan, Problem, ProblemKind, TieEntry};
+use numpy::{PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyInt, PyList, PyString};
+use std::collections::{HashMap, HashSet};
+
+/// Deepest nesting walked; deeper trees are refused with an `ArgumentError`.
+pub const MAX_DEPTH: usize = 2000;
+
+/// How many keys a structure message lists.
+const LISTED_KEYS: usize = 10;
+
+/// What a finished walk hands to the copy.
+pub struct Walked<'py> {
+    pub plan: Plan,
+    pub problems: Vec<Problem>,
+    /// `(dst, src)` of each leaf whose cast NumPy performs, by leaf number.
+    pub external: HashMap<usize, (Py<PyAny>, Py<PyAny>)>,
+    /// Every array the plan points into, alive until the copy is done.
+    pub keep_alive: Vec<Bound<'py, PyAny>>,
+}
+
+pub struct Walker<'py> {
+    py: Python<'py>,
+    classifier: Classifier<'py>,
+    casting: CastRule<'py>,
+    filter: Option<Bound<'py, PyAny>>,
+    strict: bool,
+    path: KeyPath<'py>,
+    /// `(dst, src)` node pairs on the current path: meeting one again is a cycle.
+    on_path: HashSet<(usize, usize)>,
+    /// Leaves with an external cast whose value was staged for tie checks.
+    staged: HashSet<usize>,
+    out: Walked<'py>,
+}
+
+impl<'py> Walker<'py> {
+    pub fn new(
+        py: Python<'py>,
+        filter: Option<Bound<'py, PyAny>>,
+        strict: bool,
+        casting: &str,
+    ) -> PyResult<Self> {
+        Ok(Walker {
+            py,
+            classifier: Classifier::new(py)?,
+            casting: CastRule::new(py, casting)?,
+            filter,
+            strict,
+            path: KeyPath::default(),
+            on_path: HashSet::new(),
+            staged: HashSet::new(),
+            out: Walked {
+                plan: Plan::new(),
+                problems: Vec::new(),
+                external: HashMap::new(),
+                keep_alive: Vec::new(),
+            },
+        })
+    }
+
+    /// Walks `dst` and `src` from the root. Errors only for exceptions that must not be
+    /// turned into problems (`KeyboardInterrupt` and the like).
+    pub fn walk(
+        mut self,
+        dst: &Bound<'py, PyAny>,
+        src: &Bound<'py, PyAny>,
+    ) -> PyResult<Walked<'py>> {
+        self.visit(dst, src)?;
+        Ok(self.out)
+    }
+
+    fn problem(&mut self, kind: ProblemKind, message: impl Into<String>) {
+        self.out
+            .problems
+            .push(Problem::new(kind, self.path.render(), message));
+    }
+
+    /// Visits one pair; an exception raised by the objects themselves (a children
+    /// function, `keys()`, a property, the filter) becomes a problem at this path.
+    fn visit(&mut self, dst: &Bound<'py, PyAny>, src: &Bound<'py, PyAny>) -> PyResult<()> {
+        match self.visit_pair(dst, src) {
+            Err(err) if err.is_instance_of::<PyException>(self.py) => {
+                let message = format!("cannot walk this node: {err}");
+                self.problem(ProblemKind::Structure, message);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn child(
+        &mut self,
+        segment: Segment<'py>,
+        dst: &Bound<'py, PyAny>,
+        src: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        self.path.push(segment);
+        let result = self.visit(dst, src);
+        self.path.pop();
+        result
+    }
+
+    fn visit_pair(&mut self, dst: &Bound<'py, PyAny>, src: &Bound<'py, PyAny>) -> PyResult<()> {
+        if self.path.depth() > MAX_DEPTH {
+            self.problem(
+                ProblemKind::Structure,
+                format!("the tree is nested deeper than {MAX_DEPTH} levels"),
+            );
+            return Ok(());
+        }
+        match self.classifier.classify(dst)? {
+            Node::Array(array) => self.load_array(&array, src),
+            node @ (Node::Keyed(_) | Node::Seq(..)) => {
+                let src_node = self.classifier.classify(src)?;
+                if src_node.is_node() {
+                    self.load_node(dst, src, node, src_node)
+                } else {
+                    if node.len() > 0 {
+                        let message = format!(
+                            "Tried to load {} into a node with {} children; the structures do not match",
+                            describe(src),
+                            node.len()
+                        );
+                        self.problem(ProblemKind::Structure, message);
+                    }
+                    Ok(())
+                }
+            }
+            plain => self.load_plain(&plain, dst, src),
+        }
+    }
+
+    /// A non-array leaf destination: only an array source can be a problem.
+    fn load_plain(
+        &mut self,
+        dst_node: &Node<'py>,
+        dst: &Bound<'py, PyAny>,
+        src: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let Some(array) = self.classifier.as_array(src) else {
+            return Ok(());
+        };
+        if dtype_class(&array.dtype()) == DtypeClass::Object {
+            return Ok(()); // object arrays are plain leaves
+        }
+        match dst_node {
+            Node::Bool(false) => {} // an inactive parameter ignores what is loaded
+            Node::Bool(true) => self.problem(
+                ProblemKind::Leaf,
+                "Cannot load an array into a parameter that is True; only False marks an absent parameter",
+            ),
+            _ => {
+                let message = format!("Tried to copy an array to {}; this is not allowed", describe(dst));
+                self.problem(ProblemKind::Leaf, message);
+            }
+        }
+        Ok(())
+    }
+
+    fn load_array(
+        &mut self,
+        dst: &Bound<'py, PyUntypedArray>,
+        src: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let dst_dtype = dst.dtype();
+        let src_array = self.classifier.as_array(src).cloned();
+        if dtype_class(&dst_dtype) == DtypeClass::Object {
+            if let Some(src_array) = src_array {
+                if dtype_class(&src_array.dtype()) != DtypeClass::Object {
+                    let message = format!(
+                        "Tried to load a {} array into an object array; object arrays are never copied",
+                        dtype_text(&src_array.dtype())
+                    );
+                    self.problem(ProblemKind::Leaf, message);
+                }
+            }
+            return Ok(());
+        }
+        if let Some(src_array) = src_array {
+            let src_dtype = src_array.dtype();
+            if dtype_class(&src_dtype) == DtypeClass::Object {
+                let message = format!(
+                    "Tried to load an object array into a {} array; object arrays are never copied",
+                    dtype_text(&dst_dtype)
+                );
+                self.problem(ProblemKind::Leaf, message);
+                return Ok(());
+            }
+            if src_array.shape() != dst.shape() {
+                let message = format!(
+                    "Tried to load size {} array into size {}",
+                    shape_text(src_array.shape()),
+                    shape_text(dst.shape())
+                );
+                self.problem(ProblemKind::Shape, message);
+                return Ok(());
+            }
+            let op = match self.casting.decide(&src_dtype, &dst_dtype)? {
+                Ok(op) => op,
+                Err(message) => {
+                    self.problem(ProblemKind::Leaf, message);
+                    return Ok(());
+                }
+            };
+            if self.writeable(dst) {
+                self.plan_leaf(dst, Some(&src_array), op)?;
+            }
+        } else if let Some(value) = self.classifier.as_bool(src)? {
+            if value {
+                self.problem(
+                    ProblemKind::Leaf,
+                    "Cannot load True into an array; only False (an absent parameter) is allowed",
+                );
+            } else if self.writeable(dst) {
+                self.plan_leaf(dst, None, Op::Zeros)?;
+            }
+        } else {
+            let message = format!(
+                "Tried to copy {} into an array destination; this is not allowed",
+                describe(src)
+            );
+            self.problem(ProblemKind::Leaf, message);
+        }
+        Ok(())
+    }
+
+    fn writeable(&mut self, dst: &Bound<'py, PyUntypedArray>) -> bool {
+        let writeable = is_writeable(dst);
+        if !writeable {
+            self.problem(ProblemKind::Leaf, "the destination array is read-only");
+        }
+        writeable
+    }
+
+    fn plan_leaf(
+        &mut self,
+        dst: &Bound<'py, PyUntypedArray>,
+        src: Option<&Bound<'py, PyUntypedArray>>,
+        op: Op,
+    ) -> PyResult<()> {
+        let leaf = LeafCopy {
+            dst: view_of(dst),
+            src: src.map(view_of),
+            op,
+        };
+        let src_view = leaf.src.clone();
+        let keep = &mut self.out.keep_alive;
+        keep.extend(src.map(|s| s.clone().into_any()));
+        match self.out.plan.add(leaf, dtype_key(&dst.dtype())) {
+            TieEntry::New(leaf) => {
+                keep.push(dst.clone().into_any());
+                if let (Op::External, Some(src)) = (op, src) {
+                    let pair = (
+                        dst.clone().into_any().unbind(),
+                        src.clone().into_any().unbind(),
+                    );
+                    self.out.external.insert(leaf, pair);
+                }
+            }
+            TieEntry::Tied(first) => {
+                let (view, op) = match (op, src) {
+                    (Op::External, Some(src)) => {
+                        let staged = self.stage(src.as_any(), dst.as_any())?;
+                        (Some(view_of(&staged)), Op::Bytes)
+                    }
+                    _ => (src_view, op),
+                };
+                self.stage_first_value(first)?;
+                self.out.plan.check_tie(first, view, op, self.path.render());
+            }
+        }
+        Ok(())
+    }
+
+    /// For a tie whose first copy NumPy casts, the first value in the destination's dtype.
+    fn stage_first_value(&mut self, first: usize) -> PyResult<()> {
+        let Some((dst, src)) = self.out.external.get(&first) else {
+            return Ok(());
+        };
+        if !self.staged.insert(first) {
+            return Ok(());
+        }
+        let (dst, src) = (dst.bind(self.py).clone(), src.bind(self.py).clone());
+        let staged = self.stage(&src, &dst)?;
+        self.out.plan.stage_tie_value(first, view_of(&staged));
+        Ok(())
+    }
+
+    /// `src` cast by NumPy into a new array of `dst`'s dtype, kept alive with the plan.
+    fn stage(
+        &mut self,
+        src: &Bound<'py, PyAny>,
+        dst: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyUntypedArray>> {
+        let stage = python_function(self.py, "fastload._cast", "staged")?;
+        let staged = stage
+            .call1((src, dst.getattr("dtype")?))?
+            .cast_into::<PyUntypedArray>()?;
+        self.out.keep_alive.push(staged.clone().into_any());
+        Ok(staged)
+    }
+
+    fn load_node(
+        &mut self,
+        dst: &Bound<'py, PyAny>,
+        src: &Bound<'py, PyAny>,
+        dst_node: Node<'py>,
+        src_node: Node<'py>,
+    ) -> PyResult<()> {
+        let pair = (dst.as_ptr() as usize, src.as_ptr() as usize);
+        if !self.on_path.insert(pair) {
+            self.problem(
+                ProblemKind::Structure,
+                "the tree has a cycle: this node contains itself",
+            );
+            return Ok(());
+        }
+        let result = self.match_children(dst_node, src_node);
+        self.on_path.remove(&pair);
+        result
+    }
+
+    fn match_children(&mut self, mut dst: Node<'py>, mut src: Node<'py>) -> PyResult<()> {
+        if let Some(filter) = self.filter.clone() {
+            retain(&mut dst, &filter)?;
+            retain(&mut src, &filter)?;
+        }
+        match (dst, src) {
+            (Node::Keyed(d), Node::Keyed(s)) => self.match_keys(d, s),
+            (Node::Seq(d, _), Node::Seq(s, _)) => {
+                if d.len() != s.len() {
+                    let message = format!(
+                        "Tried to load a sequence of {} children into a sequence of {}; the structures do not match",
+                        s.len(),
+                        d.len()
+                    );
+                    self.problem(ProblemKind::Structure, message);
+                    return Ok(());
+                }
+                for (i, (d, s)) in d.iter().zip(&s).enumerate() {
+                    self.child(Segment::Index(i), d, s)?;
+                }
+                Ok(())
+            }
+            (Node::Seq(d, _), Node::Keyed(s)) => self.sequence_from_keyed(d, s),
+            (Node::Keyed(d), Node::Seq(s, _)) => self.keyed_from_sequence(d, s),
+            _ => Ok(()),
+        }
+    }
+
+    fn match_keys(&mut self, dst: Keyed<'py>, mut src: Keyed<'py>) -> PyResult<()> {
+        let index = src.index(self.py)?;
+        let mut matched = Vec::with_capacity(dst.pairs.len());
+        let mut missing = Vec::new();
+        for (key, d) in &dst.pairs {
+            match index.get_item(key)? {
+                Some(s) => matched.push((key, d, s)),
+                None => missing.push(key.clone()),
+            }
+        }
+        if self.strict && (!missing.is_empty() || matched.len() != src.pairs.len()) {
+            let dst_keys = PyDict::new(self.py);
+            for (key, _) in &dst.pairs {
+                dst_keys.set_item(key, self.py.None())?;
+            }
+            let mut unexpected = Vec::new();
+            for (key, _) in &src.pairs {
+                if !dst_keys.contains(key)? {
+                    unexpected.push(key.clone());
+                }
+            }
+            let message = format!(
+                "the structures do not match: missing keys {}, unexpected keys {}",
+                key_list(self.py, &missing),
+                key_list(self.py, &unexpected)
+            );
+            self.problem(ProblemKind::Structure, message);
+        }
+        for (key, d, s) in matched {
+            self.child(Segment::Key(key.clone()), d, &s)?;
+        }
+        Ok(())
+    }
+
+    /// A sequence loading from a mapping keyed `0..n-1` or `"0".."n-1"`.
+    fn sequence_from_keyed(
+        &mut self,
+        dst: Vec<Bound<'py, PyAny>>,
+        mut src: Keyed<'py>,
+    ) -> PyResult<()> {
+        let index = src.index(self.py)?;
+        let mut found = Vec::with_capacity(dst.len());
+        if src.pairs.len() == dst.len() {
+            for i in 0..dst.len() {
+                let value = match index.get_item(i)? {
+                    Some(v) => Some(v),
+                    None => index.get_item(i.to_string())?,
+                };
+                match value {
+                    Some(v) => found.push(v),
+                    None => break,
+                }
+            }
+        }
+        if found.len() != dst.len() || src.pairs.len() != dst.len() {
+            let keys: Vec<_> = src.pairs.iter().map(|(k, _)| k.clone()).collect();
+            let message = format!(
+                "Tried to load a mapping with keys {} into a sequence of {} children; expected the keys 0..{}",
+                key_list(self.py, &keys),
+                dst.len(),
+                dst.len().saturating_sub(1)
+            );
+            self.problem(ProblemKind::Structure, message);
+            return Ok(());
+        }
+        for (i, (d, s)) in dst.iter().zip(&found).enumerate() {
+            self.child(Segment::Index(i), d, s)?;
+        }
+        Ok(())
+    }
+
+    /// A mapping keyed `0..n-1` or `"0".."n-1"` loading from a sequence.
+    fn keyed_from_sequence(
+        &mut self,
+        dst: Keyed<'py>,
+        src: Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<()> {
+        let mut seen = vec![false; src.len()];
+        let mut order = Vec::with_capacity(dst.pairs.len());
+        for (key, d) in &dst.pairs {
+            match index_key(key) {
+                Some(i) if i < src.len() && !seen[i] => {
+                    seen[i] = true;
+                    order.push((key, d, i));
+                }
+                _ => break,
+            }
+        }
+        if order.len() != dst.pairs.len() || dst.pairs.len() != src.len() {
+            let keys: Vec<_> = dst.pairs.iter().map(|(k, _)| k.clone()).collect();
+            let message = format!(
+                "Tried to load a sequence of {} children into a mapping with keys {}; expected the keys 0..{}",
+                src.len(),
+                key_list(self.py, &keys),
+                src.len().saturating_sub(1)
+            );
+            self.problem(ProblemKind::Structure, message);
+            return Ok(());
+        }
+        for (key, d, i) in order {
+            self.child(Segment::Key(key.clone()), d, &src[i])?;
+        }
+        Ok(())
+    }
+}
+
+/// The index a key stands for: an `int`, or a `str` of decimal digits without leading zeros.
+fn index_key(key: &Bound<'_, PyAny>) -> Option<usize> {
+    if key.is_instance_of::<PyInt>() {
+        return key.extract::<usize>().ok();
+    }
+    let text: String = key.cast::<PyString>().ok()?.extract().ok()?;
+    let canonical =
+        text == "0" || (!text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit()));
+    if canonical && !text.is_empty() {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// `['a', 'b']`, the first few keys as Python prints them.
+fn key_list(py: Python<'_>, keys: &[Bound<'_, PyAny>]) -> String {
+    let shown = PyList::empty(py);
+    for key in keys.iter().take(LISTED_KEYS) {
+        let _ = shown.append(key);
+    }
+    let text = shown
+        .repr()
+        .and_then(|r| r.extract::<String>())
+        .unwrap_or_else(|_| "[...]".to_owned());
+    if keys.len() > LISTED_KEYS {
+        format!("{} (and {} more)", text, keys.len() - LISTED_KEYS)
+    } else {
+        text
+    }
+}
+
+/// Drops the children of a node for which `filter(child)` is false.
+fn retain<'py>(node: &mut Node<'py>, filter: &Bound<'py, PyAny>) -> PyResult<()> {
+    match node {
+        Node::Keyed(keyed) => keyed.retain(|v| filter.call1((v,))?.is_truthy()),
+        Node::Seq(items, _) => {
+            let mut kept = Vec::with_capacity(items.len());
+            for item in items.drain(..) {
+                if filter.call1((&item,))?.is_truthy()? {
+                    kept.push(item);
+                }
+            }
+            *items = kept;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
