@@ -1,0 +1,324 @@
+"""SPEC section 2: matching nodes, the leaf table, filter, strict, layouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastload
+from fastload import ArgumentError, DimensionMismatch, LoadError
+
+
+def test_returns_dst_and_copies_in_place():
+    w = np.zeros((2, 3), np.float32)
+    model = {"w": w}
+    assert fastload.loadmodel(model, {"w": np.ones((2, 3), np.float32)}) is model
+    assert model["w"] is w
+    np.testing.assert_array_equal(w, 1)
+
+
+def test_root_arrays_load_directly():
+    a = np.zeros(4)
+    fastload.loadmodel(a, np.arange(4.0))
+    np.testing.assert_array_equal(a, [0, 1, 2, 3])
+
+
+def test_key_order_does_not_matter():
+    dst = {"a": np.zeros(1), "b": np.zeros(2)}
+    fastload.loadmodel(dst, {"b": np.full(2, 2.0), "a": np.full(1, 1.0)})
+    np.testing.assert_array_equal(dst["a"], [1])
+    np.testing.assert_array_equal(dst["b"], [2, 2])
+
+
+def test_key_mismatch_names_node_missing_and_unexpected_keys(snapshot):
+    dst = {"enc": {"w": np.zeros(2), "b": np.zeros(2)}}
+    snap = snapshot(dst)
+    with pytest.raises(ArgumentError) as info:
+        fastload.loadmodel(dst, {"enc": {"w": np.ones(2), "bias": np.ones(2)}})
+    (path, message), = info.value.problems
+    assert path == "enc"
+    assert "missing keys ['b']" in message and "unexpected keys ['bias']" in message
+    assert "enc: " in str(info.value)
+    snap.assert_unchanged()
+
+
+def test_strict_false_skips_keys_on_one_side_only():
+    dst = {"w": np.zeros(2), "extra": np.zeros(1)}
+    fastload.loadmodel(dst, {"w": np.ones(2), "other": np.ones(3)}, strict=False)
+    np.testing.assert_array_equal(dst["w"], 1)
+    np.testing.assert_array_equal(dst["extra"], 0)
+
+
+def test_list_loads_from_tuple_and_back():
+    dst = [np.zeros(1), (np.zeros(2),)]
+    fastload.loadmodel(dst, (np.ones(1), [np.ones(2)]))
+    assert all(np.all(a == 1) for a in (dst[0], dst[1][0]))
+
+
+def test_sequence_length_mismatch_is_argument_error(snapshot):
+    dst = {"layers": [np.zeros(1), np.zeros(1)]}
+    snap = snapshot(dst)
+    with pytest.raises(ArgumentError) as info:
+        fastload.loadmodel(dst, {"layers": [np.ones(1)]})
+    assert info.value.problems[0][0] == "layers"
+    snap.assert_unchanged()
+
+
+@pytest.mark.parametrize("keys", [[0, 1], ["0", "1"], [1, 0], ["1", "0"]])
+def test_sequence_loads_from_index_keyed_mapping(keys):
+    dst = [np.zeros(1), np.zeros(1)]
+    src = {k: np.full(1, float(int(k)) + 5) for k in keys}
+    fastload.loadmodel(dst, src)
+    assert [a[0] for a in dst] == [5.0, 6.0]
+
+
+def test_index_keyed_mapping_loads_from_sequence():
+    dst = {"1": np.zeros(1), "0": np.zeros(1)}
+    fastload.loadmodel(dst, [np.full(1, 5.0), np.full(1, 6.0)])
+    assert dst["0"][0] == 5.0 and dst["1"][0] == 6.0
+
+
+@pytest.mark.parametrize("keys", [[0, 2], ["a", "b"], ["00", "1"], [0]])
+def test_sequence_against_other_keys_is_argument_error(keys, snapshot):
+    dst = {"seq": [np.zeros(1), np.zeros(1)]}
+    snap = snapshot(dst)
+    with pytest.raises(ArgumentError) as info:
+        fastload.loadmodel(dst, {"seq": {k: np.ones(1) for k in keys}})
+    assert info.value.problems[0][0] == "seq"
+    snap.assert_unchanged()
+
+
+# --- the leaf table ------------------------------------------------------------------
+
+
+def test_false_source_zeroes_the_destination():
+    w = np.ones((2, 2))
+    fastload.loadmodel({"bias": w}, {"bias": False})
+    np.testing.assert_array_equal(w, 0)
+
+
+def test_numpy_false_scalar_counts_as_false():
+    w = np.ones(3, np.int16)
+    fastload.loadmodel([w], [np.False_])
+    np.testing.assert_array_equal(w, 0)
+
+
+@pytest.mark.parametrize("falsy", [0, 0.0, None, "", ()])
+def test_only_false_zeroes_not_other_falsy_values(falsy, snapshot):
+    dst = {"w": np.ones(2)}
+    snap = snapshot(dst)
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(dst, {"w": falsy})
+    assert "into an array destination" in info.value.problems[0][1]
+    snap.assert_unchanged()
+
+
+def test_true_source_into_array_is_load_error(snapshot):
+    dst = {"w": np.ones(2)}
+    snap = snapshot(dst)
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(dst, {"w": True})
+    assert type(info.value) is LoadError and info.value.problems[0][0] == "w"
+    snap.assert_unchanged()
+
+
+def test_false_destination_ignores_an_array_source():
+    dst = {"w": np.zeros(1), "bias": False}
+    fastload.loadmodel(dst, {"w": np.ones(1), "bias": np.ones(3)})
+    assert dst["bias"] is False and dst["w"][0] == 1
+
+
+def test_true_destination_refuses_an_array(snapshot):
+    dst = {"w": np.zeros(1), "bias": True}
+    snap = snapshot(dst)
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(dst, {"w": np.ones(1), "bias": np.ones(3)})
+    assert info.value.problems[0][0] == "bias"
+    snap.assert_unchanged()
+
+
+def test_array_into_a_non_array_leaf_is_load_error(snapshot):
+    dst = {"w": np.zeros(1), "act": np.tanh}
+    snap = snapshot(dst)
+    with pytest.raises(LoadError, match="Tried to copy an array to"):
+        fastload.loadmodel(dst, {"w": np.ones(1), "act": np.ones(2)})
+    snap.assert_unchanged()
+
+
+def test_non_array_leaves_need_not_match():
+    dst = {"act": np.tanh, "rate": 0.5, "flag": True, "name": "a", "w": np.zeros(1)}
+    src = {"act": None, "rate": "fast", "flag": 3, "name": {"nested": 1}, "w": np.ones(1)}
+    fastload.loadmodel(dst, src)
+    assert dst["act"] is np.tanh and dst["rate"] == 0.5 and dst["w"][0] == 1
+
+
+def test_array_destination_against_a_node_is_load_error(snapshot):
+    dst = {"w": np.zeros(2)}
+    snap = snapshot(dst)
+    with pytest.raises(LoadError, match="into an array destination"):
+        fastload.loadmodel(dst, {"w": [1.0, 2.0]})
+    snap.assert_unchanged()
+
+
+def test_node_against_a_leaf_is_argument_error(snapshot):
+    dst = {"layer": {"w": np.zeros(2)}}
+    snap = snapshot(dst)
+    with pytest.raises(ArgumentError) as info:
+        fastload.loadmodel(dst, {"layer": np.ones(2)})
+    assert info.value.problems[0][0] == "layer"
+    snap.assert_unchanged()
+
+
+def test_empty_node_against_a_leaf_is_fine():
+    dst = {"layer": {}, "w": np.zeros(1)}
+    fastload.loadmodel(dst, {"layer": 3, "w": np.ones(1)})
+    assert dst["w"][0] == 1
+
+
+def test_shape_mismatch_message_is_fluxs(snapshot):
+    dst = {"layers": [{"weight": np.zeros((3, 4))}]}
+    snap = snapshot(dst)
+    with pytest.raises(DimensionMismatch) as info:
+        fastload.loadmodel(dst, {"layers": [{"weight": np.zeros((4, 3))}]})
+    assert info.value.problems == [
+        ("layers.0.weight", "Tried to load size (4, 3) array into size (3, 4)")
+    ]
+    snap.assert_unchanged()
+
+
+# --- filter ----------------------------------------------------------------------------
+
+
+def test_filter_drops_children_on_both_sides_and_renumbers():
+    dst = [np.zeros(1), "dropout", np.zeros(2)]
+    src = [np.ones(1), np.ones(2) * 2]
+    fastload.loadmodel(dst, src, filter=lambda x: not isinstance(x, str))
+    np.testing.assert_array_equal(dst[0], [1])
+    np.testing.assert_array_equal(dst[2], [2, 2])
+
+
+def test_filter_is_never_applied_to_the_root():
+    calls = []
+
+    def keep(x):
+        calls.append(x)
+        return True
+
+    dst = {"w": np.zeros(1)}
+    src = {"w": np.ones(1)}
+    fastload.loadmodel(dst, src, filter=keep)
+    assert all(c is not dst and c is not src for c in calls)
+    assert len(calls) == 2
+
+
+def test_filter_can_skip_arrays_by_shape():
+    dst = {"w": np.zeros(2), "frozen": np.zeros(5)}
+    src = {"w": np.ones(2), "frozen": np.ones(5)}
+    fastload.loadmodel(dst, src, filter=lambda x: not (isinstance(x, np.ndarray) and x.size == 5))
+    assert dst["w"][0] == 1 and dst["frozen"][0] == 0
+
+
+# --- layouts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make_dst",
+    [
+        lambda: np.zeros((5, 7), order="F"),
+        lambda: np.zeros((5, 14))[:, ::2],
+        lambda: np.zeros((5, 7))[::-1, ::-1],
+        lambda: np.zeros((7, 5)).T,
+        lambda: np.zeros((5, 7), dtype=">f8"),
+    ],
+    ids=["fortran", "strided", "reversed", "transposed", "big-endian"],
+)
+@pytest.mark.parametrize(
+    "make_src",
+    [
+        lambda v: v.copy(),
+        lambda v: np.asfortranarray(v),
+        lambda v: v[::-1][::-1].copy()[::-1, :][::-1, :],
+        lambda v: np.ascontiguousarray(v.T).T,
+        lambda v: v.astype(">f8"),
+    ],
+    ids=["c", "fortran", "reversed", "transposed", "big-endian"],
+)
+def test_any_layout_loads_into_any_layout(make_dst, make_src):
+    values = np.arange(35.0).reshape(5, 7) * 1.5
+    dst = make_dst()
+    fastload.loadmodel(dst, make_src(values))
+    np.testing.assert_array_equal(dst, values)
+
+
+def test_zero_size_and_zero_dimensional_arrays():
+    dst = {"empty": np.zeros((0, 3)), "scalar": np.zeros(())}
+    fastload.loadmodel(dst, {"empty": np.ones((0, 3)), "scalar": np.array(4.0)})
+    assert dst["scalar"] == 4.0 and dst["empty"].shape == (0, 3)
+
+
+def test_string_bytes_and_structured_arrays_copy_when_dtypes_match():
+    rec = np.dtype([("a", "i4"), ("b", "f8")])
+    dst = {"s": np.array(["", ""], "U5"), "b": np.zeros(2, "S3"), "r": np.zeros(2, rec)}
+    src = {
+        "s": np.array(["hello", "x"], "U5"),
+        "b": np.array([b"abc", b"d"], "S3"),
+        "r": np.array([(1, 2.5), (3, 4.5)], rec),
+    }
+    fastload.loadmodel(dst, src)
+    assert list(dst["s"]) == ["hello", "x"] and list(dst["b"]) == [b"abc", b"d"]
+    assert dst["r"]["b"][1] == 4.5
+
+
+@pytest.mark.parametrize(
+    "dst,src",
+    [
+        (np.array(["a"], "U5"), np.array(["a"], "U4")),
+        (np.zeros(1, "S3"), np.zeros(1, "U3")),
+        (np.zeros(1, "f4"), np.array(["1"], "U1")),
+        (np.zeros(1, [("a", "i4")]), np.zeros(1, [("b", "i4")])),
+    ],
+)
+def test_casts_involving_strings_or_records_are_load_errors(dst, src, snapshot):
+    snap = snapshot(dst)
+    with pytest.raises(LoadError, match="same dtype"):
+        fastload.loadmodel({"x": dst}, {"x": src}, casting="unsafe")
+    snap.assert_unchanged()
+
+
+def test_object_arrays_against_each_other_are_plain_leaves():
+    dst = np.array([1, "a"], dtype=object)
+    fastload.loadmodel({"o": dst}, {"o": np.array([None, None], dtype=object)})
+    assert list(dst) == [1, "a"]
+
+
+@pytest.mark.parametrize("side", ["dst", "src"])
+def test_object_array_against_numeric_is_load_error(side, snapshot):
+    obj = np.array([1.0, 2.0], dtype=object)
+    num = np.zeros(2)
+    dst, src = ({"o": obj}, {"o": num}) if side == "dst" else ({"o": num}, {"o": obj})
+    snap = snapshot(dst)
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(dst, src)
+    assert info.value.problems[0][0] == "o" and "object array" in info.value.problems[0][1]
+    snap.assert_unchanged()
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2, 7])
+def test_thread_counts_give_identical_results(threads):
+    rng = np.random.default_rng(1)
+    src = [rng.normal(size=(256, 1024)).astype(np.float32) for _ in range(8)]
+    dst = [np.zeros((1024, 256), np.float64).T for _ in range(8)]
+    fastload.loadmodel(dst, src, threads=threads)
+    for d, s in zip(dst, src):
+        np.testing.assert_array_equal(d, s)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_bad_thread_counts_are_refused(threads):
+    with pytest.raises(ValueError, match="threads"):
+        fastload.loadmodel(np.zeros(1), np.zeros(1), threads=threads)
+
+
+def test_filter_must_be_callable():
+    with pytest.raises(TypeError, match="filter"):
+        fastload.loadmodel(np.zeros(1), np.zeros(1), filter=3)
