@@ -2,6 +2,7 @@
 
 mod array;
 mod casting;
+mod depth;
 mod errors;
 mod kinds;
 mod load;
@@ -16,7 +17,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(state::state, m)?)?;
     m.add_function(wrap_pyfunction!(kinds::children, m)?)?;
     m.add_function(wrap_pyfunction!(load::default_threads, m)?)?;
-    m.add("MAX_DEPTH", walk::MAX_DEPTH)?;
+    m.add("MAX_DEPTH", depth::MAX_DEPTH)?;
     Ok(())
 }
 

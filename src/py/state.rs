@@ -1,9 +1,9 @@
 //! `state`: a tree of plain containers and arrays with the nesting of the model.
 
+use super::depth::too_deep;
 use super::errors::load_error;
 use super::kinds::{Classifier, Node};
 use super::path::{KeyPath, Segment};
-use super::walk::MAX_DEPTH;
 use crate::core::{LoadFailure, Problem, ProblemKind};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -45,8 +45,8 @@ impl<'py> StateBuilder<'py> {
     }
 
     fn build(&mut self, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        if self.path.depth() > MAX_DEPTH {
-            return Err(self.fail(format!("the tree is nested deeper than {MAX_DEPTH} levels")));
+        if let Some(reason) = too_deep(self.path.depth()) {
+            return Err(self.fail(reason));
         }
         let node = match self.classifier.classify(x)? {
             Node::Array(_) | Node::Bool(_) | Node::Data => return Ok(x.clone()),

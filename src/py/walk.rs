@@ -7,6 +7,7 @@ use super::array::{
     dtype_class, dtype_key, dtype_text, is_writeable, shape_text, view_of, DtypeClass,
 };
 use super::casting::CastRule;
+use super::depth::too_deep;
 use super::kinds::{Classifier, Keyed, Node};
 use super::path::{describe, KeyPath, Segment};
 use super::python_function;
@@ -16,9 +17,6 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString};
 use std::collections::{HashMap, HashSet};
-
-/// Deepest nesting walked; deeper trees are refused with an `ArgumentError`.
-pub const MAX_DEPTH: usize = 2000;
 
 /// How many keys a structure message lists.
 const LISTED_KEYS: usize = 10;
@@ -115,11 +113,8 @@ impl<'py> Walker<'py> {
     }
 
     fn visit_pair(&mut self, dst: &Bound<'py, PyAny>, src: &Bound<'py, PyAny>) -> PyResult<()> {
-        if self.path.depth() > MAX_DEPTH {
-            self.problem(
-                ProblemKind::Structure,
-                format!("the tree is nested deeper than {MAX_DEPTH} levels"),
-            );
+        if let Some(reason) = too_deep(self.path.depth()) {
+            self.problem(ProblemKind::Structure, reason);
             return Ok(());
         }
         match self.classifier.classify(dst)? {

@@ -1,0 +1,240 @@
+"""Bad input: one clear exception naming the path, and nothing written."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+import fastload
+from fastload import ArgumentError, DimensionMismatch, LoadError
+
+
+def test_every_problem_is_listed_and_the_class_is_the_first_ones(snapshot):
+    dst = {"a": np.zeros(2), "b": np.zeros(3), "c": {"x": np.zeros(1)}, "d": np.zeros(1)}
+    src = {"a": np.zeros(5), "b": np.zeros(3, np.complex64), "c": {"y": np.ones(1)}, "d": True}
+    snap = snapshot(dst)
+    with pytest.raises(DimensionMismatch) as info:
+        fastload.loadmodel(dst, src)
+    paths = [p for p, _ in info.value.problems]
+    assert paths == ["a", "b", "c", "d"]
+    text = str(info.value)
+    assert text.startswith("4 problems")
+    for path in paths:
+        assert f"\n  {path}: " in text
+    snap.assert_unchanged()
+
+
+def test_long_problem_lists_are_cut_in_the_message_but_complete_in_problems(snapshot):
+    dst = [np.zeros(2) for _ in range(100)]
+    snap = snapshot(dst)
+    with pytest.raises(DimensionMismatch) as info:
+        fastload.loadmodel(dst, [np.zeros(3) for _ in range(100)])
+    assert len(info.value.problems) == 100
+    assert str(info.value).endswith("... and 70 more")
+    snap.assert_unchanged()
+
+
+def test_exception_hierarchy():
+    assert issubclass(LoadError, ValueError)
+    assert issubclass(ArgumentError, LoadError) and issubclass(DimensionMismatch, LoadError)
+
+
+def test_a_later_problem_leaves_earlier_leaves_unwritten(snapshot):
+    dst = [np.zeros(1000) for _ in range(50)] + [np.zeros(2)]
+    snap = snapshot(dst)
+    with pytest.raises(DimensionMismatch):
+        fastload.loadmodel(dst, [np.ones(1000) for _ in range(50)] + [np.ones(3)])
+    snap.assert_unchanged()
+
+
+def test_read_only_destination_is_refused(snapshot):
+    w = np.zeros(3)
+    w.flags.writeable = False
+    ok = np.zeros(2)
+    dst = {"ok": ok, "frozen": {"w": w}}
+    snap = snapshot(dst)
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(dst, {"ok": np.ones(2), "frozen": {"w": np.ones(3)}})
+    assert info.value.problems == [("frozen.w", "the destination array is read-only")]
+    snap.assert_unchanged()
+
+
+def test_false_into_read_only_destination_is_refused():
+    w = np.ones(3)
+    w.flags.writeable = False
+    with pytest.raises(LoadError, match="read-only"):
+        fastload.loadmodel([w], [False])
+
+
+def test_a_cycle_in_both_trees_is_an_argument_error():
+    dst = {"w": np.zeros(1)}
+    dst["self"] = dst
+    src = {"w": np.ones(1)}
+    src["self"] = src
+    with pytest.raises(ArgumentError) as info:
+        fastload.loadmodel(dst, src)
+    assert info.value.problems[0][0] == "self"
+    assert "cycle" in info.value.problems[0][1]
+    assert dst["w"][0] == 0
+
+
+def test_a_cycle_in_one_tree_ends_where_the_other_does():
+    dst = {"w": np.zeros(1)}
+    dst["self"] = dst
+    with pytest.raises(ArgumentError):
+        fastload.loadmodel(dst, {"w": np.ones(1), "self": {"w": np.ones(1), "self": 3}})
+    assert dst["w"][0] == 0
+
+
+def test_state_of_a_cycle_is_an_argument_error():
+    a = [np.zeros(1)]
+    a.append(a)
+    with pytest.raises(ArgumentError, match="cycle"):
+        fastload.state(a)
+
+
+def nest(depth, leaf):
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+def test_nesting_deeper_than_the_recursion_limit_works():
+    dst, src = nest(3000, np.zeros(1)), nest(3000, np.ones(1))
+    fastload.loadmodel(dst, src)
+    inner = dst
+    for _ in range(3000):
+        inner = inner[0]
+    assert inner[0] == 1
+    st = fastload.state(src)
+    for _ in range(3000):
+        assert type(st) is list and len(st) == 1
+        st = st[0]
+    assert st is inner_src(src)
+
+
+def inner_src(tree):
+    while isinstance(tree, list) and isinstance(tree[0], list):
+        tree = tree[0]
+    return tree[0]
+
+
+def test_absurd_nesting_is_a_clear_error_not_a_crash():
+    dst, src = nest(200_000, np.zeros(1)), nest(200_000, np.ones(1))
+    with pytest.raises(ArgumentError, match="nested"):
+        fastload.loadmodel(dst, src)
+    with pytest.raises(ArgumentError, match="nested"):
+        fastload.state(src)
+
+
+def test_deep_nesting_on_a_small_thread_stack_is_an_error_not_a_crash():
+    outcome = []
+
+    def run():
+        try:
+            fastload.loadmodel(nest(5000, np.zeros(1)), nest(5000, np.ones(1)))
+            outcome.append("ok")
+        except ArgumentError as e:
+            outcome.append(str(e))
+
+    old = threading.stack_size(512 * 1024)
+    try:
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+    finally:
+        threading.stack_size(old)
+    assert outcome and (outcome[0] == "ok" or "nested too deep" in outcome[0])
+
+
+class Exploding:
+    @property
+    def weight(self):
+        raise RuntimeError("boom")
+
+
+class LyingMapping(Mapping):
+    def __init__(self):
+        self.calls = 0
+
+    def __getitem__(self, key):
+        raise KeyError(key)
+
+    def __iter__(self):
+        return iter(["a", "b"])
+
+    def __len__(self):
+        return 2
+
+
+class RaisingKeys(Mapping):
+    def __getitem__(self, key):
+        return 1
+
+    def __iter__(self):
+        raise RuntimeError("no keys today")
+
+    def __len__(self):
+        return 1
+
+
+def test_objects_that_raise_while_walked_give_a_clear_error(snapshot):
+    fastload.register(Exploding, children=lambda x: {"weight": x.weight})
+    dst = {"ok": np.zeros(1), "bad": Exploding(), "lying": LyingMapping(), "keys": RaisingKeys()}
+    src = {"ok": np.ones(1), "bad": {"weight": np.ones(1)}, "lying": {}, "keys": {}}
+    snap = snapshot(dst)
+    with pytest.raises(ArgumentError) as info:
+        fastload.loadmodel(dst, src)
+    problems = dict(info.value.problems)
+    assert "boom" in problems["bad"]
+    assert "lying" in problems and "keys" in problems
+    snap.assert_unchanged()
+
+
+def test_a_raising_filter_is_reported_with_its_path(snapshot):
+    dst = {"a": {"w": np.zeros(1)}}
+
+    def bad_filter(x):
+        raise ValueError("filter failed")
+
+    snap = snapshot(dst)
+    with pytest.raises(ArgumentError, match="filter failed"):
+        fastload.loadmodel(dst, {"a": {"w": np.ones(1)}}, filter=bad_filter)
+    snap.assert_unchanged()
+
+
+def test_keyboard_interrupt_in_user_code_propagates_unchanged():
+    def interrupt(x):
+        raise KeyboardInterrupt
+
+    dst = {"w": np.zeros(1)}
+    with pytest.raises(KeyboardInterrupt):
+        fastload.loadmodel(dst, {"w": np.ones(1)}, filter=interrupt)
+    assert dst["w"][0] == 0
+
+
+def test_unhashable_keys_in_a_custom_mapping_are_reported():
+    class PairKeys(Mapping):
+        def __getitem__(self, key):
+            return np.zeros(1)
+
+        def __iter__(self):
+            return iter([["unhashable"]])
+
+        def __len__(self):
+            return 1
+
+    with pytest.raises(ArgumentError):
+        fastload.loadmodel({"m": {"x": np.zeros(1)}}, {"m": PairKeys()})
+
+
+def test_registered_children_returning_nonsense_is_reported():
+    class Odd:
+        pass
+
+    fastload.register(Odd, children=lambda x: 42)
+    with pytest.raises(ArgumentError, match="expected a dict"):
+        fastload.loadmodel({"o": Odd()}, {"o": {"w": np.ones(1)}})

@@ -1,0 +1,138 @@
+"""Ties (one parameter reached twice) and overlapping memory give walk-order results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastload
+from fastload import LoadError
+
+
+def test_tied_parameter_stays_one_object_and_takes_its_value():
+    emb = np.zeros((4, 3), np.float32)
+    model = {"wte": emb, "head": {"weight": emb}}
+    value = np.arange(12, dtype=np.float32).reshape(4, 3)
+    fastload.loadmodel(model, {"wte": value, "head": {"weight": value.copy()}})
+    assert model["wte"] is model["head"]["weight"] is emb
+    np.testing.assert_array_equal(emb, value)
+
+
+def test_identical_views_are_one_tied_parameter():
+    base = np.zeros(6)
+    model = [base[:], base.view()]
+    with pytest.raises(LoadError, match="tied destination parameters"):
+        fastload.loadmodel(model, [np.ones(6), np.full(6, 2.0)])
+    np.testing.assert_array_equal(base, 0)
+    fastload.loadmodel(model, [np.ones(6), np.ones(6)])
+    np.testing.assert_array_equal(base, 1)
+
+
+def test_mismatched_tie_sources_are_refused_with_the_later_path(snapshot):
+    emb = np.zeros(3)
+    model = {"a": emb, "b": {"c": emb}}
+    snap = snapshot(model)
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(model, {"a": np.ones(3), "b": {"c": np.array([1.0, 1.0, 2.0])}})
+    assert type(info.value) is LoadError
+    assert info.value.problems == [
+        ("b.c", "tied destination parameters with untied and mismatched sources")
+    ]
+    snap.assert_unchanged()
+
+
+def test_tie_sources_compare_bit_for_bit_after_the_cast():
+    emb = np.zeros(3, np.float32)
+    src64 = np.array([0.1, np.nan, -0.0])
+    # float64 -> float32 rounding makes these equal; NaN equals NaN bit for bit.
+    fastload.loadmodel([emb, emb], [src64, src64.astype(np.float32)])
+    assert np.isnan(emb[1]) and np.signbit(emb[2])
+    with pytest.raises(LoadError):
+        fastload.loadmodel([emb, emb], [np.zeros(3), np.array([0.0, 0.0, -0.0])])
+
+
+def test_false_source_on_a_tie_must_agree_with_zeros():
+    emb = np.ones(3)
+    fastload.loadmodel([emb, emb], [np.zeros(3), False])
+    np.testing.assert_array_equal(emb, 0)
+    fastload.loadmodel([emb, emb], [False, np.zeros(3)])
+    emb[:] = 5
+    with pytest.raises(LoadError):
+        fastload.loadmodel([emb, emb], [np.ones(3), False])
+    np.testing.assert_array_equal(emb, 5)
+
+
+def test_a_later_tie_source_that_is_the_first_buffer_needs_no_comparison():
+    emb = np.zeros(3)
+    src = np.array([np.nan, 1.0, 2.0])
+    fastload.loadmodel({"a": emb, "b": emb}, {"a": src, "b": src})
+    np.testing.assert_array_equal(emb, src)
+
+
+def test_ties_through_numpy_performed_casts():
+    emb = np.zeros(3, np.complex64)
+    fastload.loadmodel([emb, emb], [np.arange(3.0), np.arange(3, dtype=np.complex128)])
+    np.testing.assert_array_equal(emb, [0, 1, 2])
+    with pytest.raises(LoadError, match="tied"):
+        fastload.loadmodel([emb, emb], [np.arange(3.0), np.ones(3, np.complex128)])
+
+
+def sequential_reference(pairs):
+    """Copy leaf by leaf in walk order, as numpy.copyto would."""
+    for d, s in pairs:
+        np.copyto(d, s)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        # overlapping destinations
+        lambda a: [(a[0:6], np.arange(6.0)), (a[3:9], np.arange(10.0, 16.0))],
+        # a source reading a destination written earlier
+        lambda a: [(a[0:4], np.arange(4.0) + 1), (a[4:8], a[0:4])],
+        # a source reading a destination written later
+        lambda a: [(a[4:8], a[0:4]), (a[0:4], np.arange(4.0) + 1)],
+        # a source shifted over its own destination
+        lambda a: [(a[1:9], a[0:8])],
+        # interleaved views
+        lambda a: [(a[0:10:2], a[1:10:2]), (a[1:10:2], np.arange(5.0))],
+        # reversed onto itself
+        lambda a: [(a[::-1], a)],
+    ],
+    ids=["dst-dst", "src-after-dst", "src-before-dst", "shifted", "interleaved", "reversed"],
+)
+@pytest.mark.parametrize("threads", [1, 4])
+def test_overlapping_memory_gives_the_walk_order_result(make, threads):
+    a = np.arange(10.0) * 7
+    b = a.copy()
+    fastload.loadmodel([d for d, _ in make(a)], [s for _, s in make(a)], threads=threads)
+    sequential_reference(make(b))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_large_overlapping_load_is_deterministic():
+    # Big enough for the parallel path; dst leaves overlap, so they must run in order.
+    n = 1 << 21
+    results = []
+    for _ in range(3):
+        a = np.zeros(n + 1000, np.float32)
+        dsts = [a[:n], a[1000:]]
+        srcs = [np.full(n, 1.0, np.float32), np.full(n, 2.0, np.float32)]
+        fastload.loadmodel(dsts, srcs, threads=4)
+        results.append(a.copy())
+    assert all(np.array_equal(results[0], r) for r in results)
+    assert results[0][0] == 1 and results[0][1000] == 2 and results[0][-1] == 2
+
+
+def test_loading_a_model_into_itself_changes_nothing():
+    model = {"w": np.arange(5.0), "layers": [np.ones((2, 2)), np.tanh]}
+    before = {"w": model["w"].copy(), "l": model["layers"][0].copy()}
+    assert fastload.loadmodel(model, model) is model
+    np.testing.assert_array_equal(model["w"], before["w"])
+    np.testing.assert_array_equal(model["layers"][0], before["l"])
+
+
+def test_zero_stride_destination_is_refused_as_read_only(snapshot):
+    dst = np.broadcast_to(np.zeros(1), (4,))
+    with pytest.raises(LoadError, match="read-only"):
+        fastload.loadmodel({"w": dst}, {"w": np.ones(4)})

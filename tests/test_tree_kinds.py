@@ -1,0 +1,161 @@
+"""SPEC sections 1 and 3: the child view of every kind of object, and state."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections import OrderedDict, namedtuple
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+import fastload
+
+
+@dataclasses.dataclass
+class Linear:
+    weight: np.ndarray
+    bias: object
+    act: object = np.tanh
+
+
+Point = namedtuple("Point", ["x", "y"])
+
+
+class Typed(NamedTuple):
+    w: np.ndarray
+    scale: float
+
+
+class Slotted:
+    __slots__ = ("w", "__hidden", "unset")
+
+    def __init__(self, w):
+        self.w = w
+        self.__hidden = np.zeros(1)
+
+
+class Plain:
+    def __init__(self, w):
+        self.w = w
+        self.name = "plain"
+
+
+@pytest.mark.parametrize(
+    "obj,expected",
+    [
+        (np.zeros(2), None),
+        (True, None),
+        (3, None),
+        (2.5, None),
+        (1j, None),
+        ("s", None),
+        (b"b", None),
+        (None, None),
+        (np.float32(1), None),
+        (np.tanh, None),
+        (len, None),
+        (lambda x: x, None),
+        (Plain, None),
+        (types, None),
+        ([1, 2], (1, 2)),
+        ((1,), (1,)),
+        ({"a": 1}, {"a": 1}),
+        (OrderedDict(b=1, a=2), {"b": 1, "a": 2}),
+        (types.MappingProxyType({"k": 1}), {"k": 1}),
+        (Point(1, 2), {"x": 1, "y": 2}),
+        (Typed(1, 2.0), {"w": 1, "scale": 2.0}),
+        (Linear(1, False), {"weight": 1, "bias": False, "act": np.tanh}),
+        (Plain(1), {"w": 1, "name": "plain"}),
+    ],
+    ids=repr,
+)
+def test_children_of_each_kind(obj, expected):
+    got = fastload.children(obj)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == expected and type(got) is type(expected)
+
+
+def test_slots_children_are_the_set_slots_with_mangled_names():
+    got = fastload.children(Slotted(5))
+    assert set(got) == {"w", "_Slotted__hidden"}
+
+
+def test_register_and_register_leaf():
+    class Block:
+        def __init__(self):
+            self.w = np.zeros(2)
+            self.cache = {"junk": np.zeros(9)}
+
+    class SubBlock(Block):
+        pass
+
+    fastload.register(Block, children=lambda b: {"w": b.w})
+    assert set(fastload.children(SubBlock())) == {"w"}
+    b = Block()
+    fastload.loadmodel(b, {"w": np.ones(2)})
+    np.testing.assert_array_equal(b.w, 1)
+    fastload.register_leaf(Block)
+    assert fastload.children(Block()) is None
+    with pytest.raises(TypeError):
+        fastload.register("Block", children=lambda b: None)
+    with pytest.raises(TypeError):
+        fastload.register(Block, children=3)
+
+
+def test_loadmodel_through_every_kind_of_node():
+    model = {
+        "lin": Linear(np.zeros((2, 2)), np.zeros(2)),
+        "pt": Point(np.zeros(1), np.zeros(1)),
+        "nt": Typed(np.zeros(3), 1.0),
+        "slots": Slotted(np.zeros(2)),
+        "obj": Plain(np.zeros(1)),
+        "od": OrderedDict(a=np.zeros(1)),
+    }
+    src = {
+        "lin": {"weight": np.ones((2, 2)), "bias": np.ones(2), "act": None},
+        "pt": {"x": np.ones(1), "y": np.ones(1)},
+        "nt": {"w": np.ones(3), "scale": 9.0},
+        "slots": {"w": np.ones(2), "_Slotted__hidden": np.ones(1)},
+        "obj": {"w": np.ones(1), "name": "other"},
+        "od": {"a": np.ones(1)},
+    }
+    fastload.loadmodel(model, src)
+    for array in (model["lin"].weight, model["pt"].x, model["nt"].w, model["slots"].w,
+                  model["obj"].w, model["od"]["a"]):
+        assert np.all(array == 1)
+    assert model["nt"].scale == 1.0 and model["obj"].name == "plain"
+
+
+def test_state_converts_nodes_and_keeps_arrays_and_data():
+    w = np.zeros(2)
+    model = [Linear(w, False), Point(w, 3), (np.tanh, "s", None, np.float32(2), 1j, b"x")]
+    st = fastload.state(model)
+    assert st[0] == {"weight": w, "bias": False, "act": ()}
+    assert st[0]["weight"] is w and st[1]["x"] is w and st[1]["y"] == 3
+    assert st[2] == ((), "s", None, np.float32(2), 1j, b"x")
+    assert type(st) is list and type(st[2]) is tuple
+
+
+def test_state_of_plain_data_is_itself():
+    data = {"a": [1, 2.5, (None, "x")], "b": {"c": True}, 3: b"y"}
+    assert fastload.state(data) == data
+
+
+def test_state_keeps_shared_arrays_and_nodes_shared():
+    shared = Plain(np.zeros(2))
+    st = fastload.state({"a": shared, "b": shared})
+    assert st["a"] is st["b"]
+    assert st["a"]["w"] is shared.w
+
+
+def test_loadmodel_from_the_state_of_another_model():
+    a = [Linear(np.zeros((2, 3)), np.zeros(2)), Linear(np.zeros((3, 3)), False)]
+    b = [Linear(np.ones((2, 3)), np.full(2, 2.0)), Linear(np.full((3, 3), 3.0), False)]
+    fastload.loadmodel(a, fastload.state(b))
+    np.testing.assert_array_equal(a[0].bias, 2)
+    np.testing.assert_array_equal(a[1].weight, 3)
+    assert a[1].bias is False
