@@ -13,8 +13,9 @@ import types
 import warnings
 from collections.abc import Mapping
 
-import fastload
 import numpy as np
+
+import fastload
 
 ROOT = "<root>"
 _PLAIN = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, type)
@@ -53,9 +54,14 @@ def tie_key(a):
     return (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype)
 
 
+def _string_like(dtype):
+    """Fixed-width str, bytes, raw void and structured dtypes (not ml_dtypes' numbers)."""
+    return dtype.kind in "US" or issubclass(dtype.type, np.void)
+
+
 def castable(src, dst, casting):
     """NumPy's casting rules, except that string, bytes and structured dtypes never cast."""
-    if src.kind in "USV" or dst.kind in "USV":
+    if _string_like(src) or _string_like(dst):
         return src == dst
     return bool(np.can_cast(src, dst, casting))
 

@@ -12,9 +12,10 @@ import dataclasses
 import math
 import operator
 
-import fastload
 import numpy as np
 import pytest
+
+import fastload
 
 RNG = np.random.default_rng(20240611)
 

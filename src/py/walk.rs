@@ -378,11 +378,20 @@ impl<'py> Walker<'py> {
                     unexpected.push(key.clone());
                 }
             }
-            let message = format!(
-                "the structures do not match: missing keys {}, unexpected keys {}",
-                key_list(self.py, &missing),
-                key_list(self.py, &unexpected)
-            );
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!(
+                    "missing keys {} (not in the source)",
+                    key_list(self.py, &missing)
+                ));
+            }
+            if !unexpected.is_empty() {
+                parts.push(format!(
+                    "unexpected keys {} (not in the destination)",
+                    key_list(self.py, &unexpected)
+                ));
+            }
+            let message = format!("the structures do not match: {}", parts.join(", "));
             self.problem(ProblemKind::Structure, message);
         }
         for (key, d, s) in matched {

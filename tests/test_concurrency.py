@@ -1,0 +1,79 @@
+"""The GIL is released while bytes are copied, and concurrent loads do not interfere."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastload
+from fastload import _fastload
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_other_python_threads_run_during_a_large_copy(threads):
+    src = [np.ones(16 << 20, np.float32) for _ in range(6)]  # 6 x 64 MiB
+    dst = [np.zeros(16 << 20, np.float32) for _ in range(6)]
+    fastload.loadmodel(dst, src, threads=threads)  # warm up: fault the pages in
+    ticks = []
+    done = threading.Event()
+
+    def load():
+        fastload.loadmodel(dst, src, threads=threads)
+        done.set()
+
+    worker = threading.Thread(target=load)
+    start = time.perf_counter()
+    worker.start()
+    while not done.is_set():
+        ticks.append(time.perf_counter())
+    worker.join()
+    duration = time.perf_counter() - start
+    gaps = np.diff([start, *ticks, start + duration])
+    # Holding the GIL through the copy would stall this loop for the whole copy.
+    assert gaps.max() < 0.5 * duration, (gaps.max(), duration)
+    assert len(ticks) > 100
+
+
+def test_four_threads_load_separate_models_at_once():
+    rng = np.random.default_rng(0)
+    def layer():
+        return {"w": rng.normal(size=(300, 300)), "b": rng.normal(size=300)}
+
+    sources = [{"layers": [layer() for _ in range(6)]} for _ in range(4)]
+    models = [
+        {"layers": [{"w": np.zeros((300, 300), np.float32), "b": np.zeros(300)} for _ in range(6)]}
+        for _ in range(4)
+    ]
+    errors = []
+    barrier = threading.Barrier(4)
+
+    def load(i):
+        try:
+            barrier.wait()
+            for _ in range(20):
+                fastload.loadmodel(models[i], sources[i], threads=2)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    workers = [threading.Thread(target=load, args=(i,)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    for model, source in zip(models, sources):
+        for got, want in zip(model["layers"], source["layers"]):
+            np.testing.assert_array_equal(got["w"], want["w"].astype(np.float32))
+            np.testing.assert_array_equal(got["b"], want["b"])
+
+
+def test_default_thread_count_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("FASTLOAD_NUM_THREADS", "3")
+    assert _fastload.default_threads() == 3
+    monkeypatch.setenv("FASTLOAD_NUM_THREADS", "not a number")
+    assert _fastload.default_threads() >= 1
+    monkeypatch.delenv("FASTLOAD_NUM_THREADS")
+    assert _fastload.default_threads() >= 1
