@@ -99,10 +99,10 @@ class _Plan:
         if dview is not None and sview is not None:
             for key, d, s in self.match(dview, sview, path):
                 self.walk(d, s, f"{path}.{key}" if path else str(key))
-        elif (dview and dview[1]) or (sview and sview[1]):
-            self.problem(fastload.ArgumentError, path, "a node and a leaf cannot be matched")
+        elif dview and dview[1]:
+            self.problem(fastload.ArgumentError, path, "a leaf cannot load into a node")
         else:
-            self.leaf(dst, src, path)  # an empty node counts as a plain leaf
+            self.leaf(dst, src, path)  # a leaf or an empty node in dst: the leaf rules apply
 
     def match(self, dview, sview, path):
         (dkind, dc), (skind, sc) = dview, sview

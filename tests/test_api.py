@@ -12,8 +12,14 @@ import fastload._tree
 from fastload import _fastload
 
 PUBLIC = {
-    "ArgumentError", "DimensionMismatch", "LoadError", "children", "loadmodel",
-    "register", "register_leaf", "state",
+    "ArgumentError",
+    "DimensionMismatch",
+    "LoadError",
+    "children",
+    "loadmodel",
+    "register",
+    "register_leaf",
+    "state",
 }
 
 

@@ -11,8 +11,19 @@ import pytest
 import fastload
 
 NATIVE = [
-    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
-    np.uint64, np.float16, np.float32, np.float64, ml_dtypes.bfloat16,
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+    ml_dtypes.bfloat16,
 ]
 OTHER = [np.complex64, np.complex128, ml_dtypes.float8_e4m3fn, np.dtype(">f4"), np.dtype(">i8")]
 
@@ -20,12 +31,14 @@ OTHER = [np.complex64, np.complex128, ml_dtypes.float8_e4m3fn, np.dtype(">f4"), 
 def sample(dtype, n=4099, seed=0):
     """Values that exercise rounding, overflow, signs, NaN and infinities."""
     rng = np.random.default_rng(seed)
-    base = np.concatenate([
-        rng.normal(0, 1e3, n // 3),
-        rng.normal(0, 1, n // 3),
-        rng.integers(-(2**40), 2**40, n - 2 * (n // 3)).astype(np.float64),
-        [0.0, -0.0, 1.0, -1.0, 0.5, 1.5, 2.5, 65504.0, 65520.0, 1e-8, np.nan, np.inf, -np.inf],
-    ])
+    base = np.concatenate(
+        [
+            rng.normal(0, 1e3, n // 3),
+            rng.normal(0, 1, n // 3),
+            rng.integers(-(2**40), 2**40, n - 2 * (n // 3)).astype(np.float64),
+            [0.0, -0.0, 1.0, -1.0, 0.5, 1.5, 2.5, 65504.0, 65520.0, 1e-8, np.nan, np.inf, -np.inf],
+        ]
+    )
     with np.errstate(all="ignore"):
         if np.dtype(dtype).kind in "iub":
             info_min = -(2**7) if np.dtype(dtype).kind == "i" else 0
@@ -47,7 +60,8 @@ def same_bits(a, b):
 @pytest.mark.parametrize(
     "src_dtype,dst_dtype",
     [
-        (s, d) for s, d in itertools.product(NATIVE, NATIVE)
+        (s, d)
+        for s, d in itertools.product(NATIVE, NATIVE)
         # float -> int under "unsafe" is platform-defined in NumPy for out-of-range values
         if not (np.dtype(s).kind == "f" or s is ml_dtypes.bfloat16) or np.dtype(d).kind not in "iu"
     ],

@@ -39,6 +39,7 @@ def test_other_python_threads_run_during_a_large_copy(threads):
 
 def test_four_threads_load_separate_models_at_once():
     rng = np.random.default_rng(0)
+
     def layer():
         return {"w": rng.normal(size=(300, 300)), "b": rng.normal(size=300)}
 

@@ -371,6 +371,28 @@ def test_tied_weights_from_mismatched_sources_raise_load_error():
     assert "tied" in str(exc)
 
 
+def test_tie_mismatch_is_reported_alongside_later_problems():
+    shared = dense(4, 4)
+    m1 = Chain(shared, Dense(shared.weight), dense(4, 2))
+    m2 = Chain(dense(4, 4), dense(4, 4), dense(4, 3))
+
+    exc = assert_rejected(fastload.LoadError, m1, m2)
+
+    # the tie is the first problem in walk order; the size mismatch comes after it
+    assert {"layers.1.weight", "layers.2.weight", "layers.2.bias"} <= problem_paths(exc)
+    assert exc.problems[0][0] == "layers.1.weight"
+
+
+def test_size_mismatch_first_then_tie_mismatch_lists_both():
+    shared = dense(4, 4)
+    m1 = Chain(dense(4, 2), shared, Dense(shared.weight))
+    m2 = Chain(dense(4, 3), dense(4, 4), dense(4, 4))
+
+    exc = assert_rejected(fastload.DimensionMismatch, m1, m2)
+
+    assert {"layers.0.weight", "layers.2.weight"} <= problem_paths(exc)
+
+
 def test_same_layer_object_twice_is_a_tie():
     layer = dense(3, 3)
     m1 = Chain(layer, layer)
@@ -711,6 +733,17 @@ def test_state_of_dataclass_and_mapping_become_dicts_and_shared_arrays_stay_shar
     shared = dense(3, 3)
     st = fastload.state(Chain(shared, Dense(shared.weight)))
     assert st["layers"][0]["weight"] is st["layers"][1]["weight"] is shared.weight
+
+
+def test_state_tree_as_destination_refuses_an_array_where_a_function_was():
+    m1 = Chain(dense(3, 2), softmax)
+    s = fastload.state(m1)
+    assert s["layers"][1] == ()
+    m2 = Chain(dense(3, 2), randn(2))  # an array where m1 has a function
+
+    exc = assert_rejected(fastload.LoadError, s, m2)
+
+    assert "layers.1" in problem_paths(exc)
 
 
 def test_loading_state_of_a_model_into_a_fresh_copy_round_trips():

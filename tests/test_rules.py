@@ -35,7 +35,7 @@ def test_key_mismatch_names_node_missing_and_unexpected_keys(snapshot):
     snap = snapshot(dst)
     with pytest.raises(ArgumentError) as info:
         fastload.loadmodel(dst, {"enc": {"w": np.ones(2), "bias": np.ones(2)}})
-    (path, message), = info.value.problems
+    ((path, message),) = info.value.problems
     assert path == "enc"
     assert "missing keys ['b']" in message and "unexpected keys ['bias']" in message
     assert "enc: " in str(info.value)

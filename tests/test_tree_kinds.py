@@ -124,8 +124,14 @@ def test_loadmodel_through_every_kind_of_node():
         "od": {"a": np.ones(1)},
     }
     fastload.loadmodel(model, src)
-    for array in (model["lin"].weight, model["pt"].x, model["nt"].w, model["slots"].w,
-                  model["obj"].w, model["od"]["a"]):
+    for array in (
+        model["lin"].weight,
+        model["pt"].x,
+        model["nt"].w,
+        model["slots"].w,
+        model["obj"].w,
+        model["od"]["a"],
+    ):
         assert np.all(array == 1)
     assert model["nt"].scale == 1.0 and model["obj"].name == "plain"
 
