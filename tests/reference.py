@@ -4,6 +4,8 @@ It walks ``dst`` and ``src`` together, collects every problem first and, only wh
 is none, copies leaf by leaf in walk order (``dst`` key order) with ``numpy.copyto``.
 It covers trees of dict, list, tuple, NumPy arrays and plain Python data (and, for
 convenience, dataclasses, namedtuples and plain objects, seen through their fields).
+A leaf (or an empty node) in ``dst`` follows the leaf table whatever ``src`` holds there;
+a non-empty node in ``dst`` against a leaf in ``src`` is an ``ArgumentError``.
 """
 
 from __future__ import annotations

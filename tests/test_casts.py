@@ -158,3 +158,27 @@ def test_casting_rule_is_numpys(rule, src, dst, allowed, snapshot):
 def test_unknown_casting_rule_is_a_value_error():
     with pytest.raises(ValueError, match="casting"):
         fastload.loadmodel(np.zeros(1), np.zeros(1), casting="sometimes")
+
+
+NAN_BITS = {
+    np.dtype(np.float16): [0x7C01, 0xFC09, 0x7E00, 0xFE00, 0x7DFF, 0x7C00, 0x3C01],
+    np.dtype(ml_dtypes.bfloat16): [0x7F81, 0xFFC1, 0x7FC0, 0xFFFF, 0x7F80, 0x3F81],
+    np.dtype(np.float32): [0x7F800001, 0xFF812345, 0x7FC00000, 0xFFC00000, 0x7FBFFFFF, 0x3F808001],
+    np.dtype(np.float64): [
+        0x7FF0000000000001, 0xFFF8000000000000, 0x7FF4000000000000, 0x7FFFFFFFFFFFFFFF,
+        0x3FF0000000000001,
+    ],
+}
+
+
+@pytest.mark.parametrize("src_dtype", list(NAN_BITS), ids=str)
+@pytest.mark.parametrize(
+    "dst_dtype", [np.float16, ml_dtypes.bfloat16, np.float32, np.float64], ids=str
+)
+def test_nan_payloads_and_signs_match_numpy_and_ml_dtypes(src_dtype, dst_dtype):
+    bits = NAN_BITS[src_dtype]
+    uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}[src_dtype.itemsize]
+    src = np.array(bits, dtype=uint).view(src_dtype)
+    dst = np.zeros(src.shape, dtype=dst_dtype)
+    fastload.loadmodel(dst, src, casting="unsafe")
+    assert same_bits(dst, expected(dst_dtype, src))

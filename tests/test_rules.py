@@ -169,6 +169,22 @@ def test_node_against_a_leaf_is_argument_error(snapshot):
     snap.assert_unchanged()
 
 
+@pytest.mark.parametrize("empty", [(), [], {}])
+def test_an_empty_node_is_a_leaf_that_refuses_an_array(empty, snapshot):
+    dst = {"w": np.zeros(1), "act": empty}
+    snap = snapshot(dst)
+    with pytest.raises(LoadError, match="Tried to copy an array to") as info:
+        fastload.loadmodel(dst, {"w": np.ones(1), "act": np.ones(2)})
+    assert info.value.problems[0][0] == "act"
+    snap.assert_unchanged()
+
+
+def test_a_node_whose_children_are_all_filtered_out_matches_a_leaf():
+    dst = {"x": [1, 2], "w": np.zeros(1)}
+    fastload.loadmodel(dst, {"x": "five", "w": np.ones(1)}, filter=lambda c: not isinstance(c, int))
+    assert dst["w"][0] == 1 and dst["x"] == [1, 2]
+
+
 def test_empty_node_against_a_leaf_is_fine():
     dst = {"layer": {}, "w": np.zeros(1)}
     fastload.loadmodel(dst, {"layer": 3, "w": np.ones(1)})

@@ -4,6 +4,7 @@
 //! `x -> bool` is `x != 0` (so NaN is true), and float-to-integer casts (only reachable with
 //! `casting="unsafe"`) saturate, where NumPy's result is platform-defined.
 
+use super::half_bits;
 use half::{bf16, f16};
 
 /// A native-endian element type with a native conversion kernel.
@@ -53,12 +54,16 @@ impl Scalar {
 
     /// Whether the native kernel rounds `self -> to` exactly as NumPy (and `ml_dtypes`) do.
     ///
-    /// Integers wider than 16 bits into a 16-bit float are left to NumPy: its rounding path
-    /// for them goes through `float`, which double-rounds in rare cases that a single
-    /// rounding would not reproduce.
+    /// The kernels reach 16-bit floats through float32. That is NumPy's own path (a single
+    /// rounding) from float32 and narrower types, and ml_dtypes' path into bfloat16 from
+    /// float64 too; the other pairs (float64, bfloat16 and wide integers into float16, wide
+    /// integers into bfloat16) are left to NumPy.
     pub fn casts_natively_to(self, to: Scalar) -> bool {
-        let wide_int = matches!(self, Scalar::I32 | Scalar::I64 | Scalar::U32 | Scalar::U64);
-        !(wide_int && matches!(to, Scalar::F16 | Scalar::BF16))
+        let wide = matches!(
+            self,
+            Scalar::I32 | Scalar::I64 | Scalar::U32 | Scalar::U64 | Scalar::F64 | Scalar::BF16
+        );
+        !(wide && to == Scalar::F16 || wide && self != Scalar::F64 && to == Scalar::BF16)
     }
 }
 
@@ -79,6 +84,7 @@ pub(crate) struct Bool(u8);
 /// An element the kernels can read, convert and write at any (unaligned) address.
 pub(crate) trait Element: Copy {
     const CLASS: Class;
+    fn as_f32(self) -> f32;
     fn as_f64(self) -> f64;
     fn as_i64(self) -> i64;
     fn as_u64(self) -> u64;
@@ -94,6 +100,10 @@ macro_rules! int_element {
     ($t:ty, $class:expr) => {
         impl Element for $t {
             const CLASS: Class = $class;
+            #[inline(always)]
+            fn as_f32(self) -> f32 {
+                self as f32
+            }
             #[inline(always)]
             fn as_f64(self) -> f64 {
                 self as f64
@@ -134,65 +144,111 @@ int_element!(u32, Class::Unsigned);
 int_element!(u64, Class::Unsigned);
 
 macro_rules! float_element {
-    ($t:ty, $to_f64:expr, $from_f64:expr, $from_i64:expr, $from_u64:expr) => {
+    (
+        $t:ty,
+        as_f32: $as_f32:expr,
+        as_f64: $as_f64:expr,
+        from_float: $via:ident => $from_float:expr,
+        from_int: $from_int:expr,
+    ) => {
         impl Element for $t {
             const CLASS: Class = Class::Float;
             #[inline(always)]
+            fn as_f32(self) -> f32 {
+                $as_f32(self)
+            }
+            #[inline(always)]
             fn as_f64(self) -> f64 {
-                $to_f64(self)
+                $as_f64(self)
             }
             #[inline(always)]
             fn as_i64(self) -> i64 {
-                $to_f64(self) as i64
+                $as_f64(self) as i64
             }
             #[inline(always)]
             fn as_u64(self) -> u64 {
-                $to_f64(self) as u64
+                $as_f64(self) as u64
             }
             #[inline(always)]
             fn nonzero(self) -> bool {
-                $to_f64(self) != 0.0
+                $as_f64(self) != 0.0
             }
             #[inline(always)]
             fn from_element<S: Element>(s: S) -> Self {
                 match class_of(s) {
-                    Class::Bool => $from_f64(s.nonzero() as u8 as f64),
-                    Class::Signed => $from_i64(s.as_i64()),
-                    Class::Unsigned => $from_u64(s.as_u64()),
-                    // Every float widens to f64 exactly, so this is a single rounding.
-                    Class::Float => $from_f64(s.as_f64()),
+                    Class::Bool => $from_float(s.nonzero() as u8 as _),
+                    Class::Signed => $from_int(IntValue::Signed(s.as_i64())),
+                    Class::Unsigned => $from_int(IntValue::Unsigned(s.as_u64())),
+                    Class::Float => $from_float(s.$via()),
                 }
             }
         }
     };
 }
 
+/// An integer on its way into a float, signedness kept for a single rounding.
+#[derive(Clone, Copy)]
+enum IntValue {
+    Signed(i64),
+    Unsigned(u64),
+}
+
+impl IntValue {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        match self {
+            IntValue::Signed(v) => v as f32,
+            IntValue::Unsigned(v) => v as f32,
+        }
+    }
+
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        match self {
+            IntValue::Signed(v) => v as f64,
+            IntValue::Unsigned(v) => v as f64,
+        }
+    }
+}
+
+// float32 and float64 convert with the hardware, as NumPy's C casts do.
 float_element!(
     f32,
-    |x: f32| x as f64,
-    |x: f64| x as f32,
-    |x: i64| x as f32,
-    |x: u64| x as f32
+    as_f32: |x: f32| x,
+    as_f64: |x: f32| x as f64,
+    from_float: as_f32 => |x: f32| x,
+    from_int: IntValue::to_f32,
 );
-float_element!(f64, |x: f64| x, |x: f64| x, |x: i64| x as f64, |x: u64| x
-    as f64);
+float_element!(
+    f64,
+    as_f32: |x: f64| x as f32,
+    as_f64: |x: f64| x,
+    from_float: as_f64 => |x: f64| x,
+    from_int: IntValue::to_f64,
+);
+// Into 16-bit floats everything goes through float32, as ml_dtypes does; for float16 that
+// is exact only from float32 and narrower sources (see `Scalar::casts_natively_to`).
 float_element!(
     f16,
-    |x: f16| x.to_f64(),
-    f16::from_f64,
-    |x: i64| f16::from_f64(x as f64),
-    |x: u64| f16::from_f64(x as f64)
+    as_f32: half_bits::f16_to_f32,
+    as_f64: half_bits::f16_to_f64,
+    from_float: as_f32 => half_bits::f16_from_f32,
+    from_int: |v: IntValue| half_bits::f16_from_f32(v.to_f32()),
 );
 float_element!(
     bf16,
-    |x: bf16| x.to_f64(),
-    bf16::from_f64,
-    |x: i64| bf16::from_f64(x as f64),
-    |x: u64| bf16::from_f64(x as f64)
+    as_f32: half_bits::bf16_to_f32,
+    as_f64: |x: bf16| half_bits::bf16_to_f32(x) as f64,
+    from_float: as_f32 => half_bits::bf16_from_f32,
+    from_int: |v: IntValue| half_bits::bf16_from_f32(v.to_f32()),
 );
 
 impl Element for Bool {
     const CLASS: Class = Class::Bool;
+    #[inline(always)]
+    fn as_f32(self) -> f32 {
+        self.nonzero() as u8 as f32
+    }
     #[inline(always)]
     fn as_f64(self) -> f64 {
         self.nonzero() as u8 as f64

@@ -149,8 +149,8 @@ mod tests {
     fn view_of<T>(data: *const T, shape: &[usize], strides: &[isize]) -> ArrayView {
         ArrayView {
             addr: data as usize,
-            shape: shape.to_vec(),
-            strides: strides.to_vec(),
+            shape: shape.into(),
+            strides: strides.into(),
             itemsize: std::mem::size_of::<T>(),
         }
     }
@@ -178,8 +178,8 @@ mod tests {
         let mut dst = [0f64; 4];
         let s = ArrayView {
             addr: src.as_ptr() as usize + 6,
-            shape: vec![4],
-            strides: vec![-2],
+            shape: smallvec::smallvec![4],
+            strides: smallvec::smallvec![-2],
             itemsize: 2,
         };
         let d = view_of(dst.as_mut_ptr(), &[4], &[8]);
@@ -202,8 +202,8 @@ mod tests {
         // Three 3-byte items (a string or record dtype) copied in reverse order.
         let s = ArrayView {
             addr: src.as_ptr() as usize + 6,
-            shape: vec![3],
-            strides: vec![-3],
+            shape: smallvec::smallvec![3],
+            strides: smallvec::smallvec![-3],
             itemsize: 3,
         };
         let d = ArrayView {

@@ -1,6 +1,12 @@
 //! Array geometry: where an array's bytes lie, and the order in which a copy visits them.
 
+use smallvec::SmallVec;
 use std::ops::Range;
+
+/// Array dimensions; most arrays have at most four, which then need no allocation.
+pub type Dims = SmallVec<[usize; 4]>;
+/// Array strides in bytes, one per dimension.
+pub type Strides = SmallVec<[isize; 4]>;
 
 /// One array as the kernels see it: a base address, a shape, and strides in bytes.
 ///
@@ -9,15 +15,15 @@ use std::ops::Range;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ArrayView {
     pub addr: usize,
-    pub shape: Vec<usize>,
-    pub strides: Vec<isize>,
+    pub shape: Dims,
+    pub strides: Strides,
     pub itemsize: usize,
 }
 
 impl ArrayView {
     /// A C-contiguous view of `shape` at `addr`.
     pub fn contiguous(addr: usize, shape: &[usize], itemsize: usize) -> Self {
-        let mut strides = vec![0isize; shape.len()];
+        let mut strides: Strides = smallvec::smallvec![0isize; shape.len()];
         let mut step = itemsize as isize;
         for (stride, &len) in strides.iter_mut().zip(shape).rev() {
             *stride = step;
@@ -25,7 +31,7 @@ impl ArrayView {
         }
         ArrayView {
             addr,
-            shape: shape.to_vec(),
+            shape: shape.into(),
             strides,
             itemsize,
         }
@@ -78,7 +84,7 @@ impl ArrayView {
             if stride < extent {
                 return true;
             }
-            extent = stride * (len - 1) + extent;
+            extent += stride * (len - 1);
         }
         false
     }
@@ -99,7 +105,7 @@ struct Dim {
 /// pairing: element `k` in this order is the same logical element in both arrays.
 #[derive(Clone, Debug)]
 pub struct PairLayout {
-    dims: Vec<Dim>,
+    dims: SmallVec<[Dim; 4]>,
     /// Byte offset of the first visited element from each array's address.
     origin: [isize; 2],
     len: usize,
@@ -108,8 +114,22 @@ pub struct PairLayout {
 impl PairLayout {
     pub fn new(shape: &[usize], first: &[isize], second: &[isize]) -> Self {
         let len = shape.iter().product();
+        if let ([n], [a], [b]) = (shape, first, second) {
+            if *a >= 0 {
+                // One dimension running forwards: nothing to reorder or merge.
+                let dims = smallvec::smallvec![Dim {
+                    len: *n,
+                    stride: [*a, *b]
+                }];
+                return PairLayout {
+                    dims,
+                    origin: [0, 0],
+                    len,
+                };
+            }
+        }
         let mut origin = [0isize; 2];
-        let mut dims: Vec<Dim> = Vec::with_capacity(shape.len());
+        let mut dims: SmallVec<[Dim; 4]> = SmallVec::new();
         for (i, &dim_len) in shape.iter().enumerate() {
             if dim_len == 1 {
                 continue;
@@ -128,7 +148,7 @@ impl PairLayout {
         }
         // Outermost first; the stable sort keeps C order among equal strides.
         dims.sort_by_key(|d| std::cmp::Reverse(d.stride[0]));
-        let mut merged: Vec<Dim> = Vec::with_capacity(dims.len());
+        let mut merged: SmallVec<[Dim; 4]> = SmallVec::new();
         for d in dims {
             match merged.last_mut() {
                 Some(outer) if (0..2).all(|s| outer.stride[s] == d.stride[s] * d.len as isize) => {
@@ -250,8 +270,8 @@ mod tests {
     fn byte_span_covers_negative_strides() {
         let view = ArrayView {
             addr: 100,
-            shape: vec![3],
-            strides: vec![-8],
+            shape: smallvec::smallvec![3],
+            strides: smallvec::smallvec![-8],
             itemsize: 8,
         };
         assert_eq!(view.byte_span(), Some(84..108));
@@ -264,22 +284,22 @@ mod tests {
         assert!(!plain.may_self_overlap());
         let broadcast = ArrayView {
             addr: 0,
-            shape: vec![4, 4],
-            strides: vec![0, 4],
+            shape: smallvec::smallvec![4, 4],
+            strides: smallvec::smallvec![0, 4],
             itemsize: 4,
         };
         assert!(broadcast.may_self_overlap());
         let windows = ArrayView {
             addr: 0,
-            shape: vec![3, 4],
-            strides: vec![4, 4],
+            shape: smallvec::smallvec![3, 4],
+            strides: smallvec::smallvec![4, 4],
             itemsize: 4,
         };
         assert!(windows.may_self_overlap());
         let every_other = ArrayView {
             addr: 0,
-            shape: vec![2, 3],
-            strides: vec![4, 24],
+            shape: smallvec::smallvec![2, 3],
+            strides: smallvec::smallvec![4, 24],
             itemsize: 4,
         };
         assert!(!every_other.may_self_overlap());

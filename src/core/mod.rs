@@ -6,6 +6,7 @@
 
 pub mod dtype;
 pub mod execute;
+pub mod half_bits;
 pub mod kernels;
 pub mod layout;
 pub mod overlap;
@@ -19,4 +20,4 @@ pub use execute::Executor;
 pub use kernels::Op;
 pub use layout::ArrayView;
 pub use plan::{LeafCopy, Plan, TieEntry};
-pub use problem::{LoadFailure, Problem, ProblemKind};
+pub use problem::{merge_in_walk_order, LoadFailure, Problem, ProblemKind};

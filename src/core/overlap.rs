@@ -10,12 +10,12 @@ use super::plan::LeafCopy;
 ///
 /// Byte ranges are compared, not elements, so interleaved views (`a[::2]`, `a[1::2]`) are
 /// ordered too: conservative, and still exact.
-pub fn ordered_leaves(leaves: &[LeafCopy]) -> Vec<bool> {
+pub fn ordered_leaves(leaves: &[LeafCopy], noop: &[bool]) -> Vec<bool> {
     let mut ordered: Vec<bool> = leaves.iter().map(|l| l.dst.may_self_overlap()).collect();
     // (lo, hi, leaf, is_destination)
     let mut spans: Vec<(usize, usize, usize, bool)> = Vec::with_capacity(2 * leaves.len());
     for (i, leaf) in leaves.iter().enumerate() {
-        if leaf.is_noop() {
+        if noop[i] {
             continue;
         }
         if let Some(span) = leaf.dst.byte_span() {
@@ -25,7 +25,7 @@ pub fn ordered_leaves(leaves: &[LeafCopy]) -> Vec<bool> {
             spans.push((span.start, span.end, i, false));
         }
     }
-    spans.sort_unstable();
+    spans.sort_unstable_by_key(|s| s.0);
     // Group spans into clusters of transitively overlapping ranges; a cluster with a
     // destination and anything else orders every leaf in it.
     let mut start = 0;
@@ -64,6 +64,10 @@ mod tests {
     use super::*;
     use crate::core::{ArrayView, Op};
 
+    fn noops(leaves: &[LeafCopy]) -> Vec<bool> {
+        leaves.iter().map(LeafCopy::is_noop).collect()
+    }
+
     fn leaf(dst: (usize, usize), src: Option<(usize, usize)>) -> LeafCopy {
         LeafCopy {
             dst: ArrayView::contiguous(dst.0, &[dst.1], 1),
@@ -79,7 +83,10 @@ mod tests {
             leaf((10, 10), Some((100, 10))),
             leaf((20, 10), None),
         ];
-        assert_eq!(ordered_leaves(&leaves), vec![false, false, false]);
+        assert_eq!(
+            ordered_leaves(&leaves, &noops(&leaves)),
+            vec![false, false, false]
+        );
     }
 
     #[test]
@@ -89,7 +96,10 @@ mod tests {
             leaf((5, 10), Some((200, 10))),
             leaf((50, 10), Some((300, 10))),
         ];
-        assert_eq!(ordered_leaves(&leaves), vec![true, true, false]);
+        assert_eq!(
+            ordered_leaves(&leaves, &noops(&leaves)),
+            vec![true, true, false]
+        );
     }
 
     #[test]
@@ -98,7 +108,7 @@ mod tests {
             leaf((0, 10), Some((100, 10))),
             leaf((20, 10), Some((5, 10))),
         ];
-        assert_eq!(ordered_leaves(&leaves), vec![true, true]);
+        assert_eq!(ordered_leaves(&leaves, &noops(&leaves)), vec![true, true]);
     }
 
     #[test]
@@ -107,6 +117,7 @@ mod tests {
         assert!(same.is_noop());
         let shifted = leaf((0, 10), Some((4, 10)));
         assert!(reads_own_destination(&shifted));
-        assert_eq!(ordered_leaves(&[same, shifted.clone()]), vec![false, true]);
+        let leaves = [same, shifted];
+        assert_eq!(ordered_leaves(&leaves, &noops(&leaves)), vec![false, true]);
     }
 }

@@ -25,18 +25,22 @@ impl LeafCopy {
 }
 
 /// Where [`Plan::add`] put a destination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum TieEntry {
     /// A parameter seen for the first time: leaf number `n` copies into it.
     New(usize),
-    /// The same parameter as leaf number `n`: its source only needs to agree.
-    Tied(usize),
+    /// The same parameter as leaf number `first`: the copy is handed back, since its
+    /// source only needs to agree with the first one's.
+    Tied { first: usize, leaf: Box<LeafCopy> },
 }
 
 /// Every copy of a load, in walk order, and the checks its tied parameters need.
 #[derive(Default, Debug)]
 pub struct Plan {
     pub(crate) leaves: Vec<LeafCopy>,
+    /// For each leaf, whether its copy changes nothing (see [`LeafCopy::is_noop`]).
+    pub(crate) noop: Vec<bool>,
+    nbytes: usize,
     pub(crate) ties: TieCache,
     pub(crate) tie_checks: Vec<TieCheck>,
 }
@@ -50,9 +54,17 @@ impl Plan {
     /// shape, strides and `dtype_key`): then the copy is dropped and the first one stands.
     pub fn add(&mut self, leaf: LeafCopy, dtype_key: u64) -> TieEntry {
         let next = self.leaves.len();
-        match self.ties.first_or_insert(&leaf.dst, dtype_key, next) {
-            Some(first) => TieEntry::Tied(first),
+        match self
+            .ties
+            .first_or_insert(&self.leaves, &leaf.dst, dtype_key, next)
+        {
+            Some(first) => TieEntry::Tied {
+                first,
+                leaf: Box::new(leaf),
+            },
             None => {
+                self.noop.push(leaf.is_noop());
+                self.nbytes += leaf.nbytes();
                 self.leaves.push(leaf);
                 TieEntry::New(next)
             }
@@ -62,13 +74,22 @@ impl Plan {
     /// Requires the later source of tied leaf `first` to give the same value.
     ///
     /// `src` is `None` for a `False` source (all zeros); `op` converts it into the
-    /// destination's dtype and must not be [`Op::External`].
-    pub fn check_tie(&mut self, first: usize, src: Option<ArrayView>, op: Op, path: String) {
+    /// destination's dtype and must not be [`Op::External`]. `position` is the number of
+    /// problems found before this point of the walk.
+    pub fn check_tie(
+        &mut self,
+        first: usize,
+        src: Option<ArrayView>,
+        op: Op,
+        path: String,
+        position: usize,
+    ) {
         self.tie_checks.push(TieCheck {
             first,
             src,
             op,
             path,
+            position,
         });
     }
 
@@ -78,12 +99,17 @@ impl Plan {
         self.ties.stage(leaf, staged);
     }
 
+    /// Whether any tied parameter has a later source to compare.
+    pub fn has_tie_checks(&self) -> bool {
+        !self.tie_checks.is_empty()
+    }
+
     pub fn leaves(&self) -> &[LeafCopy] {
         &self.leaves
     }
 
     /// Bytes written by the plan.
     pub fn nbytes(&self) -> usize {
-        self.leaves.iter().map(LeafCopy::nbytes).sum()
+        self.nbytes
     }
 }

@@ -65,9 +65,39 @@ impl LoadFailure {
     }
 }
 
+/// Inserts problems found after the walk (tie checks) among the walk's own, each after the
+/// first `position` of them, so that the list stays in walk order.
+pub fn merge_in_walk_order(walk: Vec<Problem>, mut later: Vec<(usize, Problem)>) -> Vec<Problem> {
+    if later.is_empty() {
+        return walk;
+    }
+    later.sort_by_key(|(position, _)| *position);
+    let mut merged = Vec::with_capacity(walk.len() + later.len());
+    let mut later = later.into_iter().peekable();
+    for (i, problem) in walk.into_iter().enumerate() {
+        while let Some((_, p)) = later.next_if(|(position, _)| *position <= i) {
+            merged.push(p);
+        }
+        merged.push(problem);
+    }
+    merged.extend(later.map(|(_, p)| p));
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn later_problems_are_merged_at_their_walk_position() {
+        let p = |path: &str| Problem::new(ProblemKind::Leaf, path, "m");
+        let merged = merge_in_walk_order(
+            vec![p("a"), p("c"), p("e")],
+            vec![(3, p("f")), (1, p("b")), (0, p("root")), (1, p("b2"))],
+        );
+        let paths: Vec<_> = merged.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["root", "a", "b", "b2", "c", "e", "f"]);
+    }
 
     #[test]
     fn message_lists_paths_and_counts_the_rest() {

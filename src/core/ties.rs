@@ -9,45 +9,47 @@ use super::layout::ArrayView;
 use super::plan::{LeafCopy, Plan};
 use super::problem::{Problem, ProblemKind};
 use rayon::prelude::*;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
-/// A destination as a tie sees it: one parameter whatever object it was reached through.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct TieKey {
-    addr: usize,
-    shape: Vec<usize>,
-    strides: Vec<isize>,
-    dtype_key: u64,
-}
+/// No further leaf in a chain.
+const END: u32 = u32::MAX;
 
 /// First leaf of each destination parameter, and staged values for tie checks.
+///
+/// A parameter is an address, shape, strides and dtype. Leaves are looked up by address
+/// and dtype, then by shape and strides along the chain of leaves sharing those, so that
+/// the common case (one leaf per address) costs one hash lookup and no allocation.
 #[derive(Default, Debug)]
 pub struct TieCache {
-    first: HashMap<TieKey, usize>,
-    staged: HashMap<usize, ArrayView>,
+    heads: FxHashMap<(usize, u64), u32>,
+    /// For each leaf, the next leaf with the same address and dtype.
+    chain: Vec<u32>,
+    staged: FxHashMap<usize, ArrayView>,
 }
 
 impl TieCache {
-    /// The leaf already planned for `dst`, or `None` after recording `leaf` as its first.
+    /// The leaf of `leaves` already planned for `dst`, or `None` after recording `leaf`
+    /// (which must be `leaves.len()`, the next one) as its first.
     pub(crate) fn first_or_insert(
         &mut self,
+        leaves: &[LeafCopy],
         dst: &ArrayView,
         dtype_key: u64,
         leaf: usize,
     ) -> Option<usize> {
-        let key = TieKey {
-            addr: dst.addr,
-            shape: dst.shape.clone(),
-            strides: dst.strides.clone(),
-            dtype_key,
-        };
-        match self.first.get(&key) {
-            Some(&first) => Some(first),
-            None => {
-                self.first.insert(key, leaf);
-                None
+        debug_assert_eq!(leaf, self.chain.len());
+        let head = self.heads.entry((dst.addr, dtype_key)).or_insert(END);
+        let mut at = *head;
+        while at != END {
+            let other = &leaves[at as usize].dst;
+            if other.shape == dst.shape && other.strides == dst.strides {
+                return Some(at as usize);
             }
+            at = self.chain[at as usize];
         }
+        self.chain.push(*head);
+        *head = leaf as u32;
+        None
     }
 
     pub(crate) fn stage(&mut self, leaf: usize, staged: ArrayView) {
@@ -62,6 +64,8 @@ pub(crate) struct TieCheck {
     pub src: Option<ArrayView>,
     pub op: Op,
     pub path: String,
+    /// Problems the walk had found before this check: where its problem goes.
+    pub position: usize,
 }
 
 /// A value a tied parameter may take: a source array read through a conversion, or zeros.
@@ -75,10 +79,13 @@ enum TieValue<'a> {
 const COMPARE_CHUNK: usize = 1 << 16;
 
 impl Plan {
-    /// Compares every later tie source with the first; one problem per disagreement.
+    /// Compares every later tie source with the first; one problem per disagreement, with
+    /// the position given to [`Plan::check_tie`] (see [`merge_in_walk_order`]).
     ///
     /// Reads sources only; runs on the rayon pool that is current.
-    pub fn check_ties(&self) -> Vec<Problem> {
+    ///
+    /// [`merge_in_walk_order`]: super::problem::merge_in_walk_order
+    pub fn check_ties(&self) -> Vec<(usize, Problem)> {
         let mut problems = Vec::new();
         for check in &self.tie_checks {
             let leaf = &self.leaves[check.first];
@@ -92,11 +99,12 @@ impl Plan {
                 Some(src) => TieValue::Array(src, check.op),
             };
             if !same_value(leaf, first, later) {
-                problems.push(Problem::new(
+                let problem = Problem::new(
                     ProblemKind::Leaf,
                     check.path.clone(),
                     "tied destination parameters with untied and mismatched sources",
-                ));
+                );
+                problems.push((check.position, problem));
             }
         }
         problems
@@ -156,8 +164,8 @@ mod tests {
             src: Some(view(first)),
             op: Op::Bytes,
         };
-        assert_eq!(plan.add(leaf.clone(), 1), TieEntry::New(0));
-        assert_eq!(plan.add(leaf, 1), TieEntry::Tied(0));
+        assert!(matches!(plan.add(leaf.clone(), 1), TieEntry::New(0)));
+        assert!(matches!(plan.add(leaf, 1), TieEntry::Tied { first: 0, .. }));
         plan
     }
 
@@ -168,7 +176,7 @@ mod tests {
         let a = [1.0, f32::NAN, 3.0];
         let b = a;
         let mut plan = tied_plan(&dst, &a);
-        plan.check_tie(0, Some(view(&b)), Op::Bytes, "b".into());
+        plan.check_tie(0, Some(view(&b)), Op::Bytes, "b".into(), 0);
         assert!(plan.check_ties().is_empty());
     }
 
@@ -179,10 +187,10 @@ mod tests {
         let a = [1.0, 2.0];
         let b = [1.0, 2.5];
         let mut plan = tied_plan(&dst, &a);
-        plan.check_tie(0, Some(view(&b)), Op::Bytes, "head.weight".into());
+        plan.check_tie(0, Some(view(&b)), Op::Bytes, "head.weight".into(), 0);
         let problems = plan.check_ties();
         assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].path, "head.weight");
+        assert_eq!(problems[0].1.path, "head.weight");
     }
 
     #[test]
@@ -191,11 +199,11 @@ mod tests {
         let dst = view(&dst_buf);
         let zeros = [0.0f32, 0.0];
         let mut plan = tied_plan(&dst, &zeros);
-        plan.check_tie(0, None, Op::Zeros, "a".into());
+        plan.check_tie(0, None, Op::Zeros, "a".into(), 0);
         assert!(plan.check_ties().is_empty());
         let ones = [1.0f32, 0.0];
         let mut plan = tied_plan(&dst, &ones);
-        plan.check_tie(0, None, Op::Zeros, "a".into());
+        plan.check_tie(0, None, Op::Zeros, "a".into(), 0);
         assert_eq!(plan.check_ties().len(), 1);
     }
 
@@ -212,6 +220,7 @@ mod tests {
             Some(b_view),
             Op::Cast(Scalar::F64, Scalar::F32),
             "b".into(),
+            0,
         );
         assert!(plan.check_ties().is_empty());
     }
@@ -227,8 +236,8 @@ mod tests {
             src: None,
             op: Op::Zeros,
         };
-        assert_eq!(plan.add(leaf(&whole), 1), TieEntry::New(0));
-        assert_eq!(plan.add(leaf(&half), 1), TieEntry::New(1));
-        assert_eq!(plan.add(leaf(&whole), 2), TieEntry::New(2));
+        assert!(matches!(plan.add(leaf(&whole), 1), TieEntry::New(0)));
+        assert!(matches!(plan.add(leaf(&half), 1), TieEntry::New(1)));
+        assert!(matches!(plan.add(leaf(&whole), 2), TieEntry::New(2)));
     }
 }

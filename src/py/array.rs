@@ -1,5 +1,6 @@
 //! NumPy arrays as the core sees them: address, shape, strides, dtype and flags.
 
+use crate::core::layout::{Dims, Strides};
 use crate::core::{ArrayView, Scalar};
 use numpy::npyffi::{self, NPY_TYPES};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
@@ -78,8 +79,8 @@ pub fn view_of(array: &Bound<'_, PyUntypedArray>) -> ArrayView {
     let data = unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).data };
     ArrayView {
         addr: data as usize,
-        shape: array.shape().to_vec(),
-        strides: array.strides().to_vec(),
+        shape: Dims::from_slice(array.shape()),
+        strides: Strides::from_slice(array.strides()),
         itemsize: array.dtype().itemsize(),
     }
 }

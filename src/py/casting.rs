@@ -4,13 +4,13 @@ use super::array::{dtype_class, dtype_text, scalar_of, DtypeClass};
 use crate::core::Op;
 use numpy::{PyArrayDescr, PyArrayDescrMethods};
 use pyo3::prelude::*;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// The casting rule of one call, with its decisions cached per dtype pair.
 pub struct CastRule<'py> {
     rule: String,
     can_cast: Bound<'py, PyAny>,
-    decisions: HashMap<(usize, usize), Result<Op, String>>,
+    decisions: FxHashMap<(usize, usize), Result<Op, String>>,
 }
 
 impl<'py> CastRule<'py> {
@@ -18,7 +18,7 @@ impl<'py> CastRule<'py> {
         Ok(CastRule {
             rule: rule.to_owned(),
             can_cast: py.import("numpy")?.getattr("can_cast")?,
-            decisions: HashMap::new(),
+            decisions: FxHashMap::default(),
         })
     }
 

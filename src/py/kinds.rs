@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// How the registry classifies a type; the codes match `fastload._tree`.
 #[derive(Clone)]
@@ -111,7 +111,7 @@ impl Node<'_> {
 pub struct Classifier<'py> {
     py: Python<'py>,
     node_kind: Bound<'py, PyAny>,
-    cache: HashMap<usize, TypeKind<'py>>,
+    cache: FxHashMap<usize, TypeKind<'py>>,
 }
 
 impl<'py> Classifier<'py> {
@@ -119,7 +119,7 @@ impl<'py> Classifier<'py> {
         Ok(Classifier {
             py,
             node_kind: python_function(py, "fastload._tree", "node_kind")?,
-            cache: HashMap::new(),
+            cache: FxHashMap::default(),
         })
     }
 

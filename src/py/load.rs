@@ -3,7 +3,7 @@
 use super::errors::load_error;
 use super::python_function;
 use super::walk::Walker;
-use crate::core::{threads, Executor, LoadFailure};
+use crate::core::{merge_in_walk_order, threads, Executor, LoadFailure};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
@@ -27,18 +27,11 @@ pub fn loadmodel<'py>(
         threads
     };
     let walked = Walker::new(py, filter, strict, casting)?.walk(dst, src)?;
-    if !walked.problems.is_empty() {
-        return Err(load_error(
-            py,
-            &LoadFailure {
-                problems: walked.problems,
-            },
-        ));
-    }
     let plan = walked.plan;
     let executor = Executor::new(&plan, threads).map_err(PyRuntimeError::new_err)?;
-    let problems = py.detach(|| executor.check_ties(&plan));
-    if !problems.is_empty() {
+    let tie_problems = py.detach(|| executor.check_ties(&plan));
+    if !walked.problems.is_empty() || !tie_problems.is_empty() {
+        let problems = merge_in_walk_order(walked.problems, tie_problems);
         return Err(load_error(py, &LoadFailure { problems }));
     }
     let copy_cast = python_function(py, "fastload._cast", "copy_cast")?.unbind();

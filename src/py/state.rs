@@ -7,7 +7,7 @@ use super::path::{KeyPath, Segment};
 use crate::core::{LoadFailure, Problem, ProblemKind};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// The state of `x`: keyed nodes become dicts, lists stay lists, tuples stay tuples,
 /// arrays and plain data are kept as they are, and every other leaf becomes `()`.
@@ -17,8 +17,8 @@ pub fn state<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py,
         py,
         classifier: Classifier::new(py)?,
         path: KeyPath::default(),
-        on_path: HashSet::new(),
-        done: HashMap::new(),
+        on_path: FxHashSet::default(),
+        done: FxHashMap::default(),
     };
     builder.build(x)
 }
@@ -27,10 +27,10 @@ struct StateBuilder<'py> {
     py: Python<'py>,
     classifier: Classifier<'py>,
     path: KeyPath<'py>,
-    on_path: HashSet<usize>,
+    on_path: FxHashSet<usize>,
     /// Nodes already converted, so that a shared node stays shared; holding the input
     /// keeps its address from being reused by another object meanwhile.
-    done: HashMap<usize, (Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+    done: FxHashMap<usize, (Bound<'py, PyAny>, Bound<'py, PyAny>)>,
 }
 
 impl<'py> StateBuilder<'py> {

@@ -16,7 +16,7 @@ use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// How many keys a structure message lists.
 const LISTED_KEYS: usize = 10;
@@ -26,7 +26,7 @@ pub struct Walked<'py> {
     pub plan: Plan,
     pub problems: Vec<Problem>,
     /// `(dst, src)` of each leaf whose cast NumPy performs, by leaf number.
-    pub external: HashMap<usize, (Py<PyAny>, Py<PyAny>)>,
+    pub external: FxHashMap<usize, (Py<PyAny>, Py<PyAny>)>,
     /// Every array the plan points into, alive until the copy is done.
     pub keep_alive: Vec<Bound<'py, PyAny>>,
 }
@@ -39,9 +39,9 @@ pub struct Walker<'py> {
     strict: bool,
     path: KeyPath<'py>,
     /// `(dst, src)` node pairs on the current path: meeting one again is a cycle.
-    on_path: HashSet<(usize, usize)>,
+    on_path: FxHashSet<(usize, usize)>,
     /// Leaves with an external cast whose value was staged for tie checks.
-    staged: HashSet<usize>,
+    staged: FxHashSet<usize>,
     out: Walked<'py>,
 }
 
@@ -59,12 +59,12 @@ impl<'py> Walker<'py> {
             filter,
             strict,
             path: KeyPath::default(),
-            on_path: HashSet::new(),
-            staged: HashSet::new(),
+            on_path: FxHashSet::default(),
+            staged: FxHashSet::default(),
             out: Walked {
                 plan: Plan::new(),
                 problems: Vec::new(),
-                external: HashMap::new(),
+                external: FxHashMap::default(),
                 keep_alive: Vec::new(),
             },
         })
@@ -119,21 +119,29 @@ impl<'py> Walker<'py> {
         }
         match self.classifier.classify(dst)? {
             Node::Array(array) => self.load_array(&array, src),
-            node @ (Node::Keyed(_) | Node::Seq(..)) => {
+            mut node @ (Node::Keyed(_) | Node::Seq(..)) => {
                 let src_node = self.classifier.classify(src)?;
                 if src_node.is_node() {
-                    self.load_node(dst, src, node, src_node)
-                } else {
-                    if node.len() > 0 {
-                        let message = format!(
-                            "Tried to load {} into a node with {} children; the structures do not match",
-                            describe(src),
-                            node.len()
-                        );
-                        self.problem(ProblemKind::Structure, message);
-                    }
-                    Ok(())
+                    return self.load_node(dst, src, node, src_node);
                 }
+                // Against a leaf, an empty node is a leaf too, as in Flux: an array cannot
+                // load into `()`.
+                if node.len() == 0 {
+                    return self.load_plain(&node, dst, src);
+                }
+                // A node must have no children left once filtered.
+                if let Some(filter) = self.filter.clone() {
+                    retain(&mut node, &filter)?;
+                }
+                if node.len() > 0 {
+                    let message = format!(
+                        "Tried to load {} into a node with {} children; the structures do not match",
+                        describe(src),
+                        node.len()
+                    );
+                    self.problem(ProblemKind::Structure, message);
+                }
+                Ok(())
             }
             plain => self.load_plain(&plain, dst, src),
         }
@@ -252,7 +260,6 @@ impl<'py> Walker<'py> {
             src: src.map(view_of),
             op,
         };
-        let src_view = leaf.src.clone();
         let keep = &mut self.out.keep_alive;
         keep.extend(src.map(|s| s.clone().into_any()));
         match self.out.plan.add(leaf, dtype_key(&dst.dtype())) {
@@ -266,16 +273,19 @@ impl<'py> Walker<'py> {
                     self.out.external.insert(leaf, pair);
                 }
             }
-            TieEntry::Tied(first) => {
+            TieEntry::Tied { first, leaf } => {
                 let (view, op) = match (op, src) {
                     (Op::External, Some(src)) => {
                         let staged = self.stage(src.as_any(), dst.as_any())?;
                         (Some(view_of(&staged)), Op::Bytes)
                     }
-                    _ => (src_view, op),
+                    _ => (leaf.src, op),
                 };
                 self.stage_first_value(first)?;
-                self.out.plan.check_tie(first, view, op, self.path.render());
+                let position = self.out.problems.len();
+                self.out
+                    .plan
+                    .check_tie(first, view, op, self.path.render(), position);
             }
         }
         Ok(())
