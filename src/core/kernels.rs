@@ -1,5 +1,6 @@
 //! Copy kernels: move one run of elements from a source into a destination.
 
+use super::convert::convert_contiguous;
 use super::dtype::{with_element, Element, Scalar};
 use super::layout::{ArrayView, PairLayout};
 use std::ops::Range;
@@ -104,7 +105,10 @@ pub unsafe fn copy_run(
                 }
             }
             Op::Cast(from, to) => {
-                with_element!(from, S => with_element!(to, D => cast::<S, D>(d, ds, s, ss, n)))
+                let contiguous = ds == to.size() as isize && ss == from.size() as isize;
+                if !(contiguous && convert_contiguous(from, to, d, s, n)) {
+                    with_element!(from, S => with_element!(to, D => cast::<S, D>(d, ds, s, ss, n)))
+                }
             }
             // External leaves never reach a kernel; `Plan::execute` hands them back.
             Op::External => {}
