@@ -5,6 +5,7 @@ use super::layout::{ArrayView, PairLayout};
 use super::overlap::{ordered_leaves, reads_own_destination};
 use super::plan::{LeafCopy, Plan};
 use super::problem::Problem;
+use super::stream::fence;
 use super::threads::pool;
 use rayon::prelude::*;
 use rayon::ThreadPool;
@@ -15,10 +16,13 @@ use std::sync::Arc;
 const TASK_BYTES: usize = 1 << 20;
 /// Loads below this run on the calling thread: waking a pool costs more than it saves.
 pub const PARALLEL_MIN_BYTES: usize = 4 << 20;
+/// Loads above this stream their writes past the caches, which they would only flush.
+pub const STREAMING_MIN_BYTES: usize = 32 << 20;
 
 /// Runs a plan's tie checks and copies on the calling thread or on a rayon pool.
 pub struct Executor {
     pool: Option<Arc<ThreadPool>>,
+    streaming: bool,
 }
 
 /// One parallel task: element ranges of one or more leaves.
@@ -32,7 +36,10 @@ impl Executor {
         } else {
             None
         };
-        Ok(Executor { pool })
+        Ok(Executor {
+            pool,
+            streaming: plan.nbytes() >= STREAMING_MIN_BYTES,
+        })
     }
 
     /// Problems with tied parameters (see [`Plan::check_ties`]).
@@ -59,15 +66,21 @@ impl Executor {
         match &self.pool {
             Some(pool) => {
                 let tasks = parallel_tasks(plan, &independent);
-                pool.install(|| tasks.par_iter().for_each(|task| run_task(plan, task)));
+                let streaming = self.streaming;
+                pool.install(|| {
+                    tasks
+                        .par_iter()
+                        .for_each(|task| run_task(plan, task, streaming))
+                });
             }
             None => {
                 for (i, leaf) in plan.leaves.iter().enumerate() {
                     if independent(i, leaf) {
                         // SAFETY: an independent leaf shares no bytes with any other copy.
-                        unsafe { copy_whole(leaf) };
+                        unsafe { copy_whole(leaf, self.streaming) };
                     }
                 }
+                fence();
             }
         }
         for (i, leaf) in plan.leaves.iter().enumerate() {
@@ -116,7 +129,7 @@ fn parallel_tasks(plan: &Plan, independent: &dyn Fn(usize, &LeafCopy) -> bool) -
     tasks
 }
 
-fn run_task(plan: &Plan, task: &Task) {
+fn run_task(plan: &Plan, task: &Task, streaming: bool) {
     for (i, range) in task {
         let leaf = &plan.leaves[*i];
         let layout = layout_of(leaf);
@@ -129,9 +142,11 @@ fn run_task(plan: &Plan, task: &Task) {
                 leaf.src.as_ref(),
                 &layout,
                 range.clone(),
+                streaming,
             )
         };
     }
+    fence(); // before rayon hands the finished task back
 }
 
 fn layout_of(leaf: &LeafCopy) -> PairLayout {
@@ -144,7 +159,7 @@ fn layout_of(leaf: &LeafCopy) -> PairLayout {
 /// # Safety
 /// No other thread may touch the leaf's bytes, and its source must not overlap its
 /// destination.
-unsafe fn copy_whole(leaf: &LeafCopy) {
+unsafe fn copy_whole(leaf: &LeafCopy, streaming: bool) {
     let layout = layout_of(leaf);
     // SAFETY: per this function's contract.
     unsafe {
@@ -154,6 +169,7 @@ unsafe fn copy_whole(leaf: &LeafCopy) {
             leaf.src.as_ref(),
             &layout,
             0..layout.len(),
+            streaming,
         )
     };
 }
@@ -165,7 +181,7 @@ fn copy_ordered(leaf: &LeafCopy) {
         Some(src) if reads_own_destination(leaf) => src,
         // SAFETY: ordered leaves run one at a time on this thread, and this one's source
         // does not overlap its destination.
-        _ => return unsafe { copy_whole(leaf) },
+        _ => return unsafe { copy_whole(leaf, false) },
     };
     let (len, itemsize) = (leaf.dst.len(), leaf.dst.itemsize);
     let mut staged = vec![0u8; len * itemsize];
@@ -178,7 +194,7 @@ fn copy_ordered(leaf: &LeafCopy) {
         op: Op::Bytes,
     };
     // SAFETY: `staged` is a private buffer, so it cannot overlap the destination.
-    unsafe { copy_whole(&from_staged) };
+    unsafe { copy_whole(&from_staged, false) };
 }
 
 #[cfg(test)]

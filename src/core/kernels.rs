@@ -3,6 +3,7 @@
 use super::convert::convert_contiguous;
 use super::dtype::{with_element, Element, Scalar};
 use super::layout::{ArrayView, PairLayout};
+use super::stream::copy_streaming;
 use std::ops::Range;
 
 /// What a leaf copy does with each element.
@@ -20,6 +21,9 @@ pub enum Op {
 
 /// Copies elements `range` (in `layout` order) from `src` into `dst` under `op`.
 ///
+/// With `streaming`, long contiguous runs bypass the caches (see [`super::stream`]); the
+/// caller must then call [`super::stream::fence`] before `dst` is read by another thread.
+///
 /// # Safety
 /// `dst` must be valid for writes and `src` for reads over every element `layout` visits,
 /// the two element ranges must not overlap, and no other thread may write them meanwhile.
@@ -29,6 +33,7 @@ pub unsafe fn copy_range(
     src: Option<&ArrayView>,
     layout: &PairLayout,
     range: Range<usize>,
+    streaming: bool,
 ) {
     let [dst_step, src_step] = layout.inner_strides();
     let src_addr = src.map_or(0, |s| s.addr);
@@ -37,7 +42,7 @@ pub unsafe fn copy_range(
         let s = (src_addr as isize + src_off) as *const u8;
         // SAFETY: the offsets come from the layout of these two arrays, which the caller
         // guarantees are valid and disjoint.
-        unsafe { copy_run(op, d, dst_step, s, src_step, n, dst.itemsize) };
+        unsafe { copy_run(op, d, dst_step, s, src_step, n, dst.itemsize, streaming) };
     });
 }
 
@@ -64,7 +69,7 @@ pub unsafe fn gather(
     let layout = PairLayout::new(shape, &staging.strides, &src.strides);
     // SAFETY: C order over a C-contiguous staging view visits elements in index order, so
     // `range` lands inside `out`, a buffer no one else holds; `src` is valid per the caller.
-    unsafe { copy_range(op, &staging, Some(src), &layout, range) };
+    unsafe { copy_range(op, &staging, Some(src), &layout, range, false) };
 }
 
 /// Copies `n` elements `d[i*ds] <- s[i*ss]`.
@@ -72,6 +77,7 @@ pub unsafe fn gather(
 /// # Safety
 /// As for [`copy_range`], over the `n` elements addressed.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn copy_run(
     op: Op,
     d: *mut u8,
@@ -80,12 +86,17 @@ pub unsafe fn copy_run(
     ss: isize,
     n: usize,
     itemsize: usize,
+    streaming: bool,
 ) {
     // SAFETY (whole body): the caller guarantees every addressed element is in bounds.
     unsafe {
         match op {
             Op::Bytes if ds == itemsize as isize && ss == itemsize as isize => {
-                std::ptr::copy_nonoverlapping(s, d, n * itemsize)
+                if streaming {
+                    copy_streaming(d, s, n * itemsize)
+                } else {
+                    std::ptr::copy_nonoverlapping(s, d, n * itemsize)
+                }
             }
             Op::Bytes => match itemsize {
                 1 => strided::<u8>(d, ds, s, ss, n),
@@ -163,7 +174,7 @@ mod tests {
         let src_strides = src.map_or(dst.strides.clone(), |s| s.strides.clone());
         let layout = PairLayout::new(&dst.shape, &dst.strides, &src_strides);
         // SAFETY: the test arrays are alive, disjoint and sized for their views.
-        unsafe { copy_range(op, dst, src, &layout, 0..layout.len()) };
+        unsafe { copy_range(op, dst, src, &layout, 0..layout.len(), false) };
     }
 
     #[test]
