@@ -78,3 +78,14 @@ def test_default_thread_count_follows_the_environment(monkeypatch):
     assert _fastload.default_threads() >= 1
     monkeypatch.delenv("FASTLOAD_NUM_THREADS")
     assert _fastload.default_threads() >= 1
+
+
+def test_a_load_large_enough_to_stream_past_the_caches_is_exact():
+    # 48 MiB in leaves of odd sizes and offsets: the streamed path and its edges.
+    rng = np.random.default_rng(7)
+    sizes = [(12 << 20) + 3, (6 << 20) + 1, 4099, (4 << 20) - 5]
+    src = [rng.standard_normal(n, dtype=np.float32)[1:] for n in sizes]
+    dst = [np.zeros(n, np.float32)[1:] for n in sizes]
+    fastload.loadmodel(dst, src)
+    for d, s in zip(dst, src):
+        np.testing.assert_array_equal(d, s)
