@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import os
-import statistics
 import threading
-import time
 from typing import Any, Callable, List, Optional
 
 import numpy as np
 
+from fastload.demo import median_seconds as median_time
+from fastload.demo import python_walk
 
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in seconds, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times: List[float] = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+__all__ = ["copy_bandwidth", "median_time", "optree_copy", "python_walk", "torch_copy"]
 
 
 def copy_bandwidth(nbytes: int, repeats: int, max_threads: Optional[int] = None) -> dict:
@@ -48,22 +39,6 @@ def copy_bandwidth(nbytes: int, repeats: int, max_threads: Optional[int] = None)
         if nbytes / t > best["bytes_per_s"]:
             best = {"bytes_per_s": nbytes / t, "threads": n}
     return best
-
-
-def python_walk(dst: Any, src: Any) -> None:
-    """A hand-written recursive walk with ``np.copyto``."""
-    if isinstance(dst, np.ndarray):
-        np.copyto(dst, src, casting="same_kind")
-    elif isinstance(dst, dict):
-        for k, v in dst.items():
-            python_walk(v, src[k])
-    elif isinstance(dst, (list, tuple)):
-        for d, s in zip(dst, src):
-            python_walk(d, s)
-    elif hasattr(dst, "__dict__"):
-        s = src if isinstance(src, dict) else vars(src)
-        for k, v in vars(dst).items():
-            python_walk(v, s[k])
 
 
 def optree_copy(dst_state: Any, src_state: Any) -> Optional[Callable[[], Any]]:

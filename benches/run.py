@@ -28,24 +28,7 @@ import baselines  # noqa: E402
 import scenarios  # noqa: E402
 
 import fastload  # noqa: E402
-
-
-def leaves_of(tree: Any) -> List[np.ndarray]:
-    """Distinct arrays of a tree, in walk order."""
-    seen: Dict[int, np.ndarray] = {}
-
-    def visit(x):
-        if isinstance(x, np.ndarray):
-            seen.setdefault(id(x), x)
-        elif isinstance(x, dict):
-            for v in x.values():
-                visit(v)
-        elif isinstance(x, (list, tuple)):
-            for v in x:
-                visit(v)
-
-    visit(fastload.state(tree))
-    return list(seen.values())
+from fastload.demo import arrays_of as leaves_of  # noqa: E402
 
 
 def peak_extra_rss(fn) -> int:
@@ -75,14 +58,26 @@ class Runner:
         self.rows: List[Dict[str, Any]] = []
         nbytes = (256 if quick else 1024) << 20
         self.limit = baselines.copy_bandwidth(nbytes, self.repeats)
-        print(f"memory-bandwidth limit: {self.limit['bytes_per_s'] / 1e9:.2f} GB/s written "
-              f"(np.copyto, best with {self.limit['threads']} threads)", flush=True)
+        print(
+            f"memory-bandwidth limit: {self.limit['bytes_per_s'] / 1e9:.2f} GB/s written "
+            f"(np.copyto, best with {self.limit['threads']} threads)",
+            flush=True,
+        )
 
     def time(self, fn) -> float:
         return baselines.median_time(fn, self.repeats)
 
-    def record(self, name: str, seconds: float, *, written: int, moved: int = 0,
-               leaves: int = 0, others: Dict[str, float] = None, extra: Dict = None) -> None:
+    def record(
+        self,
+        name: str,
+        seconds: float,
+        *,
+        written: int,
+        moved: int = 0,
+        leaves: int = 0,
+        others: Dict[str, float] = None,
+        extra: Dict = None,
+    ) -> None:
         moved = moved or 2 * written
         limit_seconds = moved / (2 * self.limit["bytes_per_s"])
         row = {
@@ -101,8 +96,11 @@ class Runner:
         self.rows.append(row)
         speedups = ", ".join(f"{k} {v / seconds:.1f}x" for k, v in (others or {}).items())
         per_leaf = f", {row['ns_per_leaf']:.0f} ns/leaf" if leaves else ""
-        print(f"{name:<14} {seconds * 1e3:9.2f} ms  {row['GBps_written']:6.2f} GB/s  "
-              f"{row['vs_limit']:5.2f}x limit{per_leaf}  [{speedups}]", flush=True)
+        print(
+            f"{name:<14} {seconds * 1e3:9.2f} ms  {row['GBps_written']:6.2f} GB/s  "
+            f"{row['vs_limit']:5.2f}x limit{per_leaf}  [{speedups}]",
+            flush=True,
+        )
 
     def load(self, name, dst, src, *, walk=True, tree_map=True, moved=0, extra=None):
         dst_leaves, src_leaves = leaves_of(dst), leaves_of(src)
@@ -119,8 +117,15 @@ class Runner:
             others["torch copy_"] = self.time(run_torch)
         memory = peak_extra_rss(lambda: fastload.loadmodel(dst, src))
         extra = dict(extra or {}, peak_extra_bytes=memory)
-        self.record(name, fast, written=written, moved=moved, leaves=len(dst_leaves),
-                    others=others, extra=extra)
+        self.record(
+            name,
+            fast,
+            written=written,
+            moved=moved,
+            leaves=len(dst_leaves),
+            others=others,
+            extra=extra,
+        )
 
 
 def main(argv=None) -> int:
@@ -134,8 +139,11 @@ def main(argv=None) -> int:
     scale = 2 if args.quick else 1
 
     if "gpt2" in wanted:
-        run.load("gpt2", scenarios.gpt2(seed=0, fill=False, scale=scale),
-                 scenarios.gpt2(seed=1, scale=scale))
+        run.load(
+            "gpt2",
+            scenarios.gpt2(seed=0, fill=False, scale=scale),
+            scenarios.gpt2(seed=1, scale=scale),
+        )
     if "tiny" in wanted:
         n = 20_000 if args.quick else 100_000
         run.load("tiny", scenarios.tiny(n, seed=0), fastload.state(scenarios.tiny(n, seed=1)))
@@ -144,8 +152,11 @@ def main(argv=None) -> int:
         run.load("huge", scenarios.arrays(4, size, fill=False), scenarios.arrays(4, size, 1))
     if "medium" in wanted:
         count = 5_000 if args.quick else 20_000
-        run.load("medium", scenarios.arrays(count, 64 << 10, fill=False),
-                 scenarios.arrays(count, 64 << 10, 1))
+        run.load(
+            "medium",
+            scenarios.arrays(count, 64 << 10, fill=False),
+            scenarios.arrays(count, 64 << 10, 1),
+        )
     if "cast" in wanted:
         import ml_dtypes
 
@@ -158,23 +169,40 @@ def main(argv=None) -> int:
                 for d, s in zip(leaves_of(dst), leaves_of(src32))
             )
             n = sum(a.size for a in leaves_of(dst))
-            run.load(f"cast {label}", dst, src32, moved=n * 6, tree_map=False,
-                     extra={"bit_identical": exact})
+            run.load(
+                f"cast {label}",
+                dst,
+                src32,
+                moved=n * 6,
+                tree_map=False,
+                extra={"bit_identical": exact},
+            )
         src64 = scenarios.gpt2(np.float64, seed=1, scale=scale)
         dst32 = scenarios.gpt2(fill=False, scale=scale)
         n = sum(a.size for a in leaves_of(dst32))
         run.load("cast f64->f32", dst32, src64, moved=n * 12, tree_map=False)
         del src32, src64, dst32
     if "state" in wanted:
-        for label, tree in (("state gpt2", scenarios.gpt2(fill=False, scale=scale)),
-                            ("state tiny", scenarios.tiny(20_000 if args.quick else 100_000))):
+        for label, tree in (
+            ("state gpt2", scenarios.gpt2(fill=False, scale=scale)),
+            ("state tiny", scenarios.tiny(20_000 if args.quick else 100_000)),
+        ):
             n = len(leaves_of(tree))
-            run.record(label, run.time(lambda tree=tree: fastload.state(tree)), written=0,
-                       moved=1, leaves=n)
+            run.record(
+                label,
+                run.time(lambda tree=tree: fastload.state(tree)),
+                written=0,
+                moved=1,
+                leaves=n,
+            )
 
     result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "numpy": np.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+        },
         "quick": args.quick,
         "limit_bytes_per_s": run.limit["bytes_per_s"],
         "limit_threads": run.limit["threads"],

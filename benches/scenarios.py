@@ -30,8 +30,12 @@ def gpt2_layout(n_layer: int = 12, d: int = 768, vocab: int = 50257, ctx: int = 
         "ln_2": norm(),
         "mlp": {"c_fc": linear(d, 4 * d), "c_proj": linear(4 * d, d)},
     }
-    return {"wte": (vocab, d), "wpe": (ctx, d), "h": [block() for _ in range(n_layer)],
-            "ln_f": norm()}
+    return {
+        "wte": (vocab, d),
+        "wpe": (ctx, d),
+        "h": [block() for _ in range(n_layer)],
+        "ln_f": norm(),
+    }
 
 
 def materialize(layout: Any, make: Callable[[tuple], np.ndarray]) -> Any:

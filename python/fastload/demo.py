@@ -51,9 +51,9 @@ class GPT:
 
 
 def python_walk(dst: Any, src: Any) -> None:
-    """The hand-written baseline: a recursive walk with numpy.copyto."""
+    """The hand-written baseline: a recursive walk with ``numpy.copyto``."""
     if isinstance(dst, np.ndarray):
-        np.copyto(dst, src)
+        np.copyto(dst, src, casting="same_kind")
     elif isinstance(dst, dict):
         for k, v in dst.items():
             python_walk(v, src[k])
@@ -61,11 +61,15 @@ def python_walk(dst: Any, src: Any) -> None:
         for d, s in zip(dst, src):
             python_walk(d, s)
     elif hasattr(dst, "__dict__") and not callable(dst):
+        children = src if isinstance(src, dict) else vars(src)
         for k, v in vars(dst).items():
-            python_walk(v, src[k])
+            python_walk(v, children[k])
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
     times: List[float] = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -75,11 +79,12 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def arrays_of(tree: Any) -> List[np.ndarray]:
+    """The distinct arrays of a tree, in walk order."""
     found: dict = {}
 
     def visit(x: Any) -> None:
         if isinstance(x, np.ndarray):
-            found[id(x)] = x
+            found.setdefault(id(x), x)
         elif isinstance(x, dict):
             for v in x.values():
                 visit(v)
@@ -105,8 +110,10 @@ def main(argv: Any = None) -> int:
     checkpoint = fastload.state(GPT(args.layers, args.width, args.vocab, seed=1))
     params = arrays_of(model)
     nbytes = sum(a.nbytes for a in params)
-    print(f"model: GPT, {args.layers} blocks of width {args.width}: {len(params)} arrays, "
-          f"{nbytes / 1e6:.1f} MB of float32, lm_head tied to wte")
+    print(
+        f"model: GPT, {args.layers} blocks of width {args.width}: {len(params)} arrays, "
+        f"{nbytes / 1e6:.1f} MB of float32, lm_head tied to wte"
+    )
 
     fastload.loadmodel(model, checkpoint)
     expected = GPT(args.layers, args.width, args.vocab, seed=1)
@@ -129,10 +136,14 @@ def main(argv: Any = None) -> int:
     cores = fastload._fastload.default_threads()
     t_fast = median_seconds(lambda: fastload.loadmodel(model, checkpoint), args.repeats)
     t_walk = median_seconds(lambda: python_walk(model, checkpoint), args.repeats)
-    print(f"fastload.loadmodel ({cores} threads): {t_fast * 1e3:8.1f} ms  "
-          f"{nbytes / t_fast / 1e9:6.2f} GB/s")
-    print(f"Python walk + np.copyto:      {t_walk * 1e3:8.1f} ms  "
-          f"{nbytes / t_walk / 1e9:6.2f} GB/s   ({t_walk / t_fast:.2f}x fastload's time)")
+    print(
+        f"fastload.loadmodel ({cores} threads): {t_fast * 1e3:8.1f} ms  "
+        f"{nbytes / t_fast / 1e9:6.2f} GB/s"
+    )
+    print(
+        f"Python walk + np.copyto:      {t_walk * 1e3:8.1f} ms  "
+        f"{nbytes / t_walk / 1e9:6.2f} GB/s   ({t_walk / t_fast:.2f}x fastload's time)"
+    )
     return 0
 
 

@@ -77,7 +77,7 @@ impl Executor {
                 for (i, leaf) in plan.leaves.iter().enumerate() {
                     if independent(i, leaf) {
                         // SAFETY: an independent leaf shares no bytes with any other copy.
-                        unsafe { copy_whole(leaf, self.streaming) };
+                        unsafe { copy_leaf(leaf, None, self.streaming) };
                     }
                 }
                 fence();
@@ -131,36 +131,22 @@ fn parallel_tasks(plan: &Plan, independent: &dyn Fn(usize, &LeafCopy) -> bool) -
 
 fn run_task(plan: &Plan, task: &Task, streaming: bool) {
     for (i, range) in task {
-        let leaf = &plan.leaves[*i];
-        let layout = layout_of(leaf);
         // SAFETY: independent leaves share no bytes with any other copy, and tasks of one
         // leaf cover disjoint element ranges of a destination without self-overlap.
-        unsafe {
-            copy_range(
-                leaf.op,
-                &leaf.dst,
-                leaf.src.as_ref(),
-                &layout,
-                range.clone(),
-                streaming,
-            )
-        };
+        unsafe { copy_leaf(&plan.leaves[*i], Some(range.clone()), streaming) };
     }
     fence(); // before rayon hands the finished task back
 }
 
-fn layout_of(leaf: &LeafCopy) -> PairLayout {
-    let src_strides = leaf.src.as_ref().map_or(&leaf.dst.strides, |s| &s.strides);
-    PairLayout::new(&leaf.dst.shape, &leaf.dst.strides, src_strides)
-}
-
-/// Copies a whole leaf on the calling thread.
+/// Copies elements `range` of a leaf (all of them for `None`) on the calling thread.
 ///
 /// # Safety
-/// No other thread may touch the leaf's bytes, and its source must not overlap its
-/// destination.
-unsafe fn copy_whole(leaf: &LeafCopy, streaming: bool) {
-    let layout = layout_of(leaf);
+/// No other thread may touch those elements' bytes, and the leaf's source must not
+/// overlap its destination.
+unsafe fn copy_leaf(leaf: &LeafCopy, range: Option<Range<usize>>, streaming: bool) {
+    let src_strides = leaf.src.as_ref().map_or(&leaf.dst.strides, |s| &s.strides);
+    let layout = PairLayout::new(&leaf.dst.shape, &leaf.dst.strides, src_strides);
+    let range = range.unwrap_or(0..layout.len());
     // SAFETY: per this function's contract.
     unsafe {
         copy_range(
@@ -168,7 +154,7 @@ unsafe fn copy_whole(leaf: &LeafCopy, streaming: bool) {
             &leaf.dst,
             leaf.src.as_ref(),
             &layout,
-            0..layout.len(),
+            range,
             streaming,
         )
     };
@@ -181,7 +167,7 @@ fn copy_ordered(leaf: &LeafCopy) {
         Some(src) if reads_own_destination(leaf) => src,
         // SAFETY: ordered leaves run one at a time on this thread, and this one's source
         // does not overlap its destination.
-        _ => return unsafe { copy_whole(leaf, false) },
+        _ => return unsafe { copy_leaf(leaf, None, false) },
     };
     let (len, itemsize) = (leaf.dst.len(), leaf.dst.itemsize);
     let mut staged = vec![0u8; len * itemsize];
@@ -194,7 +180,7 @@ fn copy_ordered(leaf: &LeafCopy) {
         op: Op::Bytes,
     };
     // SAFETY: `staged` is a private buffer, so it cannot overlap the destination.
-    unsafe { copy_whole(&from_staged, false) };
+    unsafe { copy_leaf(&from_staged, None, false) };
 }
 
 #[cfg(test)]
