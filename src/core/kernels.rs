@@ -167,6 +167,7 @@ mod tests {
             shape: shape.into(),
             strides: strides.into(),
             itemsize: std::mem::size_of::<T>(),
+            owner: None,
         }
     }
 
@@ -196,6 +197,7 @@ mod tests {
             shape: smallvec::smallvec![4],
             strides: smallvec::smallvec![-2],
             itemsize: 2,
+            owner: None,
         };
         let d = view_of(dst.as_mut_ptr(), &[4], &[8]);
         copy_all(Op::Cast(Scalar::I16, Scalar::F64), &d, Some(&s));
@@ -220,6 +222,7 @@ mod tests {
             shape: smallvec::smallvec![3],
             strides: smallvec::smallvec![-3],
             itemsize: 3,
+            owner: None,
         };
         let d = ArrayView {
             itemsize: 3,

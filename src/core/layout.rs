@@ -18,6 +18,9 @@ pub struct ArrayView {
     pub shape: Dims,
     pub strides: Strides,
     pub itemsize: usize,
+    /// The allocation the bytes belong to, when the bindings know it (an id such as the
+    /// address of the owning object): views of different allocations never share bytes.
+    pub owner: Option<usize>,
 }
 
 impl ArrayView {
@@ -34,6 +37,7 @@ impl ArrayView {
             shape: shape.into(),
             strides,
             itemsize,
+            owner: None,
         }
     }
 
@@ -71,7 +75,7 @@ impl ArrayView {
     ///
     /// Conservative: `false` guarantees every element has bytes of its own.
     pub fn may_self_overlap(&self) -> bool {
-        let mut dims: Vec<(usize, usize)> = self
+        let mut dims: SmallVec<[(usize, usize); 4]> = self
             .shape
             .iter()
             .zip(&self.strides)
@@ -273,6 +277,7 @@ mod tests {
             shape: smallvec::smallvec![3],
             strides: smallvec::smallvec![-8],
             itemsize: 8,
+            owner: None,
         };
         assert_eq!(view.byte_span(), Some(84..108));
         assert_eq!(ArrayView::contiguous(5, &[0, 3], 4).byte_span(), None);
@@ -287,6 +292,7 @@ mod tests {
             shape: smallvec::smallvec![4, 4],
             strides: smallvec::smallvec![0, 4],
             itemsize: 4,
+            owner: None,
         };
         assert!(broadcast.may_self_overlap());
         let windows = ArrayView {
@@ -294,6 +300,7 @@ mod tests {
             shape: smallvec::smallvec![3, 4],
             strides: smallvec::smallvec![4, 4],
             itemsize: 4,
+            owner: None,
         };
         assert!(windows.may_self_overlap());
         let every_other = ArrayView {
@@ -301,6 +308,7 @@ mod tests {
             shape: smallvec::smallvec![2, 3],
             strides: smallvec::smallvec![4, 24],
             itemsize: 4,
+            owner: None,
         };
         assert!(!every_other.may_self_overlap());
     }

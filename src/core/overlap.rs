@@ -5,46 +5,93 @@
 //! any order, on any thread. The others run in walk order on one thread.
 
 use super::plan::LeafCopy;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+/// One array's bytes: `[lo, hi)`, its leaf, and whether it is the leaf's destination.
+#[derive(Clone, Copy)]
+struct Span {
+    lo: usize,
+    hi: usize,
+    leaf: usize,
+    dst: bool,
+}
 
 /// For each leaf: `true` when it must run in walk order on the calling thread.
 ///
 /// Byte ranges are compared, not elements, so interleaved views (`a[::2]`, `a[1::2]`) are
-/// ordered too: conservative, and still exact.
+/// ordered too: conservative, and still exact. When every array's allocation is known,
+/// only arrays of one allocation are compared; otherwise all of them are.
 pub fn ordered_leaves(leaves: &[LeafCopy], noop: &[bool]) -> Vec<bool> {
     let mut ordered: Vec<bool> = leaves.iter().map(|l| l.dst.may_self_overlap()).collect();
-    // (lo, hi, leaf, is_destination)
-    let mut spans: Vec<(usize, usize, usize, bool)> = Vec::with_capacity(2 * leaves.len());
+    let mut spans: Vec<(Span, Option<usize>)> = Vec::with_capacity(2 * leaves.len());
     for (i, leaf) in leaves.iter().enumerate() {
         if noop[i] {
             continue;
         }
-        if let Some(span) = leaf.dst.byte_span() {
-            spans.push((span.start, span.end, i, true));
-        }
-        if let Some(span) = leaf.src.as_ref().and_then(|s| s.byte_span()) {
-            spans.push((span.start, span.end, i, false));
+        let views = std::iter::once((&leaf.dst, true)).chain(leaf.src.as_ref().map(|s| (s, false)));
+        for (view, dst) in views {
+            if let Some(bytes) = view.byte_span() {
+                let span = Span {
+                    lo: bytes.start,
+                    hi: bytes.end,
+                    leaf: i,
+                    dst,
+                };
+                spans.push((span, view.owner));
+            }
         }
     }
-    spans.sort_unstable_by_key(|s| s.0);
-    // Group spans into clusters of transitively overlapping ranges; a cluster with a
-    // destination and anything else orders every leaf in it.
+    if spans.iter().any(|(_, owner)| owner.is_none()) {
+        let mut all: Vec<Span> = spans.into_iter().map(|(span, _)| span).collect();
+        order_overlapping(&mut all, &mut ordered);
+        return ordered;
+    }
+    // Arrays of different allocations never share bytes: only allocations that more
+    // than one span reads or writes need comparing, and those are rare.
+    let mut seen: FxHashSet<usize> =
+        FxHashSet::with_capacity_and_hasher(spans.len(), Default::default());
+    let mut shared: FxHashSet<usize> = FxHashSet::default();
+    for (_, owner) in &spans {
+        let owner = owner.unwrap_or_default();
+        if !seen.insert(owner) {
+            shared.insert(owner);
+        }
+    }
+    if !shared.is_empty() {
+        let mut groups: FxHashMap<usize, Vec<Span>> = FxHashMap::default();
+        for (span, owner) in spans {
+            let owner = owner.unwrap_or_default();
+            if shared.contains(&owner) {
+                groups.entry(owner).or_default().push(span);
+            }
+        }
+        for group in groups.values_mut() {
+            order_overlapping(group, &mut ordered);
+        }
+    }
+    ordered
+}
+
+/// Marks every leaf of a cluster of transitively overlapping spans that holds a
+/// destination and anything else.
+fn order_overlapping(spans: &mut [Span], ordered: &mut [bool]) {
+    spans.sort_unstable_by_key(|s| s.lo);
     let mut start = 0;
     while start < spans.len() {
         let mut end = start + 1;
-        let mut reach = spans[start].1;
-        while end < spans.len() && spans[end].0 < reach {
-            reach = reach.max(spans[end].1);
+        let mut reach = spans[start].hi;
+        while end < spans.len() && spans[end].lo < reach {
+            reach = reach.max(spans[end].hi);
             end += 1;
         }
         let cluster = &spans[start..end];
-        if cluster.len() > 1 && cluster.iter().any(|s| s.3) {
+        if cluster.len() > 1 && cluster.iter().any(|s| s.dst) {
             for s in cluster {
-                ordered[s.2] = true;
+                ordered[s.leaf] = true;
             }
         }
         start = end;
     }
-    ordered
 }
 
 /// Whether a leaf's source shares bytes with its own destination, so that the source must
@@ -107,6 +154,31 @@ mod tests {
         let leaves = [
             leaf((0, 10), Some((100, 10))),
             leaf((20, 10), Some((5, 10))),
+        ];
+        assert_eq!(ordered_leaves(&leaves, &noops(&leaves)), vec![true, true]);
+    }
+
+    #[test]
+    fn arrays_of_different_known_allocations_are_not_compared() {
+        let owned = |mut leaf: LeafCopy, dst_owner, src_owner| {
+            leaf.dst.owner = Some(dst_owner);
+            if let Some(src) = leaf.src.as_mut() {
+                src.owner = Some(src_owner);
+            }
+            leaf
+        };
+        // Same byte ranges as `overlapping_destinations_are_ordered`, but the bindings
+        // vouch that the first two live in different allocations (a fake, to prove that
+        // the owners are what decides).
+        let leaves = [
+            owned(leaf((0, 10), Some((100, 10))), 1, 2),
+            owned(leaf((5, 10), Some((200, 10))), 3, 4),
+        ];
+        assert_eq!(ordered_leaves(&leaves, &noops(&leaves)), vec![false, false]);
+        // Within one allocation they are compared as before.
+        let leaves = [
+            owned(leaf((0, 10), Some((100, 10))), 1, 2),
+            owned(leaf((5, 10), Some((200, 10))), 1, 4),
         ];
         assert_eq!(ordered_leaves(&leaves, &noops(&leaves)), vec![true, true]);
     }

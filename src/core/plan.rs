@@ -50,6 +50,16 @@ impl Plan {
         Self::default()
     }
 
+    /// A plan with room for `leaves` leaves before it reallocates.
+    pub fn with_capacity(leaves: usize) -> Self {
+        Plan {
+            leaves: Vec::with_capacity(leaves),
+            noop: Vec::with_capacity(leaves),
+            ties: TieCache::with_capacity(leaves),
+            ..Self::default()
+        }
+    }
+
     /// Plans a copy, unless its destination is a parameter already planned (same address,
     /// shape, strides and `dtype_key`): then the copy is dropped and the first one stands.
     pub fn add(&mut self, leaf: LeafCopy, dtype_key: u64) -> TieEntry {

@@ -28,6 +28,14 @@ pub struct TieCache {
 }
 
 impl TieCache {
+    pub(crate) fn with_capacity(leaves: usize) -> Self {
+        TieCache {
+            heads: FxHashMap::with_capacity_and_hasher(leaves, Default::default()),
+            chain: Vec::with_capacity(leaves),
+            staged: FxHashMap::default(),
+        }
+    }
+
     /// The leaf of `leaves` already planned for `dst`, or `None` after recording `leaf`
     /// (which must be `leaves.len()`, the next one) as its first.
     pub(crate) fn first_or_insert(

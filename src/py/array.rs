@@ -82,6 +82,29 @@ pub fn view_of(array: &Bound<'_, PyUntypedArray>) -> ArrayView {
         shape: Dims::from_slice(array.shape()),
         strides: Strides::from_slice(array.strides()),
         itemsize: array.dtype().itemsize(),
+        owner: owner_of(array),
+    }
+}
+
+/// The ndarray that allocated this array's memory, found through its chain of bases, as
+/// an id; `None` when the memory comes from elsewhere (a buffer, a memory map, C code),
+/// where any two arrays may share bytes.
+fn owner_of(array: &Bound<'_, PyUntypedArray>) -> Option<usize> {
+    let py = array.py();
+    let mut at = array.as_array_ptr();
+    loop {
+        // SAFETY: `at` is a live ndarray: `array` itself, or a base it holds a reference
+        // to (a base lives as long as the arrays viewing it).
+        let fields = unsafe { &*npyffi::_PyArray_GET_ITEM_DATA(at) };
+        if fields.base.is_null() {
+            let owns = fields.flags & npyffi::NPY_ARRAY_OWNDATA != 0;
+            return owns.then_some(at as usize);
+        }
+        // SAFETY: `fields.base` is a live object (see above).
+        if unsafe { npyffi::PyArray_Check(py, fields.base) } == 0 {
+            return None;
+        }
+        at = fields.base as *mut npyffi::PyArrayObject;
     }
 }
 

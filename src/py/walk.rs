@@ -17,9 +17,16 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString};
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How many keys a structure message lists.
 const LISTED_KEYS: usize = 10;
+
+/// Leaves of the last plan built, as the room to make in the next one: repeated loads of
+/// one model then never grow their plans. Capped, so that one huge load does not make
+/// every later small one reserve as much.
+static LAST_PLAN_LEAVES: AtomicUsize = AtomicUsize::new(0);
+const MAX_RESERVED_LEAVES: usize = 1 << 20;
 
 /// What a finished walk hands to the copy.
 pub struct Walked<'py> {
@@ -62,7 +69,7 @@ impl<'py> Walker<'py> {
             on_path: FxHashSet::default(),
             staged: FxHashSet::default(),
             out: Walked {
-                plan: Plan::new(),
+                plan: Plan::with_capacity(LAST_PLAN_LEAVES.load(Ordering::Relaxed)),
                 problems: Vec::new(),
                 external: FxHashMap::default(),
                 keep_alive: Vec::new(),
@@ -78,6 +85,8 @@ impl<'py> Walker<'py> {
         src: &Bound<'py, PyAny>,
     ) -> PyResult<Walked<'py>> {
         self.visit(dst, src)?;
+        let leaves = self.out.plan.leaves().len().min(MAX_RESERVED_LEAVES);
+        LAST_PLAN_LEAVES.store(leaves, Ordering::Relaxed);
         Ok(self.out)
     }
 
