@@ -136,3 +136,23 @@ def test_zero_stride_destination_is_refused_as_read_only(snapshot):
     dst = np.broadcast_to(np.zeros(1), (4,))
     with pytest.raises(LoadError, match="read-only"):
         fastload.loadmodel({"w": dst}, {"w": np.ones(4)})
+
+
+@pytest.mark.parametrize(
+    "alias",
+    [
+        lambda a: np.lib.stride_tricks.as_strided(a[2:], shape=(4,), strides=(8,)),
+        lambda a: np.asarray(memoryview(a))[2:6],
+        lambda a: np.frombuffer(a, dtype=a.dtype)[2:6],
+        lambda a: np.ndarray((4,), a.dtype, buffer=a, offset=16),
+    ],
+    ids=["as_strided", "memoryview", "frombuffer", "ndarray-buffer"],
+)
+def test_memory_shared_through_other_objects_is_still_ordered(alias):
+    # The second destination aliases a[2:6] through an object other than a view of `a`.
+    a = np.arange(10.0) * 7
+    b = a.copy()
+    fastload.loadmodel([a[0:4], alias(a)], [np.arange(4.0) + 1, a[0:4]], threads=1)
+    np.copyto(b[0:4], np.arange(4.0) + 1)
+    np.copyto(b[2:6], b[0:4].copy())
+    np.testing.assert_array_equal(a, b)
