@@ -5,7 +5,7 @@ use super::layout::{ArrayView, PairLayout};
 use super::overlap::{ordered_leaves, reads_own_destination};
 use super::plan::{LeafCopy, Plan};
 use super::problem::Problem;
-use super::stream::fence;
+use super::stream::{copy_streaming, fence};
 use super::threads::pool;
 use rayon::prelude::*;
 use rayon::ThreadPool;
@@ -144,6 +144,28 @@ fn run_task(plan: &Plan, task: &Task, streaming: bool) {
 /// No other thread may touch those elements' bytes, and the leaf's source must not
 /// overlap its destination.
 unsafe fn copy_leaf(leaf: &LeafCopy, range: Option<Range<usize>>, streaming: bool) {
+    let whole = range
+        .as_ref()
+        .is_none_or(|r| r.start == 0 && r.end == leaf.dst.len());
+    if let (true, Op::Bytes, Some(src)) = (whole, leaf.op, &leaf.src) {
+        if leaf.dst.is_c_contiguous() && src.is_c_contiguous() {
+            // The common case: one plain copy, without working out a layout.
+            let (d, s, n) = (
+                leaf.dst.addr as *mut u8,
+                src.addr as *const u8,
+                leaf.nbytes(),
+            );
+            // SAFETY: per this function's contract; both runs are `n` contiguous bytes.
+            unsafe {
+                if streaming {
+                    copy_streaming(d, s, n)
+                } else {
+                    std::ptr::copy_nonoverlapping(s, d, n)
+                }
+            }
+            return;
+        }
+    }
     let src_strides = leaf.src.as_ref().map_or(&leaf.dst.strides, |s| &s.strides);
     let layout = PairLayout::new(&leaf.dst.shape, &leaf.dst.strides, src_strides);
     let range = range.unwrap_or(0..layout.len());

@@ -71,10 +71,25 @@ impl ArrayView {
         Some(lo as usize..hi as usize + self.itemsize)
     }
 
+    /// Whether the elements lie in C order with no gaps.
+    pub fn is_c_contiguous(&self) -> bool {
+        let mut step = self.itemsize as isize;
+        for (&len, &stride) in self.shape.iter().zip(&self.strides).rev() {
+            if len != 1 && stride != step {
+                return false;
+            }
+            step *= len as isize;
+        }
+        true
+    }
+
     /// Whether two elements of the array may share bytes (a zero or tangled stride).
     ///
     /// Conservative: `false` guarantees every element has bytes of its own.
     pub fn may_self_overlap(&self) -> bool {
+        if self.is_c_contiguous() {
+            return false;
+        }
         let mut dims: SmallVec<[(usize, usize); 4]> = self
             .shape
             .iter()
@@ -281,6 +296,26 @@ mod tests {
         };
         assert_eq!(view.byte_span(), Some(84..108));
         assert_eq!(ArrayView::contiguous(5, &[0, 3], 4).byte_span(), None);
+    }
+
+    #[test]
+    fn c_contiguity_ignores_unit_dimensions_and_sees_gaps() {
+        assert!(ArrayView::contiguous(0, &[3, 1, 4], 2).is_c_contiguous());
+        let unit_stride_ignored = ArrayView {
+            strides: smallvec::smallvec![8, 99, 2],
+            ..ArrayView::contiguous(0, &[3, 1, 4], 2)
+        };
+        assert!(unit_stride_ignored.is_c_contiguous());
+        let gapped = ArrayView {
+            strides: smallvec::smallvec![16, 8, 2],
+            ..ArrayView::contiguous(0, &[3, 1, 4], 2)
+        };
+        assert!(!gapped.is_c_contiguous());
+        assert!(!ArrayView {
+            strides: smallvec::smallvec![2, 6],
+            ..ArrayView::contiguous(0, &[3, 4], 2)
+        }
+        .is_c_contiguous());
     }
 
     #[test]
