@@ -1,12 +1,13 @@
 //! Array geometry: where an array's bytes lie, and the order in which a copy visits them.
 
 use smallvec::SmallVec;
+use std::num::NonZeroUsize;
 use std::ops::Range;
 
-/// Array dimensions; most arrays have at most four, which then need no allocation.
-pub type Dims = SmallVec<[usize; 4]>;
+/// Array dimensions; most parameters have at most two, which then need no allocation.
+pub type Dims = SmallVec<[usize; 2]>;
 /// Array strides in bytes, one per dimension.
-pub type Strides = SmallVec<[isize; 4]>;
+pub type Strides = SmallVec<[isize; 2]>;
 
 /// One array as the kernels see it: a base address, a shape, and strides in bytes.
 ///
@@ -20,7 +21,7 @@ pub struct ArrayView {
     pub itemsize: usize,
     /// The allocation the bytes belong to, when the bindings know it (an id such as the
     /// address of the owning object): views of different allocations never share bytes.
-    pub owner: Option<usize>,
+    pub owner: Option<NonZeroUsize>,
 }
 
 impl ArrayView {

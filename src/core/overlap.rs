@@ -4,8 +4,10 @@
 //! destinations share no bytes with any other destination or with any source may run in
 //! any order, on any thread. The others run in walk order on one thread.
 
+use super::layout::ArrayView;
 use super::plan::LeafCopy;
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::num::NonZeroUsize;
 
 /// One array's bytes: `[lo, hi)`, its leaf, and whether it is the leaf's destination.
 #[derive(Clone, Copy)]
@@ -23,51 +25,52 @@ struct Span {
 /// only arrays of one allocation are compared; otherwise all of them are.
 pub fn ordered_leaves(leaves: &[LeafCopy], noop: &[bool]) -> Vec<bool> {
     let mut ordered: Vec<bool> = leaves.iter().map(|l| l.dst.may_self_overlap()).collect();
-    let mut spans: Vec<(Span, Option<usize>)> = Vec::with_capacity(2 * leaves.len());
-    for (i, leaf) in leaves.iter().enumerate() {
-        if noop[i] {
-            continue;
+    // Every array a copy touches, with its leaf and whether it is the destination.
+    let arrays = || {
+        leaves
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| !noop[i])
+            .flat_map(|(i, leaf)| {
+                let src = leaf.src.as_ref().map(|s| (i, s, false));
+                std::iter::once((i, &leaf.dst, true)).chain(src)
+            })
+            .filter(|(_, view, _)| !view.is_empty())
+    };
+    let span = |(leaf, view, dst): (usize, &ArrayView, bool)| {
+        let bytes = view.byte_span().unwrap_or_default();
+        Span {
+            lo: bytes.start,
+            hi: bytes.end,
+            leaf,
+            dst,
         }
-        let views = std::iter::once((&leaf.dst, true)).chain(leaf.src.as_ref().map(|s| (s, false)));
-        for (view, dst) in views {
-            if let Some(bytes) = view.byte_span() {
-                let span = Span {
-                    lo: bytes.start,
-                    hi: bytes.end,
-                    leaf: i,
-                    dst,
-                };
-                spans.push((span, view.owner));
-            }
-        }
-    }
-    if spans.iter().any(|(_, owner)| owner.is_none()) {
-        let mut all: Vec<Span> = spans.into_iter().map(|(span, _)| span).collect();
+    };
+    if arrays().any(|(_, view, _)| view.owner.is_none()) {
+        let mut all: Vec<Span> = arrays().map(span).collect();
         order_overlapping(&mut all, &mut ordered);
         return ordered;
     }
-    // Arrays of different allocations never share bytes: only allocations that more
-    // than one span reads or writes need comparing, and those are rare.
-    let mut seen: FxHashSet<usize> =
-        FxHashSet::with_capacity_and_hasher(spans.len(), Default::default());
-    let mut shared: FxHashSet<usize> = FxHashSet::default();
-    for (_, owner) in &spans {
-        let owner = owner.unwrap_or_default();
+    // Arrays of different allocations never share bytes: only allocations that more than
+    // one array belongs to need comparing, and those are rare.
+    let mut seen: FxHashSet<NonZeroUsize> = FxHashSet::default();
+    seen.reserve(2 * leaves.len());
+    let mut shared: FxHashSet<NonZeroUsize> = FxHashSet::default();
+    for (_, view, _) in arrays() {
+        let owner = view.owner.expect("checked above");
         if !seen.insert(owner) {
             shared.insert(owner);
         }
     }
-    if !shared.is_empty() {
-        let mut groups: FxHashMap<usize, Vec<Span>> = FxHashMap::default();
-        for (span, owner) in spans {
-            let owner = owner.unwrap_or_default();
-            if shared.contains(&owner) {
-                groups.entry(owner).or_default().push(span);
-            }
+    drop(seen);
+    let mut groups: FxHashMap<NonZeroUsize, Vec<Span>> = FxHashMap::default();
+    for array in arrays() {
+        if let Some(owner) = array.1.owner.filter(|o| shared.contains(o)) {
+            groups.entry(owner).or_default().push(span(array));
         }
-        for group in groups.values_mut() {
-            order_overlapping(group, &mut ordered);
-        }
+    }
+    for group in groups.values_mut() {
+        order_overlapping(group, &mut ordered);
     }
     ordered
 }
@@ -161,9 +164,9 @@ mod tests {
     #[test]
     fn arrays_of_different_known_allocations_are_not_compared() {
         let owned = |mut leaf: LeafCopy, dst_owner, src_owner| {
-            leaf.dst.owner = Some(dst_owner);
+            leaf.dst.owner = NonZeroUsize::new(dst_owner);
             if let Some(src) = leaf.src.as_mut() {
-                src.owner = Some(src_owner);
+                src.owner = NonZeroUsize::new(src_owner);
             }
             leaf
         };

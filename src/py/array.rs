@@ -5,6 +5,7 @@ use crate::core::{ArrayView, Scalar};
 use numpy::npyffi::{self, NPY_TYPES};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use std::num::NonZeroUsize;
 
 /// What a dtype is, for the rules of the leaf table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +90,7 @@ pub fn view_of(array: &Bound<'_, PyUntypedArray>) -> ArrayView {
 /// The ndarray that allocated this array's memory, found through its chain of bases, as
 /// an id; `None` when the memory comes from elsewhere (a buffer, a memory map, C code),
 /// where any two arrays may share bytes.
-fn owner_of(array: &Bound<'_, PyUntypedArray>) -> Option<usize> {
+fn owner_of(array: &Bound<'_, PyUntypedArray>) -> Option<NonZeroUsize> {
     let py = array.py();
     let mut at = array.as_array_ptr();
     loop {
@@ -98,7 +99,7 @@ fn owner_of(array: &Bound<'_, PyUntypedArray>) -> Option<usize> {
         let fields = unsafe { &*npyffi::_PyArray_GET_ITEM_DATA(at) };
         if fields.base.is_null() {
             let owns = fields.flags & npyffi::NPY_ARRAY_OWNDATA != 0;
-            return owns.then_some(at as usize);
+            return NonZeroUsize::new(at as usize).filter(|_| owns);
         }
         // SAFETY: `fields.base` is a live object (see above).
         if unsafe { npyffi::PyArray_Check(py, fields.base) } == 0 {
