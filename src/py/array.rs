@@ -82,7 +82,7 @@ pub fn view_of(array: &Bound<'_, PyUntypedArray>) -> ArrayView {
         addr: data as usize,
         shape: Dims::from_slice(array.shape()),
         strides: Strides::from_slice(array.strides()),
-        itemsize: array.dtype().itemsize(),
+        itemsize: descr_of(array).itemsize(),
         owner: owner_of(array),
     }
 }
@@ -107,6 +107,20 @@ fn owner_of(array: &Bound<'_, PyUntypedArray>) -> Option<NonZeroUsize> {
         }
         at = fields.base as *mut npyffi::PyArrayObject;
     }
+}
+
+/// An array's dtype, borrowed from the array without touching reference counts.
+pub fn descr_of<'a, 'py>(array: &'a Bound<'py, PyUntypedArray>) -> Borrowed<'a, 'py, PyArrayDescr> {
+    let descr = raw_descr(array) as *mut pyo3::ffi::PyObject;
+    // SAFETY: an ndarray always holds a reference to its dtype, a `PyArrayDescr`, and the
+    // borrow cannot outlive the array.
+    unsafe { Borrowed::from_ptr(array.py(), descr).cast_unchecked::<PyArrayDescr>() }
+}
+
+/// The address of an array's dtype object, read without taking a reference.
+pub fn raw_descr(array: &Bound<'_, PyUntypedArray>) -> usize {
+    // SAFETY: `array` is a live ndarray, so its fields are initialised.
+    unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).descr as usize }
 }
 
 pub fn is_writeable(array: &Bound<'_, PyUntypedArray>) -> bool {

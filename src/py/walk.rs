@@ -4,7 +4,8 @@
 //! order that ties and overlapping copies are defined by.
 
 use super::array::{
-    dtype_class, dtype_key, dtype_text, is_writeable, shape_text, view_of, DtypeClass,
+    descr_of, dtype_class, dtype_key, dtype_text, is_writeable, raw_descr, shape_text, view_of,
+    DtypeClass,
 };
 use super::casting::CastRule;
 use super::depth::too_deep;
@@ -17,6 +18,7 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString};
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How many keys a structure message lists.
@@ -49,6 +51,8 @@ pub struct Walker<'py> {
     on_path: FxHashSet<(usize, usize)>,
     /// Leaves with an external cast whose value was staged for tie checks.
     staged: FxHashSet<usize>,
+    /// Dtype objects known not to be `object`, for the fast path of common leaves.
+    plain_dtypes: SmallVec<[usize; 4]>,
     out: Walked<'py>,
 }
 
@@ -68,6 +72,7 @@ impl<'py> Walker<'py> {
             path: KeyPath::default(),
             on_path: FxHashSet::default(),
             staged: FxHashSet::default(),
+            plain_dtypes: SmallVec::new(),
             out: Walked {
                 plan: Plan::with_capacity(LAST_PLAN_LEAVES.load(Ordering::Relaxed)),
                 problems: Vec::new(),
@@ -116,9 +121,36 @@ impl<'py> Walker<'py> {
         src: &Bound<'py, PyAny>,
     ) -> PyResult<()> {
         self.path.push(segment);
-        let result = self.visit(dst, src);
+        let result = match self.same_layout_arrays(dst, src) {
+            Some((dst, src)) => self.plan_leaf(&dst, Some(&src), Op::Bytes),
+            None => self.visit(dst, src),
+        };
         self.path.pop();
         result
+    }
+
+    /// Two exact ndarrays with the same dtype object and shape, the destination writeable
+    /// and not of object dtype: the common leaf, planned without the checks of
+    /// `load_array` (which every other pair goes through).
+    fn same_layout_arrays(
+        &mut self,
+        dst: &Bound<'py, PyAny>,
+        src: &Bound<'py, PyAny>,
+    ) -> Option<(Bound<'py, PyUntypedArray>, Bound<'py, PyUntypedArray>)> {
+        let dst = dst.cast_exact::<PyUntypedArray>().ok()?;
+        let src = src.cast_exact::<PyUntypedArray>().ok()?;
+        let same_dtype = raw_descr(dst) == raw_descr(src);
+        if !same_dtype || !is_writeable(dst) || dst.shape() != src.shape() {
+            return None;
+        }
+        let descr = raw_descr(dst);
+        if !self.plain_dtypes.contains(&descr) {
+            if dtype_class(&dst.dtype()) == DtypeClass::Object {
+                return None;
+            }
+            self.plain_dtypes.push(descr);
+        }
+        Some((dst.clone(), src.clone()))
     }
 
     fn visit_pair(&mut self, dst: &Bound<'py, PyAny>, src: &Bound<'py, PyAny>) -> PyResult<()> {
@@ -271,7 +303,7 @@ impl<'py> Walker<'py> {
         };
         let keep = &mut self.out.keep_alive;
         keep.extend(src.map(|s| s.clone().into_any()));
-        match self.out.plan.add(leaf, dtype_key(&dst.dtype())) {
+        match self.out.plan.add(leaf, dtype_key(&descr_of(dst))) {
             TieEntry::New(leaf) => {
                 keep.push(dst.clone().into_any());
                 if let (Op::External, Some(src)) = (op, src) {
