@@ -51,12 +51,21 @@ def optree_copy(dst_state: Any, src_state: Any) -> Optional[Callable[[], Any]]:
 
 
 def torch_copy(dst_arrays: List[np.ndarray], src_arrays: List[np.ndarray]):
-    """``Tensor.copy_`` leaf by leaf over tensors sharing the arrays' memory, if installed."""
+    """``Tensor.copy_`` leaf by leaf over tensors sharing the arrays' memory, if installed.
+
+    bfloat16 destinations (which NumPy tensors cannot share) get torch tensors of their
+    own, of the same shape."""
     try:
         import torch
     except ImportError:
         return None
-    dst = [torch.from_numpy(a) for a in dst_arrays]
+
+    def tensor(a: np.ndarray):
+        if a.dtype.name == "bfloat16":
+            return torch.empty(a.shape, dtype=torch.bfloat16)
+        return torch.from_numpy(a)
+
+    dst = [tensor(a) for a in dst_arrays]
     src = [torch.from_numpy(a) for a in src_arrays]
 
     def run():

@@ -7,8 +7,8 @@
 
 use super::dtype::{with_element, Element, Scalar};
 use super::half_bits;
-use half::f16;
 use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 
 /// Elements per step of the float16 paths: converted in bulk, then NaNs fixed up while
 /// the step is still in cache.
@@ -36,6 +36,7 @@ pub unsafe fn convert_contiguous(
         match (from, to) {
             (Scalar::F32, Scalar::F16) => f32_to_f16(slice(s, n), slice_mut(d, n)),
             (Scalar::F16, Scalar::F32) => f16_to_f32(slice(s, n), slice_mut(d, n)),
+            (Scalar::F32, Scalar::BF16) => f32_to_bf16(slice(s, n), slice_mut(d, n)),
             _ => with_element!(from, S => with_element!(to, D => {
                 generic::<S, D>(slice(s, n), slice_mut(d, n))
             })),
@@ -88,8 +89,47 @@ fn f32_to_f16_bulk(src: &[f32], dst: &mut [f16]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use half::f16;
-    use std::arch::x86_64::{__m128i, _mm256_cvtps_ph, _mm256_loadu_ps, _mm_storeu_si128};
+    use super::half_bits;
+    use half::{bf16, f16};
+    use std::arch::x86_64::*;
+
+    /// float32 -> bfloat16 as ml_dtypes rounds it (see `half_bits::bf16_from_f32`), eight
+    /// at a time.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
+        let n = src.len().min(dst.len());
+        let whole = n - n % 8;
+        let (one, bias, abs, inf) = (
+            _mm256_set1_epi32(1),
+            _mm256_set1_epi32(0x7fff),
+            _mm256_set1_epi32(0x7fff_ffff),
+            _mm256_set1_epi32(0x7f80_0000),
+        );
+        let (sign, quiet) = (_mm256_set1_epi32(0x8000), _mm256_set1_epi32(0x7fc0));
+        for i in (0..whole).step_by(8) {
+            // SAFETY: `i + 8 <= n`, within both slices; unaligned loads and stores.
+            unsafe {
+                let x = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
+                let high = _mm256_srli_epi32::<16>(x);
+                let lsb = _mm256_and_si256(high, one);
+                let rounded =
+                    _mm256_srli_epi32::<16>(_mm256_add_epi32(x, _mm256_add_epi32(bias, lsb)));
+                let nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, abs), inf);
+                let quiet_nan = _mm256_or_si256(_mm256_and_si256(high, sign), quiet);
+                let bits = _mm256_blendv_epi8(rounded, quiet_nan, nan);
+                // Pack the eight 32-bit results (each below 2^16) into 16 bits, in order.
+                let packed = _mm256_packus_epi32(bits, bits);
+                let ordered = _mm256_permute4x64_epi64::<0b1000>(packed);
+                _mm_storeu_si128(
+                    dst.as_mut_ptr().add(i) as *mut __m128i,
+                    _mm256_castsi256_si128(ordered),
+                );
+            }
+        }
+        for i in whole..n {
+            dst[i] = half_bits::bf16_from_f32(src[i]);
+        }
+    }
 
     /// float32 -> float16, eight at a time, rounding to nearest-even.
     #[target_feature(enable = "avx,f16c")]
@@ -110,11 +150,24 @@ mod x86 {
     }
 }
 
+/// float32 -> bfloat16 with AVX2 where present.
+fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor has AVX2.
+        return unsafe { x86::f32_to_bf16(src, dst) };
+    }
+    generic(src, dst)
+}
+
 /// float16 -> float32 with F16C where present; NaNs then get NumPy's payload bits.
 fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     for (s, d) in src.chunks(STEP).zip(dst.chunks_mut(STEP)) {
         s.convert_to_f32_slice(d);
-        if s.iter().any(|h| h.is_nan()) {
+        // Branch-free, so that it vectorises.
+        if s.iter()
+            .fold(false, |found, h| found | (h.to_bits() & 0x7fff > 0x7c00))
+        {
             for (h, x) in s.iter().zip(d.iter_mut()) {
                 if h.is_nan() {
                     *x = half_bits::f16_to_f32(*h);
