@@ -95,7 +95,8 @@ class Runner:
         row.update(extra or {})
         self.rows.append(row)
         speedups = ", ".join(f"{k} {v / seconds:.1f}x" for k, v in (others or {}).items())
-        per_leaf = f", {row['ns_per_leaf']:.0f} ns/leaf" if leaves else ""
+        # Per-leaf cost only says something for trees of many small leaves.
+        per_leaf = f", {row['ns_per_leaf']:.0f} ns/leaf" if leaves >= 10_000 else ""
         print(
             f"{name:<14} {seconds * 1e3:9.2f} ms  {row['GBps_written']:6.2f} GB/s  "
             f"{row['vs_limit']:5.2f}x limit{per_leaf}  [{speedups}]",
