@@ -238,3 +238,37 @@ def test_registered_children_returning_nonsense_is_reported():
     fastload.register(Odd, children=lambda x: 42)
     with pytest.raises(ArgumentError, match="expected a dict"):
         fastload.loadmodel({"o": Odd()}, {"o": {"w": np.ones(1)}})
+
+
+def test_strides_reaching_outside_memory_are_refused_not_followed(snapshot):
+    base = np.zeros(4)
+    wild = np.lib.stride_tricks.as_strided(base, shape=(3,), strides=(2**62,))
+    dst = {"ok": np.zeros(2), "wild": wild}
+    snap = snapshot({"ok": dst["ok"], "base": base})
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(dst, {"ok": np.ones(2), "wild": np.ones(3)})
+    assert info.value.problems == [("wild", "the array's strides reach outside the address space")]
+    snap.assert_unchanged()
+
+
+def test_casts_from_several_threads_leave_the_warning_filters_alone():
+    import warnings
+
+    before = list(warnings.filters)
+    errors = []
+
+    def load():
+        try:
+            for _ in range(50):
+                dst = np.zeros(64, np.float32)
+                fastload.loadmodel(dst, np.ones(64, np.complex128), casting="unsafe")
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    assert warnings.filters == before

@@ -45,8 +45,9 @@ impl Executor {
     /// Problems with tied parameters (see [`Plan::check_ties`]).
     pub fn check_ties(&self, plan: &Plan) -> Vec<(usize, Problem)> {
         match &self.pool {
-            Some(pool) if plan.has_tie_checks() => pool.install(|| plan.check_ties()),
-            _ => plan.check_ties(),
+            Some(pool) if plan.has_tie_checks() => pool.install(|| plan.check_ties(true)),
+            // Without a pool, on the calling thread: `threads=1` means one thread.
+            _ => plan.check_ties(false),
         }
     }
 

@@ -60,16 +60,35 @@ impl ArrayView {
         if self.is_empty() {
             return None;
         }
-        let (mut lo, mut hi) = (self.addr as isize, self.addr as isize);
+        let (lo, hi) = self.extent()?;
+        // Clamped: a view reaching outside the address space (see `fits_in_memory`) is
+        // treated as touching everything.
+        let clamp = |x: i128| x.clamp(0, usize::MAX as i128) as usize;
+        Some(clamp(lo)..clamp(hi))
+    }
+
+    /// First and one-past-last byte addresses, computed without overflow; `None` when empty.
+    fn extent(&self) -> Option<(i128, i128)> {
+        if self.is_empty() {
+            return None;
+        }
+        let (mut lo, mut hi) = (self.addr as i128, self.addr as i128 + self.itemsize as i128);
         for (&len, &stride) in self.shape.iter().zip(&self.strides) {
-            let reach = stride * (len as isize - 1);
+            let reach = stride as i128 * (len as i128 - 1);
             if reach < 0 {
                 lo += reach;
             } else {
                 hi += reach;
             }
         }
-        Some(lo as usize..hi as usize + self.itemsize)
+        Some((lo, hi))
+    }
+
+    /// Whether every element lies inside the address space, so that byte offsets can be
+    /// computed in `isize` (arrays made with `as_strided` can claim anything).
+    pub fn fits_in_memory(&self) -> bool {
+        self.extent()
+            .is_none_or(|(lo, hi)| lo >= 0 && hi <= isize::MAX as i128)
     }
 
     /// Whether the elements lie in C order with no gaps.
@@ -104,7 +123,13 @@ impl ArrayView {
             if stride < extent {
                 return true;
             }
-            extent += stride * (len - 1);
+            match stride
+                .checked_mul(len - 1)
+                .and_then(|r| r.checked_add(extent))
+            {
+                Some(next) => extent = next,
+                None => return true,
+            }
         }
         false
     }
@@ -284,6 +309,26 @@ mod tests {
         assert_eq!(runs(&layout, 0..1), vec![(0, [0, 0], 1)]);
         let layout = PairLayout::new(&[1, 1], &[8, 8], &[4, 4]);
         assert_eq!(runs(&layout, 0..1), vec![(0, [0, 0], 1)]);
+    }
+
+    #[test]
+    fn views_reaching_outside_the_address_space_are_caught() {
+        let wild = ArrayView {
+            addr: 4096,
+            shape: smallvec::smallvec![3],
+            strides: smallvec::smallvec![isize::MAX / 2],
+            itemsize: 8,
+            owner: None,
+        };
+        assert!(!wild.fits_in_memory());
+        assert_eq!(wild.byte_span(), Some(4096..isize::MAX as usize + 4103));
+        assert!(ArrayView::contiguous(4096, &[3], 8).fits_in_memory());
+        let below_zero = ArrayView {
+            strides: smallvec::smallvec![-8192],
+            ..ArrayView::contiguous(4096, &[3], 8)
+        };
+        assert!(!below_zero.fits_in_memory());
+        assert_eq!(below_zero.byte_span(), Some(0..4104));
     }
 
     #[test]

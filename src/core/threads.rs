@@ -14,11 +14,18 @@ pub fn default_threads() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .unwrap_or_else(cores)
 }
 
-/// A pool of `threads` workers, built once per size and kept for later loads.
+/// The processor's core count: more copy threads than cores only contend for them.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A pool of `threads` workers (at most one per core), built once per size and kept for
+/// later loads; there are at most as many pools as cores.
 pub fn pool(threads: usize) -> Result<Arc<ThreadPool>, String> {
+    let threads = threads.clamp(1, cores());
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
     let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
     let mut pools = pools
@@ -43,10 +50,12 @@ mod tests {
 
     #[test]
     fn pools_are_reused_and_sized_as_asked() {
-        let a = pool(3).unwrap();
-        let b = pool(3).unwrap();
+        let a = pool(1).unwrap();
+        let b = pool(1).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(a.current_num_threads(), 3);
+        assert_eq!(a.current_num_threads(), 1);
+        // More threads than cores are not started.
+        assert_eq!(pool(cores() + 5).unwrap().current_num_threads(), cores());
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl Plan {
     /// Reads sources only; runs on the rayon pool that is current.
     ///
     /// [`merge_in_walk_order`]: super::problem::merge_in_walk_order
-    pub fn check_ties(&self) -> Vec<(usize, Problem)> {
+    pub fn check_ties(&self, parallel: bool) -> Vec<(usize, Problem)> {
         let mut problems = Vec::new();
         for check in &self.tie_checks {
             let leaf = &self.leaves[check.first];
@@ -106,7 +106,7 @@ impl Plan {
                 None => TieValue::Zeros,
                 Some(src) => TieValue::Array(src, check.op),
             };
-            if !same_value(leaf, first, later) {
+            if !same_value(leaf, first, later, parallel) {
                 let problem = Problem::new(
                     ProblemKind::Leaf,
                     check.path.clone(),
@@ -119,7 +119,7 @@ impl Plan {
     }
 }
 
-fn same_value(leaf: &LeafCopy, a: TieValue, b: TieValue) -> bool {
+fn same_value(leaf: &LeafCopy, a: TieValue, b: TieValue, parallel: bool) -> bool {
     if let (TieValue::Array(x, op_x), TieValue::Array(y, op_y)) = (a, b) {
         if x == y && op_x == op_y {
             return true; // the same buffer read the same way
@@ -131,7 +131,7 @@ fn same_value(leaf: &LeafCopy, a: TieValue, b: TieValue) -> bool {
     let len = leaf.dst.len();
     let itemsize = leaf.dst.itemsize;
     let chunks = len.div_ceil(COMPARE_CHUNK);
-    (0..chunks).into_par_iter().all(|c| {
+    let chunk_equal = |c: usize| {
         let range = c * COMPARE_CHUNK..((c + 1) * COMPARE_CHUNK).min(len);
         let bytes = range.len() * itemsize;
         let mut left = vec![0u8; bytes];
@@ -139,7 +139,12 @@ fn same_value(leaf: &LeafCopy, a: TieValue, b: TieValue) -> bool {
         read_value(&leaf.dst.shape, itemsize, a, range.clone(), &mut left);
         read_value(&leaf.dst.shape, itemsize, b, range, &mut right);
         left == right
-    })
+    };
+    if parallel {
+        (0..chunks).into_par_iter().all(chunk_equal)
+    } else {
+        (0..chunks).all(chunk_equal)
+    }
 }
 
 fn read_value(
@@ -185,7 +190,7 @@ mod tests {
         let b = a;
         let mut plan = tied_plan(&dst, &a);
         plan.check_tie(0, Some(view(&b)), Op::Bytes, "b".into(), 0);
-        assert!(plan.check_ties().is_empty());
+        assert!(plan.check_ties(false).is_empty());
     }
 
     #[test]
@@ -196,7 +201,7 @@ mod tests {
         let b = [1.0, 2.5];
         let mut plan = tied_plan(&dst, &a);
         plan.check_tie(0, Some(view(&b)), Op::Bytes, "head.weight".into(), 0);
-        let problems = plan.check_ties();
+        let problems = plan.check_ties(false);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].1.path, "head.weight");
     }
@@ -208,11 +213,11 @@ mod tests {
         let zeros = [0.0f32, 0.0];
         let mut plan = tied_plan(&dst, &zeros);
         plan.check_tie(0, None, Op::Zeros, "a".into(), 0);
-        assert!(plan.check_ties().is_empty());
+        assert!(plan.check_ties(false).is_empty());
         let ones = [1.0f32, 0.0];
         let mut plan = tied_plan(&dst, &ones);
         plan.check_tie(0, None, Op::Zeros, "a".into(), 0);
-        assert_eq!(plan.check_ties().len(), 1);
+        assert_eq!(plan.check_ties(false).len(), 1);
     }
 
     #[test]
@@ -230,7 +235,7 @@ mod tests {
             "b".into(),
             0,
         );
-        assert!(plan.check_ties().is_empty());
+        assert!(plan.check_ties(false).is_empty());
     }
 
     #[test]

@@ -6,11 +6,19 @@ use numpy::{PyArrayDescr, PyArrayDescrMethods};
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
 
+/// A cached decision, holding the dtypes it was made for.
+struct Decision<'py> {
+    op: Result<Op, String>,
+    _dtypes: (Bound<'py, PyArrayDescr>, Bound<'py, PyArrayDescr>),
+}
+
 /// The casting rule of one call, with its decisions cached per dtype pair.
 pub struct CastRule<'py> {
     rule: String,
     can_cast: Bound<'py, PyAny>,
-    decisions: FxHashMap<(usize, usize), Result<Op, String>>,
+    /// Decisions by the addresses of the two dtype objects, which the entry keeps alive
+    /// so that the addresses cannot be reused by other dtypes meanwhile.
+    decisions: FxHashMap<(usize, usize), Decision<'py>>,
 }
 
 impl<'py> CastRule<'py> {
@@ -30,11 +38,15 @@ impl<'py> CastRule<'py> {
     ) -> PyResult<Result<Op, String>> {
         let key = (src.as_dtype_ptr() as usize, dst.as_dtype_ptr() as usize);
         if let Some(decision) = self.decisions.get(&key) {
-            return Ok(decision.clone());
+            return Ok(decision.op.clone());
         }
-        let decision = self.decide_uncached(src, dst)?;
-        self.decisions.insert(key, decision.clone());
-        Ok(decision)
+        let op = self.decide_uncached(src, dst)?;
+        let decision = Decision {
+            op: op.clone(),
+            _dtypes: (src.clone(), dst.clone()),
+        };
+        self.decisions.insert(key, decision);
+        Ok(op)
     }
 
     fn decide_uncached(

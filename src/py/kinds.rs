@@ -9,7 +9,9 @@ use numpy::PyUntypedArray;
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType,
+};
 use rustc_hash::FxHashMap;
 
 /// How the registry classifies a type; the codes match `fastload._tree`.
@@ -111,7 +113,9 @@ impl Node<'_> {
 pub struct Classifier<'py> {
     py: Python<'py>,
     node_kind: Bound<'py, PyAny>,
-    cache: FxHashMap<usize, TypeKind<'py>>,
+    /// Decisions by type address; each entry holds its type, so that the address cannot
+    /// be reused by another type meanwhile.
+    cache: FxHashMap<usize, (Bound<'py, PyType>, TypeKind<'py>)>,
 }
 
 impl<'py> Classifier<'py> {
@@ -171,7 +175,7 @@ impl<'py> Classifier<'py> {
 
     fn kind_of(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<TypeKind<'py>> {
         let type_id = obj.get_type_ptr() as usize;
-        if let Some(kind) = self.cache.get(&type_id) {
+        if let Some((_, kind)) = self.cache.get(&type_id) {
             return Ok(kind.clone());
         }
         let answer = self.node_kind.call1((obj.get_type(),))?;
@@ -194,7 +198,7 @@ impl<'py> Classifier<'py> {
             8 => TypeKind::Custom(payload),
             _ => return Err(PyTypeError::new_err(format!("unknown node kind {code}"))),
         };
-        self.cache.insert(type_id, kind.clone());
+        self.cache.insert(type_id, (obj.get_type(), kind.clone()));
         Ok(kind)
     }
 

@@ -13,7 +13,7 @@ use super::kinds::{Classifier, Keyed, Node};
 use super::path::{describe, KeyPath, Segment};
 use super::python_function;
 use crate::core::{LeafCopy, Op, Plan, Problem, ProblemKind, TieEntry};
-use numpy::{PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{PyArrayDescr, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString};
@@ -52,7 +52,7 @@ pub struct Walker<'py> {
     /// Leaves with an external cast whose value was staged for tie checks.
     staged: FxHashSet<usize>,
     /// Dtype objects known not to be `object`, for the fast path of common leaves.
-    plain_dtypes: SmallVec<[usize; 4]>,
+    plain_dtypes: SmallVec<[Bound<'py, PyArrayDescr>; 4]>,
     out: Walked<'py>,
 }
 
@@ -144,11 +144,16 @@ impl<'py> Walker<'py> {
             return None;
         }
         let descr = raw_descr(dst);
-        if !self.plain_dtypes.contains(&descr) {
-            if dtype_class(&dst.dtype()) == DtypeClass::Object {
+        if !self
+            .plain_dtypes
+            .iter()
+            .any(|d| d.as_ptr() as usize == descr)
+        {
+            let dtype = dst.dtype();
+            if dtype_class(&dtype) == DtypeClass::Object {
                 return None;
             }
-            self.plain_dtypes.push(descr);
+            self.plain_dtypes.push(dtype);
         }
         Some((dst.clone(), src.clone()))
     }
@@ -301,6 +306,13 @@ impl<'py> Walker<'py> {
             src: src.map(view_of),
             op,
         };
+        if !leaf.dst.fits_in_memory() || !leaf.src.as_ref().is_none_or(|s| s.fits_in_memory()) {
+            self.problem(
+                ProblemKind::Leaf,
+                "the array's strides reach outside the address space",
+            );
+            return Ok(());
+        }
         let keep = &mut self.out.keep_alive;
         keep.extend(src.map(|s| s.clone().into_any()));
         match self.out.plan.add(leaf, dtype_key(&descr_of(dst))) {
