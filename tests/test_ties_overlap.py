@@ -156,3 +156,17 @@ def test_memory_shared_through_other_objects_is_still_ordered(alias):
     np.copyto(b[0:4], np.arange(4.0) + 1)
     np.copyto(b[2:6], b[0:4].copy())
     np.testing.assert_array_equal(a, b)
+
+
+def test_views_differing_only_in_unit_dimension_strides_are_one_parameter():
+    w = np.zeros(4)
+    with pytest.raises(LoadError, match="tied"):
+        fastload.loadmodel([w.reshape(1, 4), w[None]], [np.ones((1, 4)), np.full((1, 4), 2.0)])
+    np.testing.assert_array_equal(w, 0)
+
+
+def test_dates_of_different_units_over_one_buffer_are_not_a_tie():
+    a = np.zeros(4, "i8")
+    seconds, millis = a.view("M8[s]"), a.view("M8[ms]")
+    fastload.loadmodel([seconds, millis], [np.arange(4).astype("M8[s]"), np.full(4, 7, "M8[ms]")])
+    np.testing.assert_array_equal(a, 7)  # two parameters, copied in walk order

@@ -91,6 +91,18 @@ impl ArrayView {
             .is_none_or(|(lo, hi)| lo >= 0 && hi <= isize::MAX as i128)
     }
 
+    /// Whether the two views address the same elements in the same order (the strides of
+    /// dimensions of length 1 do not matter).
+    pub fn same_elements(&self, other: &ArrayView) -> bool {
+        self.addr == other.addr
+            && self.shape == other.shape
+            && self
+                .shape
+                .iter()
+                .zip(self.strides.iter().zip(&other.strides))
+                .all(|(&len, (a, b))| len == 1 || a == b)
+    }
+
     /// Whether the elements lie in C order with no gaps.
     pub fn is_c_contiguous(&self) -> bool {
         let mut step = self.itemsize as isize;
@@ -342,6 +354,21 @@ mod tests {
         };
         assert_eq!(view.byte_span(), Some(84..108));
         assert_eq!(ArrayView::contiguous(5, &[0, 3], 4).byte_span(), None);
+    }
+
+    #[test]
+    fn the_strides_of_unit_dimensions_do_not_make_views_different() {
+        let a = ArrayView::contiguous(64, &[1, 4], 4);
+        let b = ArrayView {
+            strides: smallvec::smallvec![0, 4],
+            ..a.clone()
+        };
+        assert!(a.same_elements(&b));
+        let c = ArrayView {
+            strides: smallvec::smallvec![16, 8],
+            ..a.clone()
+        };
+        assert!(!a.same_elements(&c));
     }
 
     #[test]

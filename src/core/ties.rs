@@ -50,7 +50,7 @@ impl TieCache {
         let mut at = *head;
         while at != END {
             let other = &leaves[at as usize].dst;
-            if other.shape == dst.shape && other.strides == dst.strides {
+            if other.same_elements(dst) {
                 return Some(at as usize);
             }
             at = self.chain[at as usize];

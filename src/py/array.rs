@@ -67,6 +67,12 @@ pub fn dtype_key(descr: &Bound<'_, PyArrayDescr>) -> u64 {
     if descr.num() == NPY_TYPES::NPY_VOID as i32 {
         return descr.as_dtype_ptr() as u64; // records: only the very same dtype object
     }
+    if matches!(descr.kind(), b'M' | b'm') {
+        // Dates and durations differ by unit, which only the dtype's text shows.
+        let mut hasher = rustc_hash::FxHasher::default();
+        std::hash::Hash::hash(&dtype_text(descr), &mut hasher);
+        return std::hash::Hasher::finish(&hasher);
+    }
     let order = match descr.is_native_byteorder() {
         Some(false) => 1,
         _ => 0,
