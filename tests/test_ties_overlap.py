@@ -158,11 +158,14 @@ def test_memory_shared_through_other_objects_is_still_ordered(alias):
     np.testing.assert_array_equal(a, b)
 
 
-def test_views_differing_only_in_unit_dimension_strides_are_one_parameter():
+def test_views_with_other_strides_are_other_parameters_copied_in_walk_order():
+    # Same address and shape but other strides: not a tie (SPEC), so both copies happen,
+    # in walk order, and the second one stands.
     w = np.zeros(4)
-    with pytest.raises(LoadError, match="tied"):
-        fastload.loadmodel([w.reshape(1, 4), w[None]], [np.ones((1, 4)), np.full((1, 4), 2.0)])
-    np.testing.assert_array_equal(w, 0)
+    a, b = w.reshape(1, 4), np.lib.stride_tricks.as_strided(w, shape=(1, 4), strides=(0, 8))
+    assert a.strides != b.strides
+    fastload.loadmodel([a, b], [np.ones((1, 4)), np.full((1, 4), 2.0)])
+    np.testing.assert_array_equal(w, 2)
 
 
 def test_dates_of_different_units_over_one_buffer_are_not_a_tie():
