@@ -51,17 +51,24 @@ impl Executor {
         }
     }
 
-    /// Copies every leaf of a checked plan. Leaves with [`Op::External`] are handed to
-    /// `external(leaf)` on the calling thread, in walk order among the ordered leaves.
+    /// For each leaf, whether it must run in walk order on the calling thread (see
+    /// [`ordered_leaves`]); what [`Executor::execute`] takes.
+    pub fn ordered(&self, plan: &Plan) -> Vec<bool> {
+        ordered_leaves(&plan.leaves, &plan.noop)
+    }
+
+    /// Copies every leaf of a checked plan; `ordered` comes from [`Executor::ordered`].
+    /// Leaves still marked [`Op::External`] (only ordered ones should be: the others can
+    /// be staged beforehand, see [`Plan::restage`]) are handed to `external(leaf)` on the
+    /// calling thread, in walk order among the ordered leaves.
     ///
-    /// Returns `external`'s first error; by then some leaves may have been written, so the
-    /// caller must make `external` infallible for inputs it has checked.
+    /// Returns `external`'s first error; by then some leaves may have been written.
     pub fn execute<E>(
         &self,
         plan: &Plan,
+        ordered: &[bool],
         mut external: impl FnMut(usize) -> Result<(), E>,
     ) -> Result<(), E> {
-        let ordered = ordered_leaves(&plan.leaves, &plan.noop);
         let independent =
             |i: usize, leaf: &LeafCopy| !ordered[i] && leaf.op != Op::External && !plan.noop[i];
         match &self.pool {
@@ -217,7 +224,8 @@ mod tests {
 
     fn run(plan: &Plan, threads: usize) {
         let exec = Executor::new(plan, threads).unwrap();
-        exec.execute(plan, |_| Err::<(), ()>(())).unwrap();
+        exec.execute(plan, &exec.ordered(plan), |_| Err::<(), ()>(()))
+            .unwrap();
     }
 
     #[test]
@@ -276,7 +284,7 @@ mod tests {
         }
         let mut seen = Vec::new();
         let exec = Executor::new(&plan, 1).unwrap();
-        exec.execute(&plan, |i| {
+        exec.execute(&plan, &exec.ordered(&plan), |i| {
             seen.push(i);
             Ok::<(), ()>(())
         })

@@ -114,6 +114,14 @@ impl Plan {
         !self.tie_checks.is_empty()
     }
 
+    /// Replaces the source of leaf `leaf` by `staged`, already in the destination's dtype:
+    /// a cast done before the copy starts, so that the copy itself cannot fail.
+    pub fn restage(&mut self, leaf: usize, staged: ArrayView) {
+        let copy = &mut self.leaves[leaf];
+        copy.src = Some(staged);
+        copy.op = Op::Bytes;
+    }
+
     pub fn leaves(&self) -> &[LeafCopy] {
         &self.leaves
     }

@@ -1,9 +1,11 @@
 //! `loadmodel`: walk and plan (GIL held), check ties, then copy with the GIL released.
 
+use super::array::view_of;
 use super::errors::load_error;
 use super::python_function;
-use super::walk::Walker;
+use super::walk::{Walked, Walker};
 use crate::core::{merge_in_walk_order, threads, Executor, LoadFailure};
+use numpy::PyUntypedArray;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
@@ -26,18 +28,37 @@ pub fn loadmodel<'py>(
     } else {
         threads
     };
-    let walked = Walker::new(py, filter, strict, casting)?.walk(dst, src)?;
-    let plan = walked.plan;
+    let Walked {
+        mut plan,
+        problems,
+        mut external,
+        mut keep_alive,
+    } = Walker::new(py, filter, strict, casting)?.walk(dst, src)?;
     let executor = Executor::new(&plan, threads).map_err(PyRuntimeError::new_err)?;
     let tie_problems = py.detach(|| executor.check_ties(&plan));
-    if !walked.problems.is_empty() || !tie_problems.is_empty() {
-        let problems = merge_in_walk_order(walked.problems, tie_problems);
+    if !problems.is_empty() || !tie_problems.is_empty() {
+        let problems = merge_in_walk_order(problems, tie_problems);
         return Err(load_error(py, &LoadFailure { problems }));
     }
+    // Casts only NumPy does are done now, before any byte is written, into arrays that
+    // the copy then reads. Only leaves that must run in walk order (their memory is shared
+    // with other leaves) are cast during the copy itself, with the GIL.
+    let ordered = executor.ordered(&plan);
+    let stage = python_function(py, "fastload._cast", "staged")?;
+    let mut early: Vec<usize> = external.keys().copied().filter(|&i| !ordered[i]).collect();
+    early.sort_unstable();
+    for leaf in early {
+        if let Some((dst, src)) = external.remove(&leaf) {
+            let dtype = dst.bind(py).getattr("dtype")?;
+            let staged = stage.call1((src.bind(py), dtype))?;
+            let staged = staged.cast_into::<PyUntypedArray>()?;
+            plan.restage(leaf, view_of(&staged));
+            keep_alive.push(staged.into_any());
+        }
+    }
     let copy_cast = python_function(py, "fastload._cast", "copy_cast")?.unbind();
-    let external = walked.external;
     py.detach(|| {
-        executor.execute(&plan, |leaf| {
+        executor.execute(&plan, &ordered, |leaf| {
             Python::attach(|py| match external.get(&leaf) {
                 Some((dst, src)) => copy_cast.bind(py).call1((dst, src)).map(drop),
                 None => Err(PyRuntimeError::new_err(
@@ -47,7 +68,7 @@ pub fn loadmodel<'py>(
         })
     })?;
     // The arrays the plan pointed into may be released only now.
-    drop(walked.keep_alive);
+    drop(keep_alive);
     Ok(())
 }
 
