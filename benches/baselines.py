@@ -11,7 +11,25 @@ import numpy as np
 from fastload.demo import median_seconds as median_time
 from fastload.demo import python_walk
 
-__all__ = ["copy_bandwidth", "median_time", "optree_copy", "python_walk", "torch_copy"]
+__all__ = [
+    "copy_bandwidth",
+    "median_time",
+    "optree_copy",
+    "python_walk",
+    "torch_copy",
+    "versions",
+]
+
+
+def versions() -> dict:
+    """Versions of the optional baselines installed, for the record."""
+    found = {}
+    for name in ("optree", "torch", "ml_dtypes"):
+        try:
+            found[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return found
 
 
 def copy_bandwidth(nbytes: int, repeats: int, max_threads: Optional[int] = None) -> dict:

@@ -203,6 +203,7 @@ def main(argv=None) -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "numpy": np.__version__,
+            **baselines.versions(),
         },
         "quick": args.quick,
         "limit_bytes_per_s": run.limit["bytes_per_s"],

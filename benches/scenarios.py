@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List
 
 import numpy as np
@@ -93,13 +92,3 @@ def arrays(count: int, nbytes: int, seed: int = 0, fill: bool = True) -> List[np
     if fill:
         return [rng.standard_normal(n, dtype=np.float32) for _ in range(count)]
     return [np.zeros(n, np.float32) for _ in range(count)]
-
-
-@dataclass
-class Scenario:
-    name: str
-    dst: Any
-    src: Any
-    nbytes_written: int
-    nbytes_read: int
-    leaves: int

@@ -26,22 +26,6 @@ pub enum Scalar {
 }
 
 impl Scalar {
-    pub const ALL: [Scalar; 13] = [
-        Scalar::Bool,
-        Scalar::I8,
-        Scalar::I16,
-        Scalar::I32,
-        Scalar::I64,
-        Scalar::U8,
-        Scalar::U16,
-        Scalar::U32,
-        Scalar::U64,
-        Scalar::F16,
-        Scalar::BF16,
-        Scalar::F32,
-        Scalar::F64,
-    ];
-
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {

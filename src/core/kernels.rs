@@ -121,7 +121,7 @@ pub unsafe fn copy_run(
                     with_element!(from, S => with_element!(to, D => cast::<S, D>(d, ds, s, ss, n)))
                 }
             }
-            // External leaves never reach a kernel; `Plan::execute` hands them back.
+            // External leaves never reach a kernel; `Executor::execute` hands them back.
             Op::External => {}
         }
     }
