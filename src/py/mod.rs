@@ -5,6 +5,7 @@ mod casting;
 mod depth;
 mod errors;
 mod kinds;
+mod leaf;
 mod load;
 mod path;
 mod state;

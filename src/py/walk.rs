@@ -1,19 +1,14 @@
 //! The walk of `loadmodel`: both trees together, every problem collected, a plan built.
 //!
 //! Nothing is written here. The walk follows the destination's order, which is the walk
-//! order that ties and overlapping copies are defined by.
+//! order that ties and overlapping copies are defined by. Leaves are handled in `leaf`.
 
-use super::array::{
-    descr_of, dtype_class, dtype_key, dtype_text, is_writeable, raw_descr, shape_text, view_of,
-    DtypeClass,
-};
 use super::casting::CastRule;
 use super::depth::too_deep;
 use super::kinds::{Classifier, Keyed, Node};
 use super::path::{describe, KeyPath, Segment};
-use super::python_function;
-use crate::core::{LeafCopy, Op, Plan, Problem, ProblemKind, TieEntry};
-use numpy::{PyArrayDescr, PyUntypedArray, PyUntypedArrayMethods};
+use crate::core::{Op, Plan, Problem, ProblemKind};
+use numpy::PyArrayDescr;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString};
@@ -41,19 +36,19 @@ pub struct Walked<'py> {
 }
 
 pub struct Walker<'py> {
-    py: Python<'py>,
-    classifier: Classifier<'py>,
-    casting: CastRule<'py>,
-    filter: Option<Bound<'py, PyAny>>,
-    strict: bool,
-    path: KeyPath<'py>,
+    pub(super) py: Python<'py>,
+    pub(super) classifier: Classifier<'py>,
+    pub(super) casting: CastRule<'py>,
+    pub(super) filter: Option<Bound<'py, PyAny>>,
+    pub(super) strict: bool,
+    pub(super) path: KeyPath<'py>,
     /// `(dst, src)` node pairs on the current path: meeting one again is a cycle.
-    on_path: FxHashSet<(usize, usize)>,
+    pub(super) on_path: FxHashSet<(usize, usize)>,
     /// Leaves with an external cast whose value was staged for tie checks.
-    staged: FxHashSet<usize>,
+    pub(super) staged: FxHashSet<usize>,
     /// Dtype objects known not to be `object`, for the fast path of common leaves.
-    plain_dtypes: SmallVec<[Bound<'py, PyArrayDescr>; 4]>,
-    out: Walked<'py>,
+    pub(super) plain_dtypes: SmallVec<[Bound<'py, PyArrayDescr>; 4]>,
+    pub(super) out: Walked<'py>,
 }
 
 impl<'py> Walker<'py> {
@@ -95,7 +90,7 @@ impl<'py> Walker<'py> {
         Ok(self.out)
     }
 
-    fn problem(&mut self, kind: ProblemKind, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, kind: ProblemKind, message: impl Into<String>) {
         self.out
             .problems
             .push(Problem::new(kind, self.path.render(), message));
@@ -127,35 +122,6 @@ impl<'py> Walker<'py> {
         };
         self.path.pop();
         result
-    }
-
-    /// Two exact ndarrays with the same dtype object and shape, the destination writeable
-    /// and not of object dtype: the common leaf, planned without the checks of
-    /// `load_array` (which every other pair goes through).
-    fn same_layout_arrays(
-        &mut self,
-        dst: &Bound<'py, PyAny>,
-        src: &Bound<'py, PyAny>,
-    ) -> Option<(Bound<'py, PyUntypedArray>, Bound<'py, PyUntypedArray>)> {
-        let dst = dst.cast_exact::<PyUntypedArray>().ok()?;
-        let src = src.cast_exact::<PyUntypedArray>().ok()?;
-        let same_dtype = raw_descr(dst) == raw_descr(src);
-        if !same_dtype || !is_writeable(dst) || dst.shape() != src.shape() {
-            return None;
-        }
-        let descr = raw_descr(dst);
-        if !self
-            .plain_dtypes
-            .iter()
-            .any(|d| d.as_ptr() as usize == descr)
-        {
-            let dtype = dst.dtype();
-            if dtype_class(&dtype) == DtypeClass::Object {
-                return None;
-            }
-            self.plain_dtypes.push(dtype);
-        }
-        Some((dst.clone(), src.clone()))
     }
 
     fn visit_pair(&mut self, dst: &Bound<'py, PyAny>, src: &Bound<'py, PyAny>) -> PyResult<()> {
@@ -191,185 +157,6 @@ impl<'py> Walker<'py> {
             }
             plain => self.load_plain(&plain, dst, src),
         }
-    }
-
-    /// A non-array leaf destination: only an array source can be a problem.
-    fn load_plain(
-        &mut self,
-        dst_node: &Node<'py>,
-        dst: &Bound<'py, PyAny>,
-        src: &Bound<'py, PyAny>,
-    ) -> PyResult<()> {
-        let Some(array) = self.classifier.as_array(src) else {
-            return Ok(());
-        };
-        if dtype_class(&array.dtype()) == DtypeClass::Object {
-            return Ok(()); // object arrays are plain leaves
-        }
-        match dst_node {
-            Node::Bool(false) => {} // an inactive parameter ignores what is loaded
-            Node::Bool(true) => self.problem(
-                ProblemKind::Leaf,
-                "Cannot load an array into a parameter that is True; only False marks an absent parameter",
-            ),
-            _ => {
-                let message = format!("Tried to copy an array to {}; this is not allowed", describe(dst));
-                self.problem(ProblemKind::Leaf, message);
-            }
-        }
-        Ok(())
-    }
-
-    fn load_array(
-        &mut self,
-        dst: &Bound<'py, PyUntypedArray>,
-        src: &Bound<'py, PyAny>,
-    ) -> PyResult<()> {
-        let dst_dtype = dst.dtype();
-        let src_array = self.classifier.as_array(src).cloned();
-        if dtype_class(&dst_dtype) == DtypeClass::Object {
-            if let Some(src_array) = src_array {
-                if dtype_class(&src_array.dtype()) != DtypeClass::Object {
-                    let message = format!(
-                        "Tried to load a {} array into an object array; object arrays are never copied",
-                        dtype_text(&src_array.dtype())
-                    );
-                    self.problem(ProblemKind::Leaf, message);
-                }
-            }
-            return Ok(());
-        }
-        if let Some(src_array) = src_array {
-            let src_dtype = src_array.dtype();
-            if dtype_class(&src_dtype) == DtypeClass::Object {
-                let message = format!(
-                    "Tried to load an object array into a {} array; object arrays are never copied",
-                    dtype_text(&dst_dtype)
-                );
-                self.problem(ProblemKind::Leaf, message);
-                return Ok(());
-            }
-            if src_array.shape() != dst.shape() {
-                let message = format!(
-                    "Tried to load size {} array into size {}",
-                    shape_text(src_array.shape()),
-                    shape_text(dst.shape())
-                );
-                self.problem(ProblemKind::Shape, message);
-                return Ok(());
-            }
-            let op = match self.casting.decide(&src_dtype, &dst_dtype)? {
-                Ok(op) => op,
-                Err(message) => {
-                    self.problem(ProblemKind::Leaf, message);
-                    return Ok(());
-                }
-            };
-            if self.writeable(dst) {
-                self.plan_leaf(dst, Some(&src_array), op)?;
-            }
-        } else if let Some(value) = self.classifier.as_bool(src)? {
-            if value {
-                self.problem(
-                    ProblemKind::Leaf,
-                    "Cannot load True into an array; only False (an absent parameter) is allowed",
-                );
-            } else if self.writeable(dst) {
-                self.plan_leaf(dst, None, Op::Zeros)?;
-            }
-        } else {
-            let message = format!(
-                "Tried to copy {} into an array destination; this is not allowed",
-                describe(src)
-            );
-            self.problem(ProblemKind::Leaf, message);
-        }
-        Ok(())
-    }
-
-    fn writeable(&mut self, dst: &Bound<'py, PyUntypedArray>) -> bool {
-        let writeable = is_writeable(dst);
-        if !writeable {
-            self.problem(ProblemKind::Leaf, "the destination array is read-only");
-        }
-        writeable
-    }
-
-    fn plan_leaf(
-        &mut self,
-        dst: &Bound<'py, PyUntypedArray>,
-        src: Option<&Bound<'py, PyUntypedArray>>,
-        op: Op,
-    ) -> PyResult<()> {
-        let leaf = LeafCopy {
-            dst: view_of(dst),
-            src: src.map(view_of),
-            op,
-        };
-        if !leaf.dst.fits_in_memory() || !leaf.src.as_ref().is_none_or(|s| s.fits_in_memory()) {
-            self.problem(
-                ProblemKind::Leaf,
-                "the array's strides reach outside the address space",
-            );
-            return Ok(());
-        }
-        let keep = &mut self.out.keep_alive;
-        keep.extend(src.map(|s| s.clone().into_any()));
-        match self.out.plan.add(leaf, dtype_key(&descr_of(dst))) {
-            TieEntry::New(leaf) => {
-                keep.push(dst.clone().into_any());
-                if let (Op::External, Some(src)) = (op, src) {
-                    let pair = (
-                        dst.clone().into_any().unbind(),
-                        src.clone().into_any().unbind(),
-                    );
-                    self.out.external.insert(leaf, pair);
-                }
-            }
-            TieEntry::Tied { first, leaf } => {
-                let (view, op) = match (op, src) {
-                    (Op::External, Some(src)) => {
-                        let staged = self.stage(src.as_any(), dst.as_any())?;
-                        (Some(view_of(&staged)), Op::Bytes)
-                    }
-                    _ => (leaf.src, op),
-                };
-                self.stage_first_value(first)?;
-                let position = self.out.problems.len();
-                self.out
-                    .plan
-                    .check_tie(first, view, op, self.path.render(), position);
-            }
-        }
-        Ok(())
-    }
-
-    /// For a tie whose first copy NumPy casts, the first value in the destination's dtype.
-    fn stage_first_value(&mut self, first: usize) -> PyResult<()> {
-        let Some((dst, src)) = self.out.external.get(&first) else {
-            return Ok(());
-        };
-        if !self.staged.insert(first) {
-            return Ok(());
-        }
-        let (dst, src) = (dst.bind(self.py).clone(), src.bind(self.py).clone());
-        let staged = self.stage(&src, &dst)?;
-        self.out.plan.stage_tie_value(first, view_of(&staged));
-        Ok(())
-    }
-
-    /// `src` cast by NumPy into a new array of `dst`'s dtype, kept alive with the plan.
-    fn stage(
-        &mut self,
-        src: &Bound<'py, PyAny>,
-        dst: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyUntypedArray>> {
-        let stage = python_function(self.py, "fastload._cast", "staged")?;
-        let staged = stage
-            .call1((src, dst.getattr("dtype")?))?
-            .cast_into::<PyUntypedArray>()?;
-        self.out.keep_alive.push(staged.clone().into_any());
-        Ok(staged)
     }
 
     fn load_node(
