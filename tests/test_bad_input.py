@@ -272,3 +272,60 @@ def test_casts_from_several_threads_leave_the_warning_filters_alone():
         w.join()
     assert not errors
     assert warnings.filters == before
+
+
+class Sneaky:
+    """A node whose children function resizes an array planned before it."""
+
+    def __init__(self, victim):
+        self.victim = victim
+        self.w = np.zeros(2)
+
+
+def sneaky_children(obj):
+    obj.victim.resize(10, refcheck=False)  # frees the memory planned for the victim
+    return {"w": obj.w}
+
+
+def test_an_array_resized_by_code_the_walk_runs_is_caught_not_written():
+    fastload.register(Sneaky, children=sneaky_children)
+    victim = np.zeros(100_000)
+    dst = {"a": victim, "b": Sneaky(victim)}
+    src = {"a": np.ones(100_000), "b": {"w": np.ones(2)}}
+    with pytest.raises(LoadError, match="changed while the trees were walked"):
+        fastload.loadmodel(dst, src)
+    assert victim.shape == (10,) and not victim.any()
+    assert not dst["b"].w.any()
+
+
+def test_only_types_whose_children_run_python_code_trigger_the_recheck():
+    from collections import OrderedDict
+    from dataclasses import dataclass
+
+    from fastload._tree import node_kind
+
+    class Plain:
+        pass
+
+    @dataclass
+    class Fields:
+        w: object
+
+    class Computed:
+        __slots__ = ("_w",)
+
+        @property
+        def w(self):
+            return self._w
+
+    class Guarded:
+        def __getattribute__(self, name):
+            return object.__getattribute__(self, name)
+
+    def runs_code(tp):
+        return node_kind(tp)[2]
+
+    assert not runs_code(Plain) and not runs_code(Fields) and not runs_code(OrderedDict)
+    assert runs_code(Guarded)
+    fastload.register(Computed, children=lambda c: {"w": c.w})
+    assert runs_code(Computed)

@@ -6,6 +6,7 @@ Rust core. Every other type is classified here, once per type and call, by ``nod
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import functools
@@ -94,8 +95,15 @@ def _slot_names(tp: type) -> Tuple[str, ...]:
     return tuple(names)
 
 
-def node_kind(tp: type) -> Tuple[int, Optional[object]]:
-    """How instances of ``tp`` are walked: a code above and its payload."""
+def node_kind(tp: type) -> Tuple[int, Optional[object], bool]:
+    """How instances of ``tp`` are walked: a code above, its payload, and whether reading
+    their children may run Python code of the user's (which could change arrays already
+    planned, so the load checks them again before copying)."""
+    code, payload = _kind(tp)
+    return code, payload, _runs_user_code(tp, code, payload)
+
+
+def _kind(tp: type) -> Tuple[int, Optional[object]]:
     for base in tp.__mro__:
         if base in _children_fns:
             return CUSTOM, _children_fns[base]
@@ -121,3 +129,31 @@ def node_kind(tp: type) -> Tuple[int, Optional[object]]:
     if slots:
         return FIELDS, slots
     return OPAQUE, None
+
+
+_C_MAPPINGS = (dict, collections.OrderedDict, collections.defaultdict, types.MappingProxyType)
+
+
+def _runs_user_code(tp: type, code: int, payload: Optional[object]) -> bool:
+    if code == CUSTOM:
+        return True
+    if code == MAPPING:
+        return tp not in _C_MAPPINGS
+    if code == SEQUENCE:
+        return tp.__iter__ not in (list.__iter__, tuple.__iter__)
+    if code in (ATTRIBUTES, FIELDS):
+        if tp.__getattribute__ is not object.__getattribute__:
+            return True
+        names = payload if code == FIELDS else ()
+        return any(_is_computed(tp, name) for name in names)
+    return False
+
+
+def _is_computed(tp: type, name: str) -> bool:
+    """Whether reading attribute ``name`` runs code: a property or another data descriptor
+    written in Python (slots' member descriptors are not)."""
+    for base in tp.__mro__:
+        if name in base.__dict__:
+            attr = base.__dict__[name]
+            return hasattr(attr, "__get__") and not isinstance(attr, types.MemberDescriptorType)
+    return False

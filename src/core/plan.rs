@@ -122,6 +122,11 @@ impl Plan {
         copy.op = Op::Bytes;
     }
 
+    /// The later source of each tie check, in the order the checks were added.
+    pub fn tie_sources(&self) -> impl Iterator<Item = Option<&ArrayView>> {
+        self.tie_checks.iter().map(|check| check.src.as_ref())
+    }
+
     pub fn leaves(&self) -> &[LeafCopy] {
         &self.leaves
     }

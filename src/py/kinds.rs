@@ -115,7 +115,9 @@ pub struct Classifier<'py> {
     node_kind: Bound<'py, PyAny>,
     /// Decisions by type address; each entry holds its type, so that the address cannot
     /// be reused by another type meanwhile.
-    cache: FxHashMap<usize, (Bound<'py, PyType>, TypeKind<'py>)>,
+    cache: FxHashMap<usize, (Bound<'py, PyType>, TypeKind<'py>, bool)>,
+    /// Whether reading some node's children may have run the user's Python code.
+    pub ran_user_code: bool,
 }
 
 impl<'py> Classifier<'py> {
@@ -124,6 +126,7 @@ impl<'py> Classifier<'py> {
             py,
             node_kind: python_function(py, "fastload._tree", "node_kind")?,
             cache: FxHashMap::default(),
+            ran_user_code: false,
         })
     }
 
@@ -175,11 +178,13 @@ impl<'py> Classifier<'py> {
 
     fn kind_of(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<TypeKind<'py>> {
         let type_id = obj.get_type_ptr() as usize;
-        if let Some((_, kind)) = self.cache.get(&type_id) {
+        if let Some((_, kind, runs_code)) = self.cache.get(&type_id) {
+            self.ran_user_code |= *runs_code;
             return Ok(kind.clone());
         }
         let answer = self.node_kind.call1((obj.get_type(),))?;
-        let (code, payload): (u8, Bound<'py, PyAny>) = answer.extract()?;
+        let (code, payload, runs_code): (u8, Bound<'py, PyAny>, bool) = answer.extract()?;
+        self.ran_user_code |= runs_code;
         let names = || -> PyResult<Vec<Bound<'py, PyString>>> {
             payload
                 .try_iter()?
@@ -198,7 +203,8 @@ impl<'py> Classifier<'py> {
             8 => TypeKind::Custom(payload),
             _ => return Err(PyTypeError::new_err(format!("unknown node kind {code}"))),
         };
-        self.cache.insert(type_id, (obj.get_type(), kind.clone()));
+        self.cache
+            .insert(type_id, (obj.get_type(), kind.clone(), runs_code));
         Ok(kind)
     }
 

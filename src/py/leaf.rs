@@ -8,8 +8,8 @@ use super::array::{
 use super::kinds::Node;
 use super::path::describe;
 use super::python_function;
-use super::walk::Walker;
-use crate::core::{LeafCopy, Op, ProblemKind, TieEntry};
+use super::walk::{LeafArrays, Walker};
+use crate::core::{LeafCopy, Op, Plan, Problem, ProblemKind, TieEntry};
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
@@ -163,11 +163,9 @@ impl<'py> Walker<'py> {
             );
             return Ok(());
         }
-        let keep = &mut self.out.keep_alive;
-        keep.extend(src.map(|s| s.clone().into_any()));
         match self.out.plan.add(leaf, dtype_key(&descr_of(dst))) {
             TieEntry::New(leaf) => {
-                keep.push(dst.clone().into_any());
+                self.out.leaf_arrays.push((dst.clone(), src.cloned()));
                 if let (Op::External, Some(src)) = (op, src) {
                     let pair = (
                         dst.clone().into_any().unbind(),
@@ -177,13 +175,14 @@ impl<'py> Walker<'py> {
                 }
             }
             TieEntry::Tied { first, leaf } => {
-                let (view, op) = match (op, src) {
+                let (view, op, read) = match (op, src) {
                     (Op::External, Some(src)) => {
                         let staged = self.stage(src.as_any(), dst.as_any())?;
-                        (Some(view_of(&staged)), Op::Bytes)
+                        (Some(view_of(&staged)), Op::Bytes, None)
                     }
-                    _ => (leaf.src, op),
+                    _ => (leaf.src, op, src.cloned()),
                 };
+                self.out.tie_arrays.push(read);
                 self.stage_first_value(first)?;
                 let position = self.out.problems.len();
                 self.out
@@ -221,4 +220,43 @@ impl<'py> Walker<'py> {
         self.out.keep_alive.push(staged.clone().into_any());
         Ok(staged)
     }
+}
+
+/// Arrays that no longer match the plan made from them: code of the user's that the walk
+/// ran (a property, a registered children function, a filter) resized, reshaped or froze
+/// an array planned earlier. Copying by the plan would write into memory the array no
+/// longer owns, so each such array is a problem.
+pub fn changed_arrays(
+    plan: &Plan,
+    leaf_arrays: &LeafArrays<'_>,
+    tie_arrays: &[Option<Bound<'_, PyUntypedArray>>],
+) -> Vec<Problem> {
+    let leaves = plan
+        .leaves()
+        .iter()
+        .zip(leaf_arrays)
+        .flat_map(|(leaf, (dst, src))| {
+            let dst_ok = view_of(dst) == leaf.dst && is_writeable(dst);
+            let src_ok = match (src, &leaf.src) {
+                (Some(array), Some(view)) => view_of(array) == *view,
+                _ => true,
+            };
+            [dst_ok, src_ok]
+        });
+    let ties = plan
+        .tie_sources()
+        .zip(tie_arrays)
+        .map(|(view, array)| match (view, array) {
+            (Some(view), Some(array)) => view_of(array) == *view,
+            _ => true,
+        });
+    let changed = leaves.chain(ties).filter(|ok| !ok).count();
+    if changed == 0 {
+        return Vec::new();
+    }
+    let message = format!(
+        "{changed} array(s) changed while the trees were walked (resized, reshaped or made \
+         read-only by code the walk ran); load again once they stay put"
+    );
+    vec![Problem::new(ProblemKind::Leaf, "<walk>", message)]
 }

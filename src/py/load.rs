@@ -2,6 +2,7 @@
 
 use super::array::view_of;
 use super::errors::load_error;
+use super::leaf::changed_arrays;
 use super::python_function;
 use super::walk::{Walked, Walker};
 use crate::core::{merge_in_walk_order, threads, Executor, LoadFailure};
@@ -30,10 +31,16 @@ pub fn loadmodel<'py>(
     };
     let Walked {
         mut plan,
-        problems,
+        mut problems,
         mut external,
+        leaf_arrays,
+        tie_arrays,
         mut keep_alive,
+        ran_user_code,
     } = Walker::new(py, filter, strict, casting)?.walk(dst, src)?;
+    if ran_user_code {
+        problems.extend(changed_arrays(&plan, &leaf_arrays, &tie_arrays));
+    }
     let executor = Executor::new(&plan, threads).map_err(PyRuntimeError::new_err)?;
     let tie_problems = py.detach(|| executor.check_ties(&plan));
     if !problems.is_empty() || !tie_problems.is_empty() {
@@ -68,7 +75,7 @@ pub fn loadmodel<'py>(
         })
     })?;
     // The arrays the plan pointed into may be released only now.
-    drop(keep_alive);
+    drop((leaf_arrays, tie_arrays, keep_alive));
     Ok(())
 }
 

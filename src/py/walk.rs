@@ -8,7 +8,7 @@ use super::depth::too_deep;
 use super::kinds::{Classifier, Keyed, Node};
 use super::path::{describe, KeyPath, Segment};
 use crate::core::{Op, Plan, Problem, ProblemKind};
-use numpy::PyArrayDescr;
+use numpy::{PyArrayDescr, PyUntypedArray};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString};
@@ -31,9 +31,23 @@ pub struct Walked<'py> {
     pub problems: Vec<Problem>,
     /// `(dst, src)` of each leaf whose cast NumPy performs, by leaf number.
     pub external: FxHashMap<usize, (Py<PyAny>, Py<PyAny>)>,
-    /// Every array the plan points into, alive until the copy is done.
+    /// The destination and source array of each leaf of the plan, alive until the copy
+    /// is done.
+    pub leaf_arrays: LeafArrays<'py>,
+    /// The later source of each tie check, when the user's array is read directly.
+    pub tie_arrays: Vec<Option<Bound<'py, PyUntypedArray>>>,
+    /// Other arrays the plan points into (staged casts), alive until the copy is done.
     pub keep_alive: Vec<Bound<'py, PyAny>>,
+    /// Whether the walk ran the user's Python code (a filter, a property, a registered
+    /// children function...), which could have changed arrays planned before it.
+    pub ran_user_code: bool,
 }
+
+/// The destination and source array of each leaf of a plan, by leaf number.
+pub type LeafArrays<'py> = Vec<(
+    Bound<'py, PyUntypedArray>,
+    Option<Bound<'py, PyUntypedArray>>,
+)>;
 
 pub struct Walker<'py> {
     pub(super) py: Python<'py>,
@@ -72,7 +86,10 @@ impl<'py> Walker<'py> {
                 plan: Plan::with_capacity(LAST_PLAN_LEAVES.load(Ordering::Relaxed)),
                 problems: Vec::new(),
                 external: FxHashMap::default(),
+                leaf_arrays: Vec::new(),
+                tie_arrays: Vec::new(),
                 keep_alive: Vec::new(),
+                ran_user_code: false,
             },
         })
     }
@@ -87,6 +104,7 @@ impl<'py> Walker<'py> {
         self.visit(dst, src)?;
         let leaves = self.out.plan.leaves().len().min(MAX_RESERVED_LEAVES);
         LAST_PLAN_LEAVES.store(leaves, Ordering::Relaxed);
+        self.out.ran_user_code = self.classifier.ran_user_code || self.filter.is_some();
         Ok(self.out)
     }
 
