@@ -24,7 +24,24 @@ struct Span {
 /// ordered too: conservative, and still exact. When every array's allocation is known,
 /// only arrays of one allocation are compared; otherwise all of them are.
 pub fn ordered_leaves(leaves: &[LeafCopy], noop: &[bool]) -> Vec<bool> {
-    let mut ordered: Vec<bool> = leaves.iter().map(|l| l.dst.may_self_overlap()).collect();
+    let mut ordered = vec![false; leaves.len()];
+    // One pass over the plan: self-overlapping destinations, and the owner of every array
+    // a copy touches (an unknown owner forces the comparison of every array).
+    let mut owners: Vec<NonZeroUsize> = Vec::with_capacity(2 * leaves.len());
+    let mut unknown_owner = false;
+    for (i, leaf) in leaves.iter().enumerate() {
+        if noop[i] {
+            continue;
+        }
+        ordered[i] = leaf.dst.may_self_overlap();
+        for view in std::iter::once(&leaf.dst).chain(&leaf.src) {
+            match view.owner {
+                _ if view.is_empty() => {}
+                Some(owner) => owners.push(owner),
+                None => unknown_owner = true,
+            }
+        }
+    }
     // Every array a copy touches, with its leaf and whether it is the destination.
     let arrays = || {
         leaves
@@ -46,23 +63,24 @@ pub fn ordered_leaves(leaves: &[LeafCopy], noop: &[bool]) -> Vec<bool> {
             dst,
         }
     };
-    if arrays().any(|(_, view, _)| view.owner.is_none()) {
+    if unknown_owner {
         let mut all: Vec<Span> = arrays().map(span).collect();
         order_overlapping(&mut all, &mut ordered);
         return ordered;
     }
     // Arrays of different allocations never share bytes: only allocations that more than
-    // one array belongs to need comparing, and those are rare.
-    let mut seen: FxHashSet<NonZeroUsize> = FxHashSet::default();
-    seen.reserve(2 * leaves.len());
-    let mut shared: FxHashSet<NonZeroUsize> = FxHashSet::default();
-    for (_, view, _) in arrays() {
-        let owner = view.owner.expect("checked above");
-        if !seen.insert(owner) {
-            shared.insert(owner);
-        }
+    // one array belongs to need comparing, and those are rare. Sorting the owners finds
+    // them with sequential memory access.
+    owners.sort_unstable();
+    let shared: FxHashSet<NonZeroUsize> = owners
+        .windows(2)
+        .filter(|pair| pair[0] == pair[1])
+        .map(|pair| pair[0])
+        .collect();
+    drop(owners);
+    if shared.is_empty() {
+        return ordered;
     }
-    drop(seen);
     let mut groups: FxHashMap<NonZeroUsize, Vec<Span>> = FxHashMap::default();
     for array in arrays() {
         if let Some(owner) = array.1.owner.filter(|o| shared.contains(o)) {
