@@ -2,8 +2,7 @@
 //! (with ties) of the arrays that pass it.
 
 use super::array::{
-    descr_of, dtype_class, dtype_key, dtype_text, is_writeable, raw_descr, shape_text, view_of,
-    DtypeClass,
+    dtype_class, dtype_key, dtype_text, is_writeable, raw_descr, shape_text, view_of, DtypeClass,
 };
 use super::kinds::Node;
 use super::path::describe;
@@ -12,6 +11,13 @@ use super::walk::{LeafArrays, Walker};
 use crate::core::{LeafCopy, Op, Plan, Problem, ProblemKind, TieEntry};
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+
+/// A dtype's class (for the leaf table) and its key (for recognising tied parameters).
+#[derive(Clone, Copy)]
+pub struct DtypeInfo {
+    class: DtypeClass,
+    tie_key: u64,
+}
 
 impl<'py> Walker<'py> {
     /// Two exact ndarrays with the same dtype object and shape, the destination writeable
@@ -28,19 +34,26 @@ impl<'py> Walker<'py> {
         if !same_dtype || !is_writeable(dst) || dst.shape() != src.shape() {
             return None;
         }
-        let descr = raw_descr(dst);
-        if !self
-            .plain_dtypes
-            .iter()
-            .any(|d| d.as_ptr() as usize == descr)
-        {
-            let dtype = dst.dtype();
-            if dtype_class(&dtype) == DtypeClass::Object {
-                return None;
-            }
-            self.plain_dtypes.push(dtype);
+        if self.dtype_info(dst).class == DtypeClass::Object {
+            return None;
         }
         Some((dst.clone(), src.clone()))
+    }
+
+    /// What the walk needs of an array's dtype, worked out once per dtype object.
+    fn dtype_info(&mut self, array: &Bound<'py, PyUntypedArray>) -> DtypeInfo {
+        let descr = raw_descr(array);
+        if let Some(known) = self.dtypes.iter().find(|d| d.0.as_ptr() as usize == descr) {
+            return known.1;
+        }
+        let dtype = array.dtype();
+        let info = DtypeInfo {
+            class: dtype_class(&dtype),
+            tie_key: dtype_key(&dtype),
+        };
+        // The entry holds the dtype, so that its address is not reused meanwhile.
+        self.dtypes.push((dtype, info));
+        info
     }
 
     /// A non-array leaf destination: only an array source can be a problem.
@@ -163,7 +176,8 @@ impl<'py> Walker<'py> {
             );
             return Ok(());
         }
-        match self.out.plan.add(leaf, dtype_key(&descr_of(dst))) {
+        let tie_key = self.dtype_info(dst).tie_key;
+        match self.out.plan.add(leaf, tie_key) {
             TieEntry::New(leaf) => {
                 self.out.leaf_arrays.push((dst.clone(), src.cloned()));
                 if let (Op::External, Some(src)) = (op, src) {

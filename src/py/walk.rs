@@ -6,6 +6,7 @@
 use super::casting::CastRule;
 use super::depth::too_deep;
 use super::kinds::{Classifier, Keyed, Node};
+use super::leaf::DtypeInfo;
 use super::path::{describe, KeyPath, Segment};
 use crate::core::{Op, Plan, Problem, ProblemKind};
 use numpy::{PyArrayDescr, PyUntypedArray};
@@ -60,8 +61,8 @@ pub struct Walker<'py> {
     pub(super) on_path: FxHashSet<(usize, usize)>,
     /// Leaves with an external cast whose value was staged for tie checks.
     pub(super) staged: FxHashSet<usize>,
-    /// Dtype objects known not to be `object`, for the fast path of common leaves.
-    pub(super) plain_dtypes: SmallVec<[Bound<'py, PyArrayDescr>; 4]>,
+    /// The dtypes met so far, with what the leaves need of them (see `leaf`).
+    pub(super) dtypes: SmallVec<[(Bound<'py, PyArrayDescr>, DtypeInfo); 4]>,
     pub(super) out: Walked<'py>,
 }
 
@@ -81,7 +82,7 @@ impl<'py> Walker<'py> {
             path: KeyPath::default(),
             on_path: FxHashSet::default(),
             staged: FxHashSet::default(),
-            plain_dtypes: SmallVec::new(),
+            dtypes: SmallVec::new(),
             out: Walked {
                 plan: Plan::with_capacity(LAST_PLAN_LEAVES.load(Ordering::Relaxed)),
                 problems: Vec::new(),
