@@ -109,6 +109,11 @@ impl Plan {
         self.ties.stage(leaf, staged);
     }
 
+    /// The value given by [`Plan::stage_tie_value`] for leaf `leaf`, if any.
+    pub fn staged_tie_value(&self, leaf: usize) -> Option<&ArrayView> {
+        self.ties.staged.get(&leaf)
+    }
+
     /// Whether any tied parameter has a later source to compare.
     pub fn has_tie_checks(&self) -> bool {
         !self.tie_checks.is_empty()

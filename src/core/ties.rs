@@ -24,7 +24,7 @@ pub struct TieCache {
     heads: FxHashMap<(usize, u64), u32>,
     /// For each leaf, the next leaf with the same address and dtype.
     chain: Vec<u32>,
-    staged: FxHashMap<usize, ArrayView>,
+    pub(crate) staged: FxHashMap<usize, ArrayView>,
 }
 
 impl TieCache {

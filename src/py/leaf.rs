@@ -227,13 +227,21 @@ impl<'py> Walker<'py> {
         src: &Bound<'py, PyAny>,
         dst: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyUntypedArray>> {
-        let stage = python_function(self.py, "fastload._cast", "staged")?;
-        let staged = stage
-            .call1((src, dst.getattr("dtype")?))?
-            .cast_into::<PyUntypedArray>()?;
+        let staged = stage_cast(src, dst)?;
         self.out.keep_alive.push(staged.clone().into_any());
         Ok(staged)
     }
+}
+
+/// `src` cast by NumPy into a new C-contiguous array of `dst`'s dtype.
+pub fn stage_cast<'py>(
+    src: &Bound<'py, PyAny>,
+    dst: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyUntypedArray>> {
+    let stage = python_function(src.py(), "fastload._cast", "staged")?;
+    Ok(stage
+        .call1((src, dst.getattr("dtype")?))?
+        .cast_into::<PyUntypedArray>()?)
 }
 
 /// Arrays that no longer match the plan made from them: code of the user's that the walk

@@ -2,11 +2,10 @@
 
 use super::array::view_of;
 use super::errors::load_error;
-use super::leaf::changed_arrays;
+use super::leaf::{changed_arrays, stage_cast};
 use super::python_function;
 use super::walk::{Walked, Walker};
 use crate::core::{merge_in_walk_order, threads, Executor, LoadFailure};
-use numpy::PyUntypedArray;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
@@ -51,17 +50,20 @@ pub fn loadmodel<'py>(
     // the copy then reads. Only leaves that must run in walk order (their memory is shared
     // with other leaves) are cast during the copy itself, with the GIL.
     let ordered = executor.ordered(&plan);
-    let stage = python_function(py, "fastload._cast", "staged")?;
     let mut early: Vec<usize> = external.keys().copied().filter(|&i| !ordered[i]).collect();
     early.sort_unstable();
     for leaf in early {
-        if let Some((dst, src)) = external.remove(&leaf) {
-            let dtype = dst.bind(py).getattr("dtype")?;
-            let staged = stage.call1((src.bind(py), dtype))?;
-            let staged = staged.cast_into::<PyUntypedArray>()?;
-            plan.restage(leaf, view_of(&staged));
-            keep_alive.push(staged.into_any());
+        let Some((dst, src)) = external.remove(&leaf) else {
+            continue;
+        };
+        // A tie's first value was staged for its checks already: copy from that.
+        if let Some(view) = plan.staged_tie_value(leaf).cloned() {
+            plan.restage(leaf, view);
+            continue;
         }
+        let staged = stage_cast(src.bind(py), dst.bind(py))?;
+        plan.restage(leaf, view_of(&staged));
+        keep_alive.push(staged.into_any());
     }
     let copy_cast = python_function(py, "fastload._cast", "copy_cast")?.unbind();
     py.detach(|| {
