@@ -8,6 +8,7 @@ import inspect
 from pathlib import Path
 
 import fastload
+import fastload._flat
 import fastload._tree
 from fastload import _fastload
 
@@ -16,10 +17,12 @@ PUBLIC = {
     "DimensionMismatch",
     "LoadError",
     "children",
+    "flatten",
     "loadmodel",
     "register",
     "register_leaf",
     "state",
+    "unflatten",
 }
 
 
@@ -31,7 +34,7 @@ def test_public_names_are_exported_with_docstrings():
 
 
 def test_docstring_examples_run():
-    for module in (fastload, fastload._tree):
+    for module in (fastload, fastload._tree, fastload._flat):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0
         assert result.attempted > 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, TypeVar
 
 from . import _fastload
+from ._flat import fill_arrayless, flatten, is_flat_state_dict, unflatten
 from ._tree import register, register_leaf
 from .errors import ArgumentError, DimensionMismatch, LoadError
 
@@ -19,10 +20,12 @@ __all__ = [
     "DimensionMismatch",
     "LoadError",
     "children",
+    "flatten",
     "loadmodel",
     "register",
     "register_leaf",
     "state",
+    "unflatten",
 ]
 
 __version__ = "0.1.0"
@@ -49,6 +52,11 @@ def loadmodel(
     dtype under NumPy's ``casting`` rule; a ``False`` source zeroes its destination, and a
     ``False`` destination ignores its source. Other leaves (functions, numbers, flags) need
     not match. ``filter(child)`` drops children of both trees for which it is false.
+
+    PyTorch: a ``torch.nn.Module`` is a keyed node of its parameters, persistent buffers
+    and submodules under their ``state_dict`` names (a ``None`` parameter is ``False``),
+    and tensors are array leaves, written in place (identity and ``requires_grad`` kept).
+    A flat ``state_dict()`` (dotted keys) loads into a module as it is.
 
     Everything is checked before the first byte is written: on any problem ``dst`` is left
     unchanged and one :class:`LoadError` (or :class:`ArgumentError`,
@@ -79,6 +87,8 @@ def loadmodel(
         count = threads
     if filter is not None and not callable(filter):
         raise TypeError(f"filter must be callable or None, got {filter!r}")
+    if is_flat_state_dict(dst, src):
+        src = fill_arrayless(_fastload.state(dst), unflatten(src))
     _fastload.loadmodel(dst, src, filter, bool(strict), casting, count)
     return dst
 

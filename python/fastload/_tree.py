@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import enum
 import functools
+import sys
 import types
 from collections.abc import Mapping
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -17,7 +18,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 # Codes shared with src/py/kinds.rs.
-OPAQUE, DATA, BOOL, MAPPING, ATTRIBUTES, FIELDS, NAMEDTUPLE, SEQUENCE, CUSTOM = range(9)
+OPAQUE, DATA, BOOL, MAPPING, ATTRIBUTES, FIELDS, NAMEDTUPLE, SEQUENCE, CUSTOM, TENSOR = range(10)
 
 ChildrenFn = Callable[[Any], Any]
 
@@ -109,6 +110,9 @@ def _kind(tp: type) -> Tuple[int, Optional[object]]:
             return CUSTOM, _children_fns[base]
         if base in _leaf_types:
             return OPAQUE, None
+    torch_kind = _torch_kind(tp)
+    if torch_kind is not None:
+        return torch_kind
     if issubclass(tp, np.bool_):
         return BOOL, None
     if issubclass(tp, _DATA_TYPES):
@@ -129,6 +133,22 @@ def _kind(tp: type) -> Tuple[int, Optional[object]]:
     if slots:
         return FIELDS, slots
     return OPAQUE, None
+
+
+def _torch_kind(tp: type) -> Optional[Tuple[int, Optional[object]]]:
+    """Tensors are array leaves and modules keyed nodes. Only a type of an already
+    imported torch can be one, so torch is never imported here."""
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "Tensor"):
+        return None
+    if issubclass(tp, torch.Tensor):
+        return TENSOR, None
+    nn = getattr(torch, "nn", None)
+    if nn is not None and issubclass(tp, nn.Module):
+        from . import _torch
+
+        return CUSTOM, _torch.module_children
+    return None
 
 
 _C_MAPPINGS = (dict, collections.OrderedDict, collections.defaultdict, types.MappingProxyType)

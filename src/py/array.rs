@@ -115,6 +115,26 @@ fn owner_of(array: &Bound<'_, PyUntypedArray>) -> Option<NonZeroUsize> {
     }
 }
 
+/// The object that is not an ndarray at the end of an array's chain of bases (a tensor,
+/// a buffer), if any.
+pub fn memory_owner<'py>(array: &Bound<'py, PyUntypedArray>) -> Option<Bound<'py, PyAny>> {
+    let mut at = array.clone().into_any();
+    loop {
+        let base = at.cast::<PyUntypedArray>().ok()?;
+        // SAFETY: `base` is a live ndarray, so its fields are initialised.
+        let next = unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(base.as_array_ptr())).base };
+        if next.is_null() {
+            return None;
+        }
+        // SAFETY: an ndarray holds a reference to its base, which is alive while it is.
+        let next = unsafe { Bound::from_borrowed_ptr(array.py(), next) };
+        if next.cast::<PyUntypedArray>().is_err() {
+            return Some(next);
+        }
+        at = next;
+    }
+}
+
 /// An array's dtype, borrowed from the array without touching reference counts.
 pub fn descr_of<'a, 'py>(array: &'a Bound<'py, PyUntypedArray>) -> Borrowed<'a, 'py, PyArrayDescr> {
     let descr = raw_descr(array) as *mut pyo3::ffi::PyObject;

@@ -34,6 +34,8 @@ enum TypeKind<'py> {
     Sequence,
     /// A registered `children` function.
     Custom(Bound<'py, PyAny>),
+    /// A `torch.Tensor`: an array leaf.
+    Tensor,
 }
 
 /// The children of a keyed node, in its own order, with a lookup by key when needed.
@@ -80,9 +82,18 @@ impl<'py> Keyed<'py> {
     }
 }
 
+/// An array leaf: a NumPy array (or a NumPy view of a CPU tensor's memory), or a tensor
+/// that torch copies (see `fastload._torch`).
+pub enum ArrayLeaf<'py> {
+    NumPy(Bound<'py, PyUntypedArray>),
+    Torch(Bound<'py, PyAny>),
+}
+
 /// An object as the walk sees it.
 pub enum Node<'py> {
     Array(Bound<'py, PyUntypedArray>),
+    /// A `torch.Tensor`, seen through `Classifier::tensor` when it is loaded.
+    Tensor(Bound<'py, PyAny>),
     /// `True`/`False` or a NumPy bool scalar.
     Bool(bool),
     /// A leaf `state` keeps as it is.
@@ -118,6 +129,8 @@ pub struct Classifier<'py> {
     cache: FxHashMap<usize, (Bound<'py, PyType>, TypeKind<'py>, bool)>,
     /// Whether reading some node's children may have run the user's Python code.
     pub ran_user_code: bool,
+    /// `fastload._torch.as_numpy`, once a tensor has been met.
+    as_numpy: Option<Bound<'py, PyAny>>,
 }
 
 impl<'py> Classifier<'py> {
@@ -127,15 +140,48 @@ impl<'py> Classifier<'py> {
             node_kind: python_function(py, "fastload._tree", "node_kind")?,
             cache: FxHashMap::default(),
             ran_user_code: false,
+            as_numpy: None,
         })
     }
 
-    /// Whether `obj` is an array leaf, without classifying anything else.
-    pub fn as_array<'a>(
-        &self,
-        obj: &'a Bound<'py, PyAny>,
-    ) -> Option<&'a Bound<'py, PyUntypedArray>> {
-        obj.cast::<PyUntypedArray>().ok()
+    /// Whether a tensor was met: its memory may then have been written through NumPy
+    /// views, which autograd must be told about.
+    pub fn met_torch(&self) -> bool {
+        self.as_numpy.is_some()
+    }
+
+    /// `obj` as an array leaf, or `None` when it is anything else.
+    pub fn as_array(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<Option<ArrayLeaf<'py>>> {
+        if let Ok(array) = obj.cast::<PyUntypedArray>() {
+            return Ok(Some(ArrayLeaf::NumPy(array.clone())));
+        }
+        if is_builtin_leaf(obj)
+            || obj.is_exact_instance_of::<PyDict>()
+            || obj.is_exact_instance_of::<PyList>()
+            || obj.is_exact_instance_of::<PyTuple>()
+            || obj.is_exact_instance_of::<PyBool>()
+        {
+            return Ok(None);
+        }
+        match self.kind_of(obj)? {
+            TypeKind::Tensor => self.tensor(obj).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// A tensor as a NumPy view of its memory where it has one.
+    pub fn tensor(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<ArrayLeaf<'py>> {
+        let as_numpy = match &self.as_numpy {
+            Some(f) => f,
+            None => self
+                .as_numpy
+                .insert(python_function(self.py, "fastload._torch", "as_numpy")?),
+        };
+        let view = as_numpy.call1((obj,))?;
+        Ok(match view.cast_into::<PyUntypedArray>() {
+            Ok(array) => ArrayLeaf::NumPy(array),
+            Err(_) => ArrayLeaf::Torch(obj.clone()),
+        })
     }
 
     /// `Some(value)` when `obj` is `True`/`False` or a NumPy bool scalar.
@@ -201,6 +247,7 @@ impl<'py> Classifier<'py> {
             6 => TypeKind::NamedTuple(names()?),
             7 => TypeKind::Sequence,
             8 => TypeKind::Custom(payload),
+            9 => TypeKind::Tensor,
             _ => return Err(PyTypeError::new_err(format!("unknown node kind {code}"))),
         };
         self.cache
@@ -253,6 +300,7 @@ impl<'py> Classifier<'py> {
                 let result = children.call1((obj,))?;
                 self.custom_children(obj, result)?
             }
+            TypeKind::Tensor => Node::Tensor(obj.clone()),
         })
     }
 

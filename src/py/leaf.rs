@@ -4,7 +4,7 @@
 use super::array::{
     dtype_class, dtype_key, dtype_text, is_writeable, raw_descr, shape_text, view_of, DtypeClass,
 };
-use super::kinds::Node;
+use super::kinds::{ArrayLeaf, Node};
 use super::path::describe;
 use super::python_function;
 use super::walk::{LeafArrays, Walker};
@@ -63,11 +63,12 @@ impl<'py> Walker<'py> {
         dst: &Bound<'py, PyAny>,
         src: &Bound<'py, PyAny>,
     ) -> PyResult<()> {
-        let Some(array) = self.classifier.as_array(src) else {
-            return Ok(());
-        };
-        if dtype_class(&array.dtype()) == DtypeClass::Object {
-            return Ok(()); // object arrays are plain leaves
+        match self.classifier.as_array(src)? {
+            None => return Ok(()),
+            Some(ArrayLeaf::NumPy(array)) if dtype_class(&array.dtype()) == DtypeClass::Object => {
+                return Ok(()); // object arrays are plain leaves
+            }
+            Some(_) => {}
         }
         match dst_node {
             Node::Bool(false) => {} // an inactive parameter ignores what is loaded
@@ -89,7 +90,18 @@ impl<'py> Walker<'py> {
         src: &Bound<'py, PyAny>,
     ) -> PyResult<()> {
         let dst_dtype = dst.dtype();
-        let src_array = self.classifier.as_array(src).cloned();
+        let src_array = match self.classifier.as_array(src)? {
+            Some(ArrayLeaf::NumPy(array)) => Some(array),
+            Some(ArrayLeaf::Torch(tensor)) => {
+                if dtype_class(&dst_dtype) == DtypeClass::Object {
+                    self.problem(ProblemKind::Leaf, "Tried to load a tensor into an object array; object arrays are never copied");
+                } else if self.writeable(dst) {
+                    self.plan_torch(dst.as_any(), Some(&tensor))?;
+                }
+                return Ok(());
+            }
+            None => None,
+        };
         if dtype_class(&dst_dtype) == DtypeClass::Object {
             if let Some(src_array) = src_array {
                 if dtype_class(&src_array.dtype()) != DtypeClass::Object {

@@ -1,11 +1,11 @@
 //! `loadmodel`: walk and plan (GIL held), check ties, then copy with the GIL released.
 
-use super::array::view_of;
+use super::array::{memory_owner, view_of};
 use super::errors::load_error;
 use super::leaf::{changed_arrays, stage_cast};
 use super::python_function;
 use super::walk::{Walked, Walker};
-use crate::core::{merge_in_walk_order, threads, Executor, LoadFailure};
+use crate::core::{merge_in_walk_order, threads, Executor, LoadFailure, Problem, ProblemKind};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
@@ -36,9 +36,18 @@ pub fn loadmodel<'py>(
         tie_arrays,
         mut keep_alive,
         ran_user_code,
+        met_torch,
+        torch_copies,
     } = Walker::new(py, filter, strict, casting)?.walk(dst, src)?;
     if ran_user_code {
         problems.extend(changed_arrays(&plan, &leaf_arrays, &tie_arrays));
+    }
+    if let Some(copies) = &torch_copies {
+        let tied: Vec<(String, String)> = copies.call_method0("check_ties")?.extract()?;
+        problems.extend(
+            tied.into_iter()
+                .map(|(path, message)| Problem::new(ProblemKind::Leaf, path, message)),
+        );
     }
     let executor = Executor::new(&plan, threads).map_err(PyRuntimeError::new_err)?;
     let tie_problems = py.detach(|| executor.check_ties(&plan));
@@ -76,6 +85,20 @@ pub fn loadmodel<'py>(
             })
         })
     })?;
+    if let Some(copies) = torch_copies {
+        copies.call_method0("run")?;
+    }
+    if met_torch {
+        // Autograd counts in-place writes to tensors; the copy above wrote through views.
+        let written: Vec<_> = plan
+            .leaves()
+            .iter()
+            .zip(&leaf_arrays)
+            .filter(|(leaf, _)| leaf.dst.owner.is_none())
+            .filter_map(|(_, (dst, _))| memory_owner(dst))
+            .collect();
+        python_function(py, "fastload._torch", "bump_versions")?.call1((written,))?;
+    }
     // The arrays the plan pointed into may be released only now.
     drop((leaf_arrays, tie_arrays, keep_alive));
     Ok(())

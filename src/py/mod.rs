@@ -9,6 +9,7 @@ mod leaf;
 mod load;
 mod path;
 mod state;
+mod torch;
 mod walk;
 
 use pyo3::prelude::*;

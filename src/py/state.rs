@@ -49,7 +49,7 @@ impl<'py> StateBuilder<'py> {
             return Err(self.fail(reason));
         }
         let node = match self.classifier.classify(x)? {
-            Node::Array(_) | Node::Bool(_) | Node::Data => return Ok(x.clone()),
+            Node::Array(_) | Node::Tensor(_) | Node::Bool(_) | Node::Data => return Ok(x.clone()),
             Node::Opaque => return Ok(PyTuple::empty(self.py).into_any()),
             node => node,
         };

@@ -5,7 +5,7 @@
 
 use super::casting::CastRule;
 use super::depth::too_deep;
-use super::kinds::{Classifier, Keyed, Node};
+use super::kinds::{ArrayLeaf, Classifier, Keyed, Node};
 use super::leaf::DtypeInfo;
 use super::path::{describe, KeyPath, Segment};
 use crate::core::{Op, Plan, Problem, ProblemKind};
@@ -42,6 +42,10 @@ pub struct Walked<'py> {
     /// Whether the walk ran the user's Python code (a filter, a property, a registered
     /// children function...), which could have changed arrays planned before it.
     pub ran_user_code: bool,
+    /// Whether a tensor was met, so that arrays may be views of tensors' memory.
+    pub met_torch: bool,
+    /// The leaves torch copies (`fastload._torch.TorchCopies`), if any.
+    pub torch_copies: Option<Bound<'py, PyAny>>,
 }
 
 /// The destination and source array of each leaf of a plan, by leaf number.
@@ -54,6 +58,8 @@ pub struct Walker<'py> {
     pub(super) py: Python<'py>,
     pub(super) classifier: Classifier<'py>,
     pub(super) casting: CastRule<'py>,
+    /// The casting rule's name, for the leaves torch copies.
+    pub(super) casting_name: String,
     pub(super) filter: Option<Bound<'py, PyAny>>,
     pub(super) strict: bool,
     pub(super) path: KeyPath<'py>,
@@ -77,6 +83,7 @@ impl<'py> Walker<'py> {
             py,
             classifier: Classifier::new(py)?,
             casting: CastRule::new(py, casting)?,
+            casting_name: casting.to_owned(),
             filter,
             strict,
             path: KeyPath::default(),
@@ -91,6 +98,8 @@ impl<'py> Walker<'py> {
                 tie_arrays: Vec::new(),
                 keep_alive: Vec::new(),
                 ran_user_code: false,
+                met_torch: false,
+                torch_copies: None,
             },
         })
     }
@@ -106,6 +115,7 @@ impl<'py> Walker<'py> {
         let leaves = self.out.plan.leaves().len().min(MAX_RESERVED_LEAVES);
         LAST_PLAN_LEAVES.store(leaves, Ordering::Relaxed);
         self.out.ran_user_code = self.classifier.ran_user_code || self.filter.is_some();
+        self.out.met_torch = self.classifier.met_torch();
         Ok(self.out)
     }
 
@@ -150,6 +160,10 @@ impl<'py> Walker<'py> {
         }
         match self.classifier.classify(dst)? {
             Node::Array(array) => self.load_array(&array, src),
+            Node::Tensor(tensor) => match self.classifier.tensor(&tensor)? {
+                ArrayLeaf::NumPy(array) => self.load_array(&array, src),
+                ArrayLeaf::Torch(tensor) => self.load_torch(&tensor, src),
+            },
             mut node @ (Node::Keyed(_) | Node::Seq(..)) => {
                 let src_node = self.classifier.classify(src)?;
                 if src_node.is_node() {

@@ -1,0 +1,196 @@
+"""PyTorch support: modules as keyed nodes, tensors as array leaves.
+
+This module imports torch, so it is imported only once a torch object is met (torch is then
+already in ``sys.modules``). A CPU tensor whose dtype NumPy can hold is handed to the Rust
+core as a NumPy view of its memory, so it goes through the same checks and parallel copy
+as an array. Every other tensor (on a GPU, a conjugate view, a dtype NumPy lacks) is
+copied by torch itself, after every check of the whole load has passed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+try:
+    import ml_dtypes
+except ImportError:  # bfloat16 and float8 tensors are then copied by torch
+    ml_dtypes = None
+
+# Torch dtypes NumPy holds natively.
+_NUMPY: Dict[torch.dtype, np.dtype] = {
+    torch.bool: np.dtype(np.bool_),
+    torch.uint8: np.dtype(np.uint8),
+    torch.int8: np.dtype(np.int8),
+    torch.int16: np.dtype(np.int16),
+    torch.int32: np.dtype(np.int32),
+    torch.int64: np.dtype(np.int64),
+    torch.float16: np.dtype(np.float16),
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+    torch.complex64: np.dtype(np.complex64),
+    torch.complex128: np.dtype(np.complex128),
+}
+for _name in ("uint16", "uint32", "uint64"):
+    if hasattr(torch, _name):
+        _NUMPY[getattr(torch, _name)] = np.dtype(_name)
+
+# Torch dtypes `ml_dtypes` holds: viewed as a same-sized integer tensor, whose NumPy array
+# is then viewed with the `ml_dtypes` dtype.
+_ML: Dict[torch.dtype, Tuple[torch.dtype, np.dtype]] = {}
+if ml_dtypes is not None:
+    _ML[torch.bfloat16] = (torch.int16, np.dtype(ml_dtypes.bfloat16))
+    for _name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"):
+        if hasattr(torch, _name) and hasattr(ml_dtypes, _name):
+            _ML[getattr(torch, _name)] = (torch.int8, np.dtype(getattr(ml_dtypes, _name)))
+
+# The torch dtype of each NumPy dtype above, for NumPy arrays that torch copies into.
+_TORCH: Dict[np.dtype, torch.dtype] = {v: k for k, v in _NUMPY.items()}
+_TORCH.update({v[1]: k for k, v in _ML.items()})
+
+
+def module_children(module: torch.nn.Module) -> Dict[str, Any]:
+    """The children of a module under their ``state_dict`` names: parameters (``False`` for
+    a ``None`` parameter, an absent one), persistent buffers, then submodules."""
+    out: Dict[str, Any] = {}
+    for name, param in module._parameters.items():
+        out[name] = False if param is None else param
+    transient = module._non_persistent_buffers_set
+    for name, buf in module._buffers.items():
+        if buf is not None and name not in transient:
+            out[name] = buf
+    for name, sub in module._modules.items():
+        if sub is not None:
+            out[name] = sub
+    return out
+
+
+def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
+    """A NumPy view of a CPU tensor's memory, or ``None`` where torch must copy it."""
+    dtype = tensor.dtype
+    try:
+        if dtype in _NUMPY:
+            return tensor.detach().numpy()
+        if dtype in _ML:
+            same_size, np_dtype = _ML[dtype]
+            return tensor.detach().view(same_size).numpy().view(np_dtype)
+    except (TypeError, RuntimeError):
+        pass  # not on the CPU, sparse, or a conjugate or negative view
+    return None
+
+
+def as_tensor(x: Any) -> torch.Tensor:
+    """``x`` as a tensor sharing its memory (a tensor, or a NumPy array)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    dtype = _TORCH.get(x.dtype)
+    if dtype is None:
+        raise TypeError(f"torch cannot hold a NumPy array of dtype {x.dtype}")
+    if x.dtype in (_ML[d][1] for d in _ML):
+        same_size = _ML[dtype][0]
+        raw = x.view(np.dtype(f"i{x.dtype.itemsize}"))
+        return torch.from_numpy(raw).view(same_size).view(dtype)
+    return torch.from_numpy(x)
+
+
+def _shape(x: Any) -> str:
+    dims = tuple(x.shape)
+    return f"({dims[0]},)" if len(dims) == 1 else str(dims)
+
+
+def torch_dtype(x: Any) -> Any:
+    return x.dtype if isinstance(x, torch.Tensor) else _TORCH.get(x.dtype, x.dtype)
+
+
+def _cast_refusal(src: torch.dtype, dst: torch.dtype, casting: str) -> Optional[str]:
+    """Why ``casting`` forbids ``src -> dst`` (torch's promotion rules), or ``None``."""
+    if src == dst or casting == "unsafe":
+        return None
+    if casting == "same_kind" and torch.can_cast(src, dst):
+        return None
+    if casting == "safe" and torch.promote_types(src, dst) == dst:
+        return None
+    return f"cannot cast {_name_of(src)} to {_name_of(dst)} under casting={casting!r}"
+
+
+def _name_of(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+class TorchCopies:
+    """The leaves of one load that torch copies: planned and checked during the walk,
+    copied only once the whole load has passed its checks."""
+
+    def __init__(self, casting: str) -> None:
+        self.casting = casting
+        self.copies: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        # Destination memory already planned, for tied parameters: key -> first source.
+        self.firsts: Dict[tuple, torch.Tensor] = {}
+        self.ties: List[Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def add(self, dst: Any, src: Any, path: str) -> Optional[Tuple[int, str]]:
+        """Plans ``dst <- src`` (zeros where ``src`` is ``None``); returns ``(kind,
+        message)`` for a problem (kind 1 a shape, 2 anything else), else ``None``."""
+        if src is not None:
+            if tuple(dst.shape) != tuple(src.shape):
+                return 1, f"Tried to load size {_shape(src)} array into size {_shape(dst)}"
+            refusal = _cast_refusal(torch_dtype(src), torch_dtype(dst), self.casting)
+            if refusal is not None:
+                return 2, refusal
+        for x in (dst, src):
+            if isinstance(x, torch.Tensor) and x.device.type == "meta":
+                return 2, "a tensor on the meta device holds no data to copy"
+        try:
+            dst_t = as_tensor(dst)
+            if src is None:
+                src_t = torch.zeros((), dtype=dst_t.dtype, device=dst_t.device)
+                src_t = src_t.expand(dst_t.shape)
+            else:
+                src_t = as_tensor(src)
+        except TypeError as err:
+            return 2, str(err)
+        key = (dst_t.device, dst_t.data_ptr(), tuple(dst_t.shape), dst_t.stride(), dst_t.dtype)
+        first = self.firsts.get(key)
+        if first is None:
+            self.firsts[key] = src_t
+            self.copies.append((dst_t, src_t))
+        else:
+            self.ties.append((path, dst_t, first, src_t))
+        return None
+
+    def check_ties(self) -> List[Tuple[str, str]]:
+        # Sources are compared as the destination would hold them, before any write.
+        """``(path, message)`` of every tied parameter loaded with different values."""
+        problems = []
+        for path, dst, first, later in self.ties:
+            a = first.to(device=dst.device, dtype=dst.dtype)
+            b = later.to(device=dst.device, dtype=dst.dtype)
+            if not torch.equal(a, b):
+                problems.append(
+                    (
+                        path,
+                        "this parameter is tied to one loaded earlier, and the two sources differ",
+                    )
+                )
+        return problems
+
+    def run(self) -> None:
+        """Copies every planned leaf, then waits for the devices."""
+        devices = set()
+        with torch.no_grad():
+            for dst, src in self.copies:
+                dst.copy_(src, non_blocking=src.device != dst.device and src.is_pinned())
+                devices.update(d for d in (dst.device, src.device) if d.type == "cuda")
+        for device in devices:
+            torch.cuda.synchronize(device)
+        bump_versions(dst for dst, _ in self.copies)
+
+
+def bump_versions(written: Any) -> None:
+    """Tells autograd that these tensors were written in place (objects that are not
+    tensors are skipped)."""
+    tensors = [t for t in written if isinstance(t, torch.Tensor)]
+    if tensors:
+        torch.autograd.graph.increment_version(tensors)
