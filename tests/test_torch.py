@@ -1,0 +1,367 @@
+"""PyTorch: modules and tensors load to the same values as `load_state_dict`, atomically."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastload
+from fastload import ArgumentError, DimensionMismatch, LoadError
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+ml_dtypes = pytest.importorskip("ml_dtypes")
+
+
+class Block(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.ln_2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x):
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class TinyGPT(nn.Module):
+    """A GPT-2-style transformer whose output head is tied to the token embedding."""
+
+    def __init__(self, vocab: int = 50, d: int = 16, layers: int = 2) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, d)
+        self.wpe = nn.Embedding(8, d)
+        self.h = nn.ModuleList([Block(d) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight
+        self.register_buffer("mask", torch.ones(8, 8), persistent=False)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.h:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def cnn():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 2, 3, bias=False),
+        nn.BatchNorm2d(2),
+        nn.Flatten(),
+    )
+
+
+def lstm():
+    return nn.LSTM(5, 7, num_layers=2)
+
+
+MODELS = {"mlp": mlp, "cnn": cnn, "gpt": TinyGPT, "lstm": lstm}
+
+
+def build(factory, seed: int):
+    torch.manual_seed(seed)
+    model = factory()
+    # Buffers differ too: running statistics and batch counters.
+    for name, buf in model.named_buffers():
+        if buf.is_floating_point():
+            buf.uniform_(0.5, 2.0)
+        else:
+            buf.fill_(seed + 3)
+    return model
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for key in sa:
+        assert sa[key].dtype == sb[key].dtype, key
+        assert torch.equal(sa[key], sb[key]), key
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("source", ["module", "state_dict", "state", "numpy"])
+def test_same_values_as_load_state_dict(name, source):
+    dst, src = build(MODELS[name], 0), build(MODELS[name], 1)
+    expected = copy.deepcopy(dst)
+    expected.load_state_dict(src.state_dict())
+    feed = {
+        "module": src,
+        "state_dict": src.state_dict(),
+        "state": fastload.state(src),
+        "numpy": {k: v.numpy() for k, v in src.state_dict().items()},
+    }[source]
+    assert fastload.loadmodel(dst, feed) is dst
+    assert_same_state(dst, expected)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_parameters_keep_identity_grad_flags_and_optimizer(name):
+    dst, src = build(MODELS[name], 0), build(MODELS[name], 1)
+    before = {k: (p, p.requires_grad) for k, p in dst.named_parameters()}
+    optimizer = torch.optim.SGD(dst.parameters(), lr=0.1)
+    fastload.loadmodel(dst, src)
+    for key, param in dst.named_parameters():
+        assert param is before[key][0]
+        assert param.requires_grad == before[key][1]
+        assert isinstance(param, nn.Parameter)
+    # The optimizer still steps the very parameters that were loaded.
+    for param in dst.parameters():
+        param.grad = torch.ones_like(param)
+    optimizer.step()
+    for (key, param), loaded in zip(dst.named_parameters(), src.parameters()):
+        assert torch.allclose(param, loaded - 0.1), key
+
+
+def test_missing_and_unexpected_keys_are_refused_like_load_state_dict():
+    dst, src = build(mlp, 0), build(mlp, 1)
+    before = snapshot(dst)
+    missing = src.state_dict()
+    del missing["2.bias"]
+    unexpected = dict(src.state_dict(), **{"2.scale": torch.ones(3)})
+    for bad in (missing, unexpected):
+        with pytest.raises(RuntimeError):
+            copy.deepcopy(dst).load_state_dict(bad)
+        with pytest.raises(ArgumentError) as info:
+            fastload.loadmodel(dst, bad)
+        assert "2:" in str(info.value)
+        assert "bias" in str(info.value) or "scale" in str(info.value)
+        assert_equal_snapshot(dst, before)
+    # strict=False skips keys present on one side only, as load_state_dict does.
+    fastload.loadmodel(dst, missing, strict=False)
+    assert torch.equal(dst[0].weight, src[0].weight)
+    assert torch.equal(dst[2].bias, before["2.bias"])
+
+
+def assert_equal_snapshot(model, before):
+    after = snapshot(model)
+    assert list(after) == list(before)
+    for key in before:
+        assert torch.equal(after[key], before[key]), key
+
+
+def test_shape_mismatches_are_all_listed_with_paths_and_nothing_is_written():
+    dst = build(mlp, 0)
+    src = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4))
+    before = snapshot(dst)
+    with pytest.raises(RuntimeError):
+        copy.deepcopy(dst).load_state_dict(src.state_dict())
+    for feed in (src, src.state_dict()):
+        with pytest.raises(DimensionMismatch) as info:
+            fastload.loadmodel(dst, feed)
+        message = str(info.value)
+        assert "2 problems" in message
+        assert "2.weight: Tried to load size (4, 8) array into size (3, 8)" in message
+        assert "2.bias: Tried to load size (4,) array into size (3,)" in message
+        assert_equal_snapshot(dst, before)
+
+
+def test_tied_weights_stay_tied_and_mismatched_tie_sources_are_refused():
+    dst, src = build(TinyGPT, 0), build(TinyGPT, 1)
+    fastload.loadmodel(dst, src.state_dict())
+    assert dst.lm_head.weight is dst.wte.weight
+    assert torch.equal(dst.wte.weight, src.wte.weight)
+
+    bad = {k: v.clone() for k, v in src.state_dict().items()}
+    bad["lm_head.weight"] += 1
+    before = snapshot(dst)
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(dst, bad)
+    assert "lm_head.weight" in str(info.value)
+    assert_equal_snapshot(dst, before)
+    # load_state_dict silently keeps whichever of the two was written last.
+    reference = copy.deepcopy(dst)
+    reference.load_state_dict(bad)
+    assert torch.equal(reference.wte.weight, bad["lm_head.weight"])
+
+
+def test_non_persistent_buffers_are_not_part_of_the_tree():
+    model = TinyGPT()
+    assert "mask" not in fastload.state(model)
+    assert "mask" not in fastload.children(model)
+
+
+def test_state_of_a_module_is_nested_and_shares_the_tensors():
+    model = build(mlp, 0)
+    tree = fastload.state(model)
+    assert list(tree) == ["0", "1", "2"]
+    assert tree["1"] == {}
+    assert tree["0"]["weight"] is model[0].weight
+    flat = fastload.flatten(model)
+    assert list(flat) == list(model.state_dict())
+    for key, value in model.state_dict().items():
+        assert torch.equal(flat[key], value)
+
+
+def test_a_none_parameter_is_an_absent_one():
+    with_bias, without = nn.Linear(3, 2), nn.Linear(3, 2, bias=False)
+    assert fastload.children(without)["bias"] is False
+    # A False destination ignores what is loaded; a False source zeroes its destination.
+    fastload.loadmodel(without, with_bias)
+    assert torch.equal(without.weight, with_bias.weight)
+    fastload.loadmodel(with_bias, without)
+    assert torch.equal(with_bias.bias, torch.zeros(2))
+    # A flat state_dict cannot name an absent parameter or a module without state.
+    model = nn.Sequential(nn.Linear(3, 2, bias=False), nn.ReLU())
+    fastload.loadmodel(model, {"0.weight": torch.ones(2, 3)})
+    assert torch.equal(model[0].weight, torch.ones(2, 3))
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.bool]
+)
+def test_tensor_dtypes_load_bit_for_bit(dtype):
+    torch.manual_seed(0)
+    src = (torch.randn(5, 7) * 100).to(dtype)
+    dst = torch.zeros(5, 7, dtype=dtype)
+    fastload.loadmodel([dst], [src])
+    assert torch.equal(dst.view(-1), src.view(-1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_float32_casts_round_like_torch(dtype):
+    torch.manual_seed(0)
+    src = torch.randn(1000) * torch.logspace(-10, 10, 1000)
+    dst = torch.zeros(1000, dtype=dtype)
+    fastload.loadmodel({"w": dst}, {"w": src})
+    assert torch.equal(dst.view(torch.int16), src.to(dtype).view(torch.int16))
+
+
+def test_views_and_non_contiguous_tensors():
+    base = torch.zeros(4, 6)
+    view = base.t()[1:5:2]  # (2, 4), strided
+    src = torch.arange(8.0).reshape(2, 4)
+    fastload.loadmodel([view], [src])
+    assert torch.equal(view, src)
+    assert torch.equal(base[:, 1], src[0]) and torch.equal(base[:, 3], src[1])
+    assert base.sum() == src.sum()  # nothing else written
+
+
+def test_numpy_into_torch_and_torch_into_numpy():
+    model = nn.Linear(3, 2)
+    arrays = {"weight": np.arange(6.0).reshape(2, 3), "bias": np.array([7.0, 8.0])}
+    fastload.loadmodel(model, arrays)  # float64 -> float32 under same_kind
+    assert torch.equal(model.weight, torch.arange(6.0).reshape(2, 3))
+    out = {"weight": np.zeros((2, 3), np.float32), "bias": np.zeros(2, ml_dtypes.bfloat16)}
+    fastload.loadmodel(out, model)
+    assert np.array_equal(out["weight"], arrays["weight"])
+    assert out["bias"].tolist() == [7.0, 8.0]
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(model, arrays, casting="safe")
+    assert "float64" in str(info.value) and "weight" in str(info.value)
+
+
+def test_autograd_sees_the_in_place_write():
+    layer = nn.Linear(3, 1)
+    out = (layer.weight**2).sum()  # saves the weight for backward
+    version = layer.weight._version
+    fastload.loadmodel(layer, nn.Linear(3, 1))
+    assert layer.weight._version > version
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.backward()
+
+
+def test_tensors_torch_copies_are_checked_like_the_rest():
+    # A conjugate view has no NumPy view of its memory: torch copies it.
+    z = torch.tensor([1 + 2j, 3 - 1j], dtype=torch.complex64)
+    dst = {"a": torch.zeros(2, dtype=torch.complex64), "b": torch.zeros(3)}
+    fastload.loadmodel(dst, {"a": z.conj(), "b": torch.ones(3)})
+    assert torch.equal(dst["a"], z.conj().resolve_conj())
+    before = {k: v.clone() for k, v in dst.items()}
+    bad = {"a": torch.ones(3, dtype=torch.complex64).conj(), "b": torch.full((3,), 5.0)}
+    with pytest.raises(DimensionMismatch) as info:
+        fastload.loadmodel(dst, bad)
+    assert "a: Tried to load size (3,) array into size (2,)" in str(info.value)
+    for key in dst:
+        assert torch.equal(dst[key], before[key])
+    with pytest.raises(LoadError, match="cannot cast complex64 to float32"):
+        fastload.loadmodel({"b": dst["b"]}, {"b": torch.ones(3, dtype=torch.complex64).conj()})
+
+
+def test_meta_tensors_are_refused():
+    with torch.device("meta"):
+        model = nn.Linear(2, 2)
+    with pytest.raises(LoadError, match="meta device"):
+        fastload.loadmodel(model, nn.Linear(2, 2))
+
+
+def test_many_small_modules():
+    dst = nn.ModuleList([nn.Linear(2, 2) for _ in range(500)])
+    src = nn.ModuleList([nn.Linear(2, 2) for _ in range(500)])
+    fastload.loadmodel(dst, src.state_dict())
+    assert_same_state(dst, src)
+
+
+def test_import_fastload_does_not_import_torch():
+    code = (
+        "import sys, numpy as np, fastload\n"
+        "fastload.loadmodel({'a': np.zeros(2)}, {'a': np.ones(2)})\n"
+        "fastload.state({'a': np.zeros(2)})\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_flatten_and_unflatten():
+    tree = {"h": [{"w": 1, "b": 2}, {"w": 3, "b": 4}], "ln": {"g": 5}, "act": np.tanh}
+    flat = fastload.flatten(tree)
+    assert flat == {"h.0.w": 1, "h.0.b": 2, "h.1.w": 3, "h.1.b": 4, "ln.g": 5}
+    nested = fastload.unflatten(flat)
+    assert nested == {"h": {"0": {"w": 1, "b": 2}, "1": {"w": 3, "b": 4}}, "ln": {"g": 5}}
+    assert fastload.unflatten({"a/b": 1}, sep="/") == {"a": {"b": 1}}
+    with pytest.raises(ValueError, match="'a.b'"):
+        fastload.unflatten({"a": 1, "a.b": 2})
+    with pytest.raises(ValueError, match="'a'"):
+        fastload.unflatten({"a.b": 2, "a": 1})
+    with pytest.raises(ValueError, match="empty part"):
+        fastload.unflatten({"a..b": 1})
+    with pytest.raises(TypeError):
+        fastload.unflatten({1: 2})
+    with pytest.raises(ValueError, match="separator"):
+        fastload.flatten({"a.b": 1})
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("direction", ["host_to_device", "device_to_host", "device_to_device"])
+def test_cuda_loads(direction):
+    src, dst = build(TinyGPT, 1), build(TinyGPT, 0)
+    if direction in ("device_to_host", "device_to_device"):
+        src = src.cuda()
+    if direction in ("host_to_device", "device_to_device"):
+        dst = dst.cuda()
+    fastload.loadmodel(dst, src)
+    assert dst.lm_head.weight is dst.wte.weight
+    for (key, a), b in zip(dst.state_dict().items(), src.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu()), key
+
+
+@cuda
+def test_cuda_mismatched_tie_sources_are_refused():
+    dst = build(TinyGPT, 0).cuda()
+    bad = {k: v.clone() for k, v in build(TinyGPT, 1).state_dict().items()}
+    bad["lm_head.weight"] += 1
+    before = snapshot(dst)
+    with pytest.raises(LoadError, match="lm_head.weight"):
+        fastload.loadmodel(dst, bad)
+    assert_equal_snapshot(dst, before)
