@@ -77,7 +77,7 @@ def build(factory, seed: int):
     torch.manual_seed(seed)
     model = factory()
     # Buffers differ too: running statistics and batch counters.
-    for name, buf in model.named_buffers():
+    for buf in model.buffers():
         if buf.is_floating_point():
             buf.uniform_(0.5, 2.0)
         else:
