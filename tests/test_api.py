@@ -18,9 +18,11 @@ PUBLIC = {
     "LoadError",
     "children",
     "flatten",
+    "load",
     "loadmodel",
     "register",
     "register_leaf",
+    "save",
     "state",
     "unflatten",
 }
@@ -49,7 +51,8 @@ def stub_functions():
         for n in tree.body
         if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
     }
-    return functions, constants
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    return functions, constants | classes
 
 
 def test_stub_matches_the_extension_module():

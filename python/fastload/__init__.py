@@ -8,9 +8,10 @@ A refused load raises before writing anything.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, TypeVar
+import os
+from typing import Any, Callable, Dict, Optional, TypeVar
 
-from . import _fastload
+from . import _fastload, _files
 from ._flat import fill_arrayless, flatten, is_flat_state_dict, unflatten
 from ._tree import register, register_leaf
 from .errors import ArgumentError, DimensionMismatch, LoadError
@@ -21,9 +22,11 @@ __all__ = [
     "LoadError",
     "children",
     "flatten",
+    "load",
     "loadmodel",
     "register",
     "register_leaf",
+    "save",
     "state",
     "unflatten",
 ]
@@ -58,6 +61,12 @@ def loadmodel(
     and tensors are array leaves, written in place (identity and ``requires_grad`` kept).
     A flat ``state_dict()`` (dotted keys) loads into a module as it is.
 
+    Files: ``src`` may be the path of a safetensors file (or of a sharded checkpoint's
+    ``*.safetensors.index.json``). The file is mapped, its header checked, the whole load
+    planned and checked, and only then are the bytes copied from the file into ``dst``. A
+    file holds arrays only, so a key it lacks whose destination holds no arrays is not
+    missing.
+
     Everything is checked before the first byte is written: on any problem ``dst`` is left
     unchanged and one :class:`LoadError` (or :class:`ArgumentError`,
     :class:`DimensionMismatch`) lists them all with their paths.
@@ -87,7 +96,9 @@ def loadmodel(
         count = threads
     if filter is not None and not callable(filter):
         raise TypeError(f"filter must be callable or None, got {filter!r}")
-    if is_flat_state_dict(dst, src):
+    if _files.is_path(src):
+        src = _files.source_for(dst, src)
+    elif is_flat_state_dict(dst, src):
         src = fill_arrayless(_fastload.state(dst), unflatten(src))
     _fastload.loadmodel(dst, src, filter, bool(strict), casting, count)
     return dst
@@ -123,3 +134,41 @@ def children(x: Any) -> Any:
     True
     """
     return _fastload.children(x)
+
+
+def save(
+    path: os.PathLike[str] | str,
+    x: Any,
+    *,
+    metadata: Optional[Dict[str, str]] = None,
+    max_shard_size: Optional[int] = None,
+) -> None:
+    """Write ``state(x)`` to ``path`` as a safetensors file.
+
+    Arrays (NumPy, or tensors, moved to the CPU) are stored under their dotted paths
+    (``h.0.attn.weight``), a tied array once. The rest of the state (numbers, strings,
+    ``None``, ``()``) and the tie table go into the file's metadata, with ``metadata``
+    (strings to strings). The file is written to a temporary file in the same folder,
+    flushed to disk and renamed: ``path`` never holds a partial file.
+
+    With ``max_shard_size`` (bytes), ``path`` names a ``*.safetensors.index.json`` and the
+    arrays are split into shards next to it, as large models ship them.
+
+    >>> import numpy as np, fastload, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> fastload.save(path, {"fc": {"weight": np.ones((2, 2)), "act": "relu"}})
+    >>> fastload.load(path)
+    {'fc': {'weight': array([[1., 1.],
+           [1., 1.]]), 'act': 'relu'}}
+    """
+    _files.save(path, x, metadata=metadata, max_shard_size=max_shard_size)
+
+
+def load(path: os.PathLike[str] | str, *, copy: bool = False) -> Any:
+    """The nested state stored at ``path`` by :func:`save` (or any safetensors file, or a
+    sharded checkpoint's index): dicts of NumPy arrays, tied arrays shared.
+
+    Arrays are read-only views of the memory-mapped file unless ``copy=True``. A corrupt
+    file raises :class:`LoadError` naming the file and what is wrong.
+    """
+    return _files.load(path, copy=copy)

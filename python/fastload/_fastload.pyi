@@ -1,6 +1,7 @@
 """The Rust extension module behind fastload (use the functions of ``fastload``)."""
 
-from typing import Any, Callable, Optional
+from os import PathLike
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 MAX_DEPTH: int
 
@@ -15,3 +16,15 @@ def loadmodel(
 def state(x: Any) -> Any: ...
 def children(x: Any) -> Any: ...
 def default_threads() -> int: ...
+
+class MappedFile: ...
+
+def read_safetensors(
+    path: PathLike[str] | str,
+) -> Tuple[List[Tuple[str, Any]], Optional[Dict[str, str]]]: ...
+def write_safetensors(
+    path: PathLike[str] | str,
+    tensors: List[Tuple[str, str, Any]],
+    metadata: Optional[Dict[str, str]],
+) -> None: ...
+def write_raw(path: PathLike[str] | str, bytes: bytes) -> None: ...

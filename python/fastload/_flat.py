@@ -78,6 +78,8 @@ def fill_arrayless(dst_state: Any, src: Dict[str, Any]) -> Dict[str, Any]:
     """``src`` (nested dicts of a flat source, which holds arrays only) completed with the
     parts of ``dst_state`` that hold no arrays (flags, empty modules, absent parameters),
     which such a source cannot name and which are therefore not missing from it."""
+    if isinstance(dst_state, (list, tuple)):
+        dst_state = {str(i): child for i, child in enumerate(dst_state)}
     if not isinstance(dst_state, dict):
         return src
     out = dict(src)

@@ -4,6 +4,7 @@ mod array;
 mod casting;
 mod depth;
 mod errors;
+mod files;
 mod kinds;
 mod leaf;
 mod load;
@@ -19,6 +20,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(state::state, m)?)?;
     m.add_function(wrap_pyfunction!(kinds::children, m)?)?;
     m.add_function(wrap_pyfunction!(load::default_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(files::read_safetensors, m)?)?;
+    m.add_function(wrap_pyfunction!(files::write_safetensors, m)?)?;
+    m.add_function(wrap_pyfunction!(files::write_raw, m)?)?;
+    m.add_class::<files::MappedFile>()?;
     m.add("MAX_DEPTH", depth::MAX_DEPTH)?;
     Ok(())
 }

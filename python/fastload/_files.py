@@ -1,0 +1,305 @@
+"""Checkpoint files: ``save`` and ``load`` of safetensors files, single or sharded.
+
+A file holds the arrays of ``state(x)`` under their dotted paths, each tied array once.
+The rest of the state (numbers, strings, ``None``, ``()``, flags) and the tie table go into
+the file's metadata under ``fastload.state`` and ``fastload.ties``, so nothing is lost.
+Files are mapped into memory by the Rust core; arrays read from them are read-only views
+of the map, so ``loadmodel(dst, path)`` copies straight from the file into ``dst``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _fastload
+from ._flat import fill_arrayless, flatten, unflatten
+from .errors import LoadError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+STATE_KEY = "fastload.state"
+TIES_KEY = "fastload.ties"
+INDEX_SUFFIX = ".index.json"
+
+# safetensors dtype names and NumPy's; the ml_dtypes ones are looked up when met.
+_NUMPY = {
+    "BOOL": "bool",
+    "U8": "uint8",
+    "I8": "int8",
+    "I16": "int16",
+    "U16": "uint16",
+    "F16": "float16",
+    "I32": "int32",
+    "U32": "uint32",
+    "F32": "float32",
+    "F64": "float64",
+    "I64": "int64",
+    "U64": "uint64",
+    "C64": "complex64",
+}
+_ML_DTYPES = {
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "F8_E8M0": "float8_e8m0fnu",
+}
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a safetensors dtype name."""
+    if name in _NUMPY:
+        return np.dtype(_NUMPY[name])
+    if name in _ML_DTYPES:
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise TypeError(f"dtype {name} needs the ml_dtypes package") from None
+        found = getattr(ml_dtypes, _ML_DTYPES[name], None)
+        if found is not None:
+            return np.dtype(found)
+    raise TypeError(f"dtype {name} has no NumPy equivalent")
+
+
+def safetensors_dtype(dtype: np.dtype) -> str:
+    """The safetensors name of a NumPy dtype (native byte order)."""
+    for table in (_NUMPY, _ML_DTYPES):
+        for key, name in table.items():
+            if dtype.name == name:
+                return key
+    raise TypeError(f"safetensors cannot hold dtype {dtype}")
+
+
+def is_path(x: Any) -> bool:
+    return isinstance(x, (str, os.PathLike))
+
+
+# ---- saving ----------------------------------------------------------------
+
+
+def save(
+    path: PathLike,
+    x: Any,
+    *,
+    metadata: Optional[Dict[str, str]] = None,
+    max_shard_size: Optional[int] = None,
+) -> None:
+    """Write ``state(x)`` to ``path`` as a safetensors file (see ``fastload.save``)."""
+    path = Path(os.fspath(path))
+    if metadata is not None:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise TypeError("metadata must map strings to strings")
+        reserved = [k for k in metadata if k.startswith("fastload.")]
+        if reserved:
+            raise ValueError(f"metadata keys starting with 'fastload.' are reserved: {reserved}")
+    arrays, rest, ties = _split_state(flatten(x))
+    info = dict(metadata or {})
+    info[STATE_KEY] = json.dumps(rest)
+    info[TIES_KEY] = json.dumps(ties)
+    if max_shard_size is None:
+        if path.name.endswith(INDEX_SUFFIX):
+            raise ValueError(f"{path} names a shard index; pass max_shard_size to shard")
+        _fastload.write_safetensors(path, arrays, info)
+        return
+    _save_sharded(path, arrays, info, max_shard_size)
+
+
+def _split_state(flat: Dict[str, Any]) -> Tuple[List, Dict[str, Any], Dict[str, str]]:
+    """The arrays to store (each memory once), the encoded rest, and the tie table."""
+    arrays: List[Tuple[str, str, np.ndarray]] = []
+    rest: Dict[str, Any] = {}
+    ties: Dict[str, str] = {}
+    seen: Dict[tuple, str] = {}
+    for key, value in flat.items():
+        array = _as_array(value)
+        if array is None:
+            rest[key] = _encode(key, value)
+            continue
+        identity = _identity(array)
+        if identity in seen:
+            ties[key] = seen[identity]
+            continue
+        seen[identity] = key
+        contiguous = np.ascontiguousarray(array)
+        if contiguous.dtype.byteorder == ">":
+            contiguous = contiguous.astype(contiguous.dtype.newbyteorder("="))
+        arrays.append((key, safetensors_dtype(contiguous.dtype), contiguous))
+    return arrays, rest, ties
+
+
+def _as_array(value: Any) -> Optional[np.ndarray]:
+    if isinstance(value, np.ndarray):
+        return value
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        from . import _torch
+
+        tensor = value.detach()
+        view = _torch.as_numpy(tensor)
+        if view is None:
+            view = _torch.as_numpy(tensor.cpu().resolve_conj().resolve_neg())
+        if view is None:
+            raise TypeError(f"safetensors cannot hold a tensor of dtype {value.dtype}")
+        return view
+    return None
+
+
+def _identity(array: np.ndarray) -> tuple:
+    """Arrays with this identity are the same parameter (a tie)."""
+    address = array.__array_interface__["data"][0]
+    return address, array.shape, array.strides, array.dtype.str
+
+
+def _encode(key: str, value: Any) -> List[Any]:
+    """A plain leaf as a JSON ``[type, value]`` pair."""
+    if value is None:
+        return ["none", None]
+    if isinstance(value, (bool, np.bool_)):
+        return ["bool", bool(value)]
+    if isinstance(value, int):
+        return ["int", value]
+    if isinstance(value, float):
+        return ["float", repr(value)]
+    if isinstance(value, str):
+        return ["str", value]
+    if isinstance(value, bytes):
+        return ["bytes", value.hex()]
+    if isinstance(value, complex):
+        return ["complex", [repr(value.real), repr(value.imag)]]
+    if isinstance(value, np.generic):
+        return ["numpy", value.dtype.str, _encode(key, value.item())]
+    if value == ():
+        return ["empty", None]
+    raise TypeError(f"{key}: cannot store a {type(value).__name__} in a checkpoint")
+
+
+def _decode(pair: List[Any]) -> Any:
+    kind, value = pair[0], pair[1]
+    if kind == "numpy":
+        return np.dtype(value).type(_decode(pair[2]))
+    return {
+        "none": lambda v: None,
+        "bool": bool,
+        "int": int,
+        "float": float,
+        "str": str,
+        "bytes": bytes.fromhex,
+        "complex": lambda v: complex(float(v[0]), float(v[1])),
+        "empty": lambda v: (),
+    }[kind](value)
+
+
+def _save_sharded(index: Path, arrays: List, info: Dict[str, str], max_shard_size: int) -> None:
+    if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, int):
+        raise TypeError(f"max_shard_size must be an int, got {max_shard_size!r}")
+    if max_shard_size < 1:
+        raise ValueError(f"max_shard_size must be positive, got {max_shard_size}")
+    if not index.name.endswith(INDEX_SUFFIX):
+        raise ValueError(f"a sharded checkpoint is named by its index, *{INDEX_SUFFIX}")
+    stem = index.name[: -len(INDEX_SUFFIX)].removesuffix(".safetensors")
+    shards: List[List] = [[]]
+    size = 0
+    for entry in arrays:
+        nbytes = entry[2].nbytes
+        if shards[-1] and size + nbytes > max_shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(entry)
+        size += nbytes
+    names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for name, shard in zip(names, shards):
+        _fastload.write_safetensors(index.parent / name, shard, {"format": "np"})
+        weight_map.update({key: name for key, _, _ in shard})
+    total = sum(entry[2].nbytes for entry in arrays)
+    body = {"metadata": dict(info, total_size=str(total)), "weight_map": weight_map}
+    # The index is written last, by the same crash-safe path: until it lands, the old
+    # index (if any) still names whole shards.
+    _write_text(index, json.dumps(body, indent=2))
+
+
+def _write_text(path: Path, text: str) -> None:
+    _fastload.write_raw(path, text.encode())
+
+
+# ---- loading -----------------------------------------------------------------
+
+
+def read_flat(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """The arrays of a file or a sharded checkpoint under their dotted keys, in file order,
+    and its metadata. Every file is opened and checked before this returns."""
+    path = Path(os.fspath(path))
+    if path.name.endswith(INDEX_SUFFIX):
+        return _read_sharded(path)
+    arrays, metadata = _fastload.read_safetensors(path)
+    return dict(arrays), dict(metadata or {})
+
+
+def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    try:
+        body = json.loads(index.read_text())
+        weight_map = body["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError("weight_map is not an object")
+        metadata = {str(k): str(v) for k, v in dict(body.get("metadata") or {}).items()}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise _file_error(index, f"not a shard index: {err}") from None
+    arrays: Dict[str, np.ndarray] = {}
+    for shard in dict.fromkeys(weight_map.values()):
+        if not isinstance(shard, str) or Path(shard).name != shard:
+            raise _file_error(index, f"shard {shard!r} is not a file name in the same folder")
+        found, _ = _fastload.read_safetensors(index.parent / shard)
+        for key, array in found:
+            if weight_map.get(key) == shard:
+                arrays[key] = array
+    missing = [key for key in weight_map if key not in arrays]
+    if missing:
+        raise _file_error(index, f"tensors {missing[:10]} are not in the shards it names")
+    return {key: arrays[key] for key in weight_map}, metadata
+
+
+def _file_error(path: Path, reason: str) -> LoadError:
+    return LoadError(f"1 problem; nothing was loaded:\n  {path}: {reason}", [(str(path), reason)])
+
+
+def load(path: PathLike, *, copy: bool = False) -> Any:
+    """The nested state stored at ``path`` (see ``fastload.load``)."""
+    flat, metadata = _read_tied(path, copy)
+    try:
+        for key, pair in json.loads(metadata.get(STATE_KEY, "{}")).items():
+            flat[key] = _decode(pair)
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise _metadata_error(path, err) from None
+    return unflatten(flat)
+
+
+def source_for(dst: Any, path: PathLike) -> Any:
+    """What ``loadmodel(dst, path)`` loads from: the file's arrays (ties as shared arrays),
+    nested, completed with the parts of ``dst`` that hold no arrays."""
+    flat, _ = _read_tied(path, copy=False)
+    return fill_arrayless(_fastload.state(dst), unflatten(flat))
+
+
+def _read_tied(path: PathLike, copy: bool) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The arrays of a checkpoint, each tied key holding its first key's array."""
+    arrays, metadata = read_flat(path)
+    if copy:
+        arrays = {key: np.array(a) for key, a in arrays.items()}
+    flat: Dict[str, Any] = dict(arrays)
+    try:
+        for key, first in json.loads(metadata.get(TIES_KEY, "{}")).items():
+            flat[key] = arrays[first]
+    except (ValueError, KeyError, TypeError) as err:
+        raise _metadata_error(path, err) from None
+    return flat, metadata
+
+
+def _metadata_error(path: PathLike, err: Exception) -> LoadError:
+    return _file_error(Path(os.fspath(path)), f"its fastload metadata is invalid: {err!r}")

@@ -1,0 +1,234 @@
+//! safetensors files: mapped into memory and read as NumPy arrays without a copy, and
+//! written crash-safely (a temporary file in the same folder, fsync, then a rename).
+
+use super::python_function;
+use memmap2::Mmap;
+use numpy::npyffi::{self, NpyTypes, PY_ARRAY_API};
+use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use safetensors::tensor::{Dtype, Metadata, SafeTensorError, TensorInfo};
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// A file mapped read-only; the arrays viewing it hold it as their base.
+#[pyclass(frozen, module = "fastload._fastload")]
+pub struct MappedFile {
+    map: Mmap,
+}
+
+/// The arrays and the metadata of a safetensors file, in the file's order.
+type FileContents<'py> = (
+    Vec<(String, Bound<'py, PyAny>)>,
+    Option<HashMap<String, String>>,
+);
+
+/// Maps `path` and checks its header (every check of the safetensors format: lengths,
+/// JSON, offsets, dtype and shape against byte length) before any array is made.
+#[pyfunction]
+pub fn read_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<FileContents<'py>> {
+    let file = File::open(&path).map_err(|e| file_error(py, &path, &e.to_string()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| file_error(py, &path, &e.to_string()))?
+        .len();
+    if len < 8 {
+        return Err(file_error(
+            py,
+            &path,
+            &format!("the file is {len} bytes long, too short for a header"),
+        ));
+    }
+    // SAFETY: the map is read-only. A file changed by another process while mapped is
+    // outside what a load can guard against (documented).
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| file_error(py, &path, &e.to_string()))?;
+    let (header_len, metadata) =
+        SafeTensors::read_metadata(&map).map_err(|e| file_error(py, &path, &describe(&e)))?;
+    let data_start = 8 + header_len;
+    let mapped = Bound::new(py, MappedFile { map })?;
+    let base = mapped.get().map.as_ptr() as usize + data_start;
+    let dtype_of = python_function(py, "fastload._files", "numpy_dtype")?;
+    let infos = metadata.tensors();
+    let mut arrays = Vec::with_capacity(infos.len());
+    for name in metadata.offset_keys() {
+        let info = infos[&name];
+        let descr = dtype_of
+            .call1((format!("{:?}", info.dtype),))
+            .map_err(|e| file_error(py, &path, &format!("tensor {name:?}: {e}")))?
+            .cast_into::<PyArrayDescr>()?;
+        let array = mapped_array(&mapped, descr, &info.shape, base + info.data_offsets.0)?;
+        arrays.push((name, array));
+    }
+    Ok((arrays, metadata.metadata().clone()))
+}
+
+/// A read-only C-contiguous array over `addr`, inside the mapped file `base`.
+fn mapped_array<'py>(
+    base: &Bound<'py, MappedFile>,
+    descr: Bound<'py, PyArrayDescr>,
+    shape: &[usize],
+    addr: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = base.py();
+    let mut dims: Vec<npyffi::npy_intp> = shape.iter().map(|&n| n as npyffi::npy_intp).collect();
+    // SAFETY: `addr` lies inside the map (the header's offsets were validated against the
+    // file's length); the array is made read-only, and holds the map alive as its base.
+    // `PyArray_NewFromDescr` steals the reference to `descr`, which `into_ptr` gives.
+    unsafe {
+        let array = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            npyffi::get_type_object(py, NpyTypes::PyArray_Type),
+            descr.into_ptr() as *mut npyffi::PyArray_Descr,
+            dims.len() as std::os::raw::c_int,
+            dims.as_mut_ptr(),
+            std::ptr::null_mut(),
+            addr as *mut std::os::raw::c_void,
+            npyffi::NPY_ARRAY_C_CONTIGUOUS,
+            std::ptr::null_mut(),
+        );
+        let array = Bound::from_owned_ptr_or_err(py, array)?;
+        let owner = base.clone().into_any().into_ptr();
+        if PY_ARRAY_API.PyArray_SetBaseObject(
+            py,
+            array.as_ptr() as *mut npyffi::PyArrayObject,
+            owner,
+        ) != 0
+        {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(array)
+    }
+}
+
+/// Writes `tensors` (C-contiguous arrays, with their safetensors dtype names) and
+/// `metadata` as a safetensors file at `path`. The bytes go to a temporary file in the
+/// same folder, which is flushed to disk and then renamed over `path`, so that `path`
+/// holds either its old content or the whole new file, whatever happens.
+#[pyfunction]
+#[pyo3(signature = (path, tensors, metadata))]
+pub fn write_safetensors(
+    py: Python<'_>,
+    path: PathBuf,
+    tensors: &Bound<'_, PyList>,
+    metadata: Option<HashMap<String, String>>,
+) -> PyResult<()> {
+    let mut infos = Vec::with_capacity(tensors.len());
+    let mut chunks: Vec<(usize, usize)> = Vec::with_capacity(tensors.len());
+    let mut offset = 0;
+    let mut keep = Vec::with_capacity(tensors.len());
+    for item in tensors.iter() {
+        let (name, dtype, array): (String, String, Bound<'_, PyUntypedArray>) = item.extract()?;
+        let dtype = parse_dtype(&dtype)?;
+        let nbytes = array.len() * array.dtype().itemsize();
+        if !array.is_c_contiguous() {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "tensor {name:?} is not C-contiguous"
+            )));
+        }
+        // SAFETY: `array` is a live ndarray.
+        let data = unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).data };
+        chunks.push((data as usize, nbytes));
+        let info = TensorInfo {
+            dtype,
+            shape: array.shape().to_vec(),
+            data_offsets: (offset, offset + nbytes),
+        };
+        offset += nbytes;
+        infos.push((name, info));
+        keep.push(array);
+    }
+    let header = Metadata::new(metadata, infos)
+        .and_then(|m| Ok(serde_json::to_string(&m)?))
+        .map_err(|e| file_error(py, &path, &describe(&e)))?;
+    let mut head = header.into_bytes();
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut prefix = (head.len() as u64).to_le_bytes().to_vec();
+    prefix.extend(head);
+    // The arrays stay alive (`keep`) while the GIL is released for the write.
+    let written = py.detach(|| write_file(&path, &prefix, &chunks));
+    drop(keep);
+    written.map_err(|e| PyOSError::new_err(format!("{}: cannot write: {e}", path.display())))
+}
+
+/// Writes `bytes` to `path` crash-safely, as `write_safetensors` does (for an index).
+#[pyfunction]
+pub fn write_raw(py: Python<'_>, path: PathBuf, bytes: &Bound<'_, PyBytes>) -> PyResult<()> {
+    let bytes = bytes.as_bytes();
+    py.detach(|| write_file(&path, bytes, &[]))
+        .map_err(|e| PyOSError::new_err(format!("{}: cannot write: {e}", path.display())))
+}
+
+/// `prefix`, then each `(address, length)` chunk of memory, into a temporary file in
+/// `path`'s folder, flushed to disk and renamed over `path`.
+fn write_file(path: &Path, prefix: &[u8], chunks: &[(usize, usize)]) -> std::io::Result<()> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".fastload-")
+        .suffix(".tmp")
+        .tempfile_in(folder)?;
+    {
+        let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
+        out.write_all(prefix)?;
+        for &(addr, len) in chunks {
+            // SAFETY: each chunk is the whole memory of a C-contiguous array kept alive by
+            // the caller, which holds no other reference to it mutably.
+            let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+            out.write_all(bytes)?;
+        }
+        out.flush()?;
+    }
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    // The rename itself is durable once the folder is flushed too.
+    File::open(folder)?.sync_all()
+}
+
+fn parse_dtype(name: &str) -> PyResult<Dtype> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).map_err(|_| {
+        pyo3::exceptions::PyValueError::new_err(format!("no safetensors dtype is named {name}"))
+    })
+}
+
+/// What is wrong with a file, in words.
+fn describe(error: &SafeTensorError) -> String {
+    use SafeTensorError::*;
+    match error {
+        HeaderTooLarge => "the header is larger than 100 MB".to_owned(),
+        HeaderTooSmall => "the file is too short for a header".to_owned(),
+        InvalidHeaderLength => {
+            "the header length is beyond the end of the file (truncated?)".to_owned()
+        }
+        InvalidHeader(e) => format!("the header is not UTF-8: {e}"),
+        InvalidHeaderDeserialization(e) => format!("the header is not valid JSON: {e}"),
+        InvalidOffset(name) => {
+            format!("tensor {name:?} has offsets that overlap, leave gaps or are out of range")
+        }
+        TensorInvalidInfo => "a tensor's dtype and shape disagree with its byte length".to_owned(),
+        MetadataIncompleteBuffer => {
+            "the tensors' offsets do not end at the end of the file (truncated or padded)"
+                .to_owned()
+        }
+        ValidationOverflow => "a tensor's shape overflows".to_owned(),
+        MisalignedSlice => "a tensor's size is not a whole number of bytes".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A `LoadError` naming the file and what is wrong with it.
+fn file_error(py: Python<'_>, path: &Path, reason: &str) -> PyErr {
+    let shown = path.display().to_string();
+    let message = format!("1 problem; nothing was loaded:\n  {shown}: {reason}");
+    match python_function(py, "fastload.errors", "LoadError")
+        .and_then(|class| class.call1((message, vec![(shown, reason.to_owned())])))
+    {
+        Ok(error) => PyErr::from_value(error),
+        Err(error) => error,
+    }
+}

@@ -1,0 +1,239 @@
+"""Checkpoint files: save, load, loadmodel from a path, sharding, interop, corrupt files."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import fastload
+from fastload import ArgumentError, DimensionMismatch, LoadError
+
+
+def model(seed: int = 0, fill: bool = True):
+    rng = np.random.default_rng(seed)
+
+    def array(*shape, dtype=np.float32):
+        return rng.standard_normal(shape).astype(dtype) if fill else np.zeros(shape, dtype)
+
+    tree = {
+        "wte": array(10, 4),
+        "h": [
+            {"w": array(4, 4), "b": array(4), "act": "gelu", "bias": False},
+            {"w": array(4, 4), "b": array(4), "act": "gelu", "bias": False},
+        ],
+        "ln": {"g": array(4, dtype=np.float16), "eps": 1e-5, "count": np.int64(7)},
+        "act": np.tanh,
+    }
+    tree["head"] = {"weight": tree["wte"]}
+    return tree
+
+
+def test_save_and_load_round_trip(tmp_path):
+    src = model(1)
+    path = tmp_path / "model.safetensors"
+    fastload.save(path, src, metadata={"author": "tests"})
+    assert os.listdir(tmp_path) == ["model.safetensors"]
+    back = fastload.load(path)
+    assert np.array_equal(back["wte"], src["wte"])
+    assert back["head"]["weight"] is back["wte"]  # the tie comes back as one array
+    assert back["h"]["1"]["act"] == "gelu" and back["h"]["0"]["bias"] is False
+    assert back["ln"]["eps"] == 1e-5 and back["ln"]["g"].dtype == np.float16
+    assert back["ln"]["count"] == np.int64(7) and isinstance(back["ln"]["count"], np.int64)
+    assert not back["wte"].flags.writeable  # a view of the mapped file
+    copied = fastload.load(path, copy=True)
+    assert copied["wte"].flags.writeable and np.array_equal(copied["wte"], src["wte"])
+    # The tied matrix is stored once.
+    assert sorted(load_file(path)) == ["h.0.b", "h.0.w", "h.1.b", "h.1.w", "ln.g", "wte"]
+
+
+def test_loadmodel_from_a_path_copies_straight_into_the_model(tmp_path):
+    path = tmp_path / "model.safetensors"
+    fastload.save(path, model(1))
+    for where in (path, str(path)):
+        dst = model(0, fill=False)
+        assert fastload.loadmodel(dst, where) is dst
+        expected = model(1)
+        assert np.array_equal(dst["wte"], expected["wte"])
+        assert np.array_equal(dst["h"][1]["w"], expected["h"][1]["w"])
+        assert dst["head"]["weight"] is dst["wte"]
+        assert dst["act"] is np.tanh  # a function is not in a file, and not missing
+
+
+def test_a_file_missing_or_adding_arrays_is_refused_and_nothing_is_written(tmp_path, snapshot):
+    full = {k: v for k, v in fastload.flatten(model(1)).items() if isinstance(v, np.ndarray)}
+    missing = dict(full)
+    del missing["h.1.b"]
+    extra = dict(full, **{"h.1.scale": np.ones(4, np.float32)})
+    shapes = dict(full, **{"h.1.b": np.ones(5, np.float32)})
+    for name, arrays, error, text in (
+        ("missing", missing, ArgumentError, "h.1: the structures do not match: missing keys ['b']"),
+        ("extra", extra, ArgumentError, "unexpected keys ['scale']"),
+        ("shape", shapes, DimensionMismatch, "h.1.b: Tried to load size (5,) array into size (4,)"),
+    ):
+        path = tmp_path / f"{name}.safetensors"
+        save_file(arrays, str(path))
+        dst = model(0)
+        before = snapshot(dst)
+        with pytest.raises(error) as info:
+            fastload.loadmodel(dst, path)
+        assert text in str(info.value)
+        before.assert_unchanged()
+    dst = model(0)
+    fastload.loadmodel(dst, tmp_path / "missing.safetensors", strict=False)
+    assert np.array_equal(dst["h"][0]["b"], full["h.0.b"])
+
+
+def test_files_of_the_safetensors_package_load(tmp_path):
+    arrays = {
+        "a.w": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "a.b": np.arange(3, dtype=np.int64),
+        "c": np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16),
+        "d": np.array([True, False]),
+    }
+    path = tmp_path / "theirs.safetensors"
+    save_file(arrays, str(path))
+    dst = {
+        "a": {"w": np.zeros((3, 4), np.float32), "b": np.zeros(3, np.int64)},
+        "c": np.zeros(2, ml_dtypes.bfloat16),
+        "d": np.zeros(2, bool),
+    }
+    fastload.loadmodel(dst, path)
+    assert np.array_equal(dst["a"]["w"], arrays["a.w"])
+    assert dst["c"].tolist() == [1.5, -2.0]
+    assert dst["d"].tolist() == [True, False]
+    # And ours read with theirs, to the same arrays.
+    ours = tmp_path / "ours.safetensors"
+    fastload.save(ours, dst)
+    read = load_file(str(ours))
+    assert set(read) == set(arrays)
+    for key, value in arrays.items():
+        assert read[key].dtype == value.dtype and np.array_equal(read[key], value), key
+
+
+def test_sharded_checkpoints(tmp_path, snapshot):
+    src = model(1)
+    index = tmp_path / "model.safetensors.index.json"
+    fastload.save(index, src, max_shard_size=100)
+    shards = sorted(p.name for p in tmp_path.glob("*.safetensors"))
+    assert len(shards) > 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    body = json.loads(index.read_text())
+    assert set(body["weight_map"].values()) == set(shards)
+    dst = model(0, fill=False)
+    fastload.loadmodel(dst, index)
+    assert np.array_equal(dst["h"][1]["w"], src["h"][1]["w"])
+    assert dst["head"]["weight"] is dst["wte"]
+    back = fastload.load(index)
+    assert back["ln"]["eps"] == 1e-5 and back["head"]["weight"] is back["wte"]
+    # A shard gone: refused before anything is written.
+    (tmp_path / shards[-1]).unlink()
+    dst = model(0)
+    before = snapshot(dst)
+    with pytest.raises(LoadError, match=shards[-1]):
+        fastload.loadmodel(dst, index)
+    before.assert_unchanged()
+
+
+def header_file(path: Path, header: bytes, data: bytes = b"", length: int = None) -> Path:
+    length = len(header) if length is None else length
+    path.write_bytes(struct.pack("<Q", length) + header + data)
+    return path
+
+
+def raw_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def tensor_header(**entries) -> bytes:
+    return json.dumps(entries).encode()
+
+
+CORRUPT = {
+    "empty": lambda p: raw_file(p, b""),
+    "short": lambda p: raw_file(p, b"\x01\x02"),
+    "header length beyond the file": lambda p: header_file(p, b"{}", length=1000),
+    "huge header": lambda p: header_file(p, b"{}", length=1 << 40),
+    "invalid JSON": lambda p: header_file(p, b"{not json"),
+    "not UTF-8": lambda p: header_file(p, b"\xff\xfe"),
+    "truncated data": lambda p: header_file(
+        p, tensor_header(w={"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}), b"\0" * 8
+    ),
+    "overlapping offsets": lambda p: header_file(
+        p,
+        tensor_header(
+            a={"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+            b={"dtype": "F32", "shape": [4], "data_offsets": [8, 24]},
+        ),
+        b"\0" * 24,
+    ),
+    "offsets out of range": lambda p: header_file(
+        p, tensor_header(w={"dtype": "F32", "shape": [4], "data_offsets": [0, 1 << 60]}), b"\0"
+    ),
+    "dtype and shape disagree with the bytes": lambda p: header_file(
+        p, tensor_header(w={"dtype": "F64", "shape": [4], "data_offsets": [0, 16]}), b"\0" * 16
+    ),
+    "unknown dtype": lambda p: header_file(
+        p, tensor_header(w={"dtype": "F99", "shape": [4], "data_offsets": [0, 16]}), b"\0" * 16
+    ),
+    "shape overflow": lambda p: header_file(
+        p,
+        tensor_header(w={"dtype": "F32", "shape": [1 << 62, 1 << 62], "data_offsets": [0, 16]}),
+        b"\0" * 16,
+    ),
+    "trailing bytes": lambda p: header_file(
+        p, tensor_header(w={"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}), b"\0" * 20
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT))
+def test_corrupt_files_are_refused_naming_the_file(tmp_path, snapshot, case):
+    path = CORRUPT[case](tmp_path / "bad.safetensors")
+    dst = {"w": np.arange(4, dtype=np.float32)}
+    before = snapshot(dst)
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(dst, path)
+    assert str(path) in str(info.value)
+    assert info.value.problems[0][0] == str(path)
+    before.assert_unchanged()
+    with pytest.raises(LoadError):
+        fastload.load(path)
+
+
+def test_a_missing_file_is_a_load_error(tmp_path):
+    with pytest.raises(LoadError, match="nothing.safetensors"):
+        fastload.load(tmp_path / "nothing.safetensors")
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    path = tmp_path / "model.safetensors"
+    fastload.save(path, {"w": np.ones(3)})
+    old = path.read_bytes()
+    with pytest.raises(TypeError):
+        fastload.save(path, {"w": np.zeros(3), "when": np.datetime64("2020-01-01")})
+    with pytest.raises(TypeError):
+        fastload.save(path, {"w": np.zeros(3), "objects": np.array([None], dtype=object)})
+    with pytest.raises(TypeError):
+        fastload.save(path, {"w": np.zeros(3, dtype="U3")})
+    with pytest.raises(ValueError, match="reserved"):
+        fastload.save(path, {"w": np.zeros(3)}, metadata={"fastload.state": "{}"})
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def test_saved_arrays_of_any_layout_and_byte_order(tmp_path):
+    base = np.arange(24, dtype=np.float64).reshape(4, 6)
+    tree = {"t": base.T, "s": base[::2, 1::2], "be": np.arange(3, dtype=">i4")}
+    path = tmp_path / "layouts.safetensors"
+    fastload.save(path, tree)
+    back = fastload.load(path)
+    for key in tree:
+        assert np.array_equal(back[key], tree[key]), key
+    assert back["be"].dtype == np.dtype("<i4")
