@@ -4,6 +4,7 @@
 //! [`ArrayView`] (an address, a shape, strides in bytes) and every leaf as a [`LeafCopy`];
 //! this module checks the plan and copies the bytes.
 
+pub mod checkpoint;
 pub mod convert;
 pub mod dtype;
 pub mod execute;

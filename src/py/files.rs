@@ -2,14 +2,14 @@
 //! written crash-safely (a temporary file in the same folder, fsync, then a rename).
 
 use super::python_function;
+use crate::core::checkpoint::{describe, read_header};
 use memmap2::Mmap;
 use numpy::npyffi::{self, NpyTypes, PY_ARRAY_API};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
-use safetensors::tensor::{Dtype, Metadata, SafeTensorError, TensorInfo};
-use safetensors::SafeTensors;
+use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -46,24 +46,20 @@ pub fn read_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<FileCon
     // SAFETY: the map is read-only. A file changed by another process while mapped is
     // outside what a load can guard against (documented).
     let map = unsafe { Mmap::map(&file) }.map_err(|e| file_error(py, &path, &e.to_string()))?;
-    let (header_len, metadata) =
-        SafeTensors::read_metadata(&map).map_err(|e| file_error(py, &path, &describe(&e)))?;
-    let data_start = 8 + header_len;
+    let header = read_header(&map).map_err(|reason| file_error(py, &path, &reason))?;
     let mapped = Bound::new(py, MappedFile { map })?;
-    let base = mapped.get().map.as_ptr() as usize + data_start;
+    let start = mapped.get().map.as_ptr() as usize;
     let dtype_of = python_function(py, "fastload._files", "numpy_dtype")?;
-    let infos = metadata.tensors();
-    let mut arrays = Vec::with_capacity(infos.len());
-    for name in metadata.offset_keys() {
-        let info = infos[&name];
+    let mut arrays = Vec::with_capacity(header.entries.len());
+    for entry in header.entries {
         let descr = dtype_of
-            .call1((format!("{:?}", info.dtype),))
-            .map_err(|e| file_error(py, &path, &format!("tensor {name:?}: {e}")))?
+            .call1((format!("{:?}", entry.dtype),))
+            .map_err(|e| file_error(py, &path, &format!("tensor {:?}: {e}", entry.name)))?
             .cast_into::<PyArrayDescr>()?;
-        let array = mapped_array(&mapped, descr, &info.shape, base + info.data_offsets.0)?;
-        arrays.push((name, array));
+        let array = mapped_array(&mapped, descr, &entry.shape, start + entry.bytes.start)?;
+        arrays.push((entry.name, array));
     }
-    Ok((arrays, metadata.metadata().clone()))
+    Ok((arrays, header.metadata))
 }
 
 /// A read-only C-contiguous array over `addr`, inside the mapped file `base`.
@@ -194,31 +190,6 @@ fn parse_dtype(name: &str) -> PyResult<Dtype> {
     serde_json::from_value(serde_json::Value::String(name.to_owned())).map_err(|_| {
         pyo3::exceptions::PyValueError::new_err(format!("no safetensors dtype is named {name}"))
     })
-}
-
-/// What is wrong with a file, in words.
-fn describe(error: &SafeTensorError) -> String {
-    use SafeTensorError::*;
-    match error {
-        HeaderTooLarge => "the header is larger than 100 MB".to_owned(),
-        HeaderTooSmall => "the file is too short for a header".to_owned(),
-        InvalidHeaderLength => {
-            "the header length is beyond the end of the file (truncated?)".to_owned()
-        }
-        InvalidHeader(e) => format!("the header is not UTF-8: {e}"),
-        InvalidHeaderDeserialization(e) => format!("the header is not valid JSON: {e}"),
-        InvalidOffset(name) => {
-            format!("tensor {name:?} has offsets that overlap, leave gaps or are out of range")
-        }
-        TensorInvalidInfo => "a tensor's dtype and shape disagree with its byte length".to_owned(),
-        MetadataIncompleteBuffer => {
-            "the tensors' offsets do not end at the end of the file (truncated or padded)"
-                .to_owned()
-        }
-        ValidationOverflow => "a tensor's shape overflows".to_owned(),
-        MisalignedSlice => "a tensor's size is not a whole number of bytes".to_owned(),
-        other => other.to_string(),
-    }
 }
 
 /// A `LoadError` naming the file and what is wrong with it.

@@ -1,0 +1,135 @@
+//! The header of a safetensors file, read and checked: where each tensor's bytes are.
+//!
+//! The safetensors crate parses and validates the header (lengths, JSON, contiguous
+//! offsets, dtype and shape against byte length, the data ending at the end of the file).
+//! This module turns that into byte ranges of the file and errors into plain words, and is
+//! what the fuzz target (`examples/fuzz_header.rs`) exercises.
+
+use safetensors::tensor::{Dtype, SafeTensorError};
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::ops::Range;
+
+/// One tensor of a file: its name, dtype, shape, and its bytes within the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Range<usize>,
+}
+
+/// What a checked header says.
+#[derive(Debug)]
+pub struct Header {
+    /// In the order of their bytes in the file.
+    pub entries: Vec<Entry>,
+    pub metadata: Option<HashMap<String, String>>,
+}
+
+/// Reads the header of the whole file `file`. On success every entry's bytes lie within
+/// `file` and match its dtype and shape.
+pub fn read_header(file: &[u8]) -> Result<Header, String> {
+    let (header_len, metadata) = SafeTensors::read_metadata(file).map_err(|e| describe(&e))?;
+    let data_start = 8 + header_len;
+    let infos = metadata.tensors();
+    let entries = metadata
+        .offset_keys()
+        .into_iter()
+        .map(|name| {
+            let info = infos[&name];
+            let (start, end) = info.data_offsets;
+            Entry {
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                bytes: data_start + start..data_start + end,
+                name,
+            }
+        })
+        .collect();
+    Ok(Header {
+        entries,
+        metadata: metadata.metadata().clone(),
+    })
+}
+
+/// What is wrong with a file, in words.
+pub fn describe(error: &SafeTensorError) -> String {
+    use SafeTensorError::*;
+    match error {
+        HeaderTooLarge => "the header is larger than 100 MB".to_owned(),
+        HeaderTooSmall => "the file is too short for a header".to_owned(),
+        InvalidHeaderLength => {
+            "the header length is beyond the end of the file (truncated?)".to_owned()
+        }
+        InvalidHeader(e) => format!("the header is not UTF-8: {e}"),
+        InvalidHeaderDeserialization(e) => format!("the header is not valid JSON: {e}"),
+        InvalidOffset(name) => {
+            format!("tensor {name:?} has offsets that overlap, leave gaps or are out of range")
+        }
+        TensorInvalidInfo => "a tensor's dtype and shape disagree with its byte length".to_owned(),
+        MetadataIncompleteBuffer => {
+            "the tensors' offsets do not end at the end of the file (truncated or padded)"
+                .to_owned()
+        }
+        ValidationOverflow => "a tensor's shape overflows".to_owned(),
+        MisalignedSlice => "a tensor's size is not a whole number of bytes".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend(header.as_bytes());
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn entries_come_in_file_order_with_their_byte_ranges() {
+        let header = r#"{"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"U8","shape":[3],"data_offsets":[8,11]},"__metadata__":{"k":"v"}}"#;
+        let bytes = file(header, &[0; 11]);
+        let read = read_header(&bytes).unwrap();
+        let start = 8 + header.len();
+        assert_eq!(read.entries[0].name, "b");
+        assert_eq!(read.entries[0].bytes, start..start + 8);
+        assert_eq!(read.entries[1].bytes, start + 8..start + 11);
+        assert_eq!(read.metadata.unwrap()["k"], "v");
+    }
+
+    #[test]
+    fn bad_headers_are_described() {
+        let cases = [
+            (vec![1, 2], "too short"),
+            (file("{}", &[]).split_at(5).0.to_vec(), "too short"),
+            (file("{not json", &[]), "not valid JSON"),
+            (
+                file(
+                    r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+                    &[0; 8],
+                ),
+                "do not end at the end of the file",
+            ),
+            (
+                file(
+                    r#"{"w":{"dtype":"F64","shape":[4],"data_offsets":[0,16]}}"#,
+                    &[0; 16],
+                ),
+                "disagree with its byte length",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let error = read_header(&bytes).unwrap_err();
+            assert!(error.contains(expected), "{error}");
+        }
+        let mut huge = file("{}", &[]);
+        huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(read_header(&huge)
+            .unwrap_err()
+            .contains("larger than 100 MB"));
+    }
+}
