@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Optional, TypeVar
 
 from . import _fastload, _files
 from ._flat import fill_arrayless, flatten, is_flat_state_dict, unflatten
+from ._progress import reporter
 from ._tree import register, register_leaf
 from .errors import ArgumentError, DimensionMismatch, LoadError
 
@@ -46,6 +47,7 @@ def loadmodel(
     strict: bool = True,
     casting: str = "same_kind",
     threads: Optional[int] = None,
+    progress: Any = None,
 ) -> T:
     """Copy every array of ``src`` into the matching array of ``dst``, in place.
 
@@ -78,6 +80,11 @@ def loadmodel(
         strict: if false, keys present on one side only are skipped.
         casting: ``"no"``, ``"equiv"``, ``"safe"``, ``"same_kind"`` or ``"unsafe"``.
         threads: copy threads; ``None`` uses ``FASTLOAD_NUM_THREADS`` or every core.
+        progress: ``True`` for a bar on stderr when the load is large, or a callable
+            receiving ``(bytes_done, bytes_total)`` about every 100 ms of the copy.
+
+    A copy of more than 64 MB (or any copy with ``progress``) stops on Ctrl-C with
+    ``KeyboardInterrupt`` within about 100 ms; the arrays written by then stay written.
 
     >>> import numpy as np, fastload
     >>> model = {"layers": [{"weight": np.zeros((2, 2)), "act": "relu"}]}
@@ -96,11 +103,12 @@ def loadmodel(
         count = threads
     if filter is not None and not callable(filter):
         raise TypeError(f"filter must be callable or None, got {filter!r}")
+    report = reporter(progress, "fastload: loading")
     if _files.is_path(src):
         src = _files.source_for(dst, src)
     elif is_flat_state_dict(dst, src):
         src = fill_arrayless(_fastload.state(dst), unflatten(src))
-    _fastload.loadmodel(dst, src, filter, bool(strict), casting, count)
+    _fastload.loadmodel(dst, src, filter, bool(strict), casting, count, report)
     return dst
 
 
@@ -142,6 +150,7 @@ def save(
     *,
     metadata: Optional[Dict[str, str]] = None,
     max_shard_size: Optional[int] = None,
+    progress: Any = None,
 ) -> None:
     """Write ``state(x)`` to ``path`` as a safetensors file.
 
@@ -154,6 +163,9 @@ def save(
     With ``max_shard_size`` (bytes), ``path`` names a ``*.safetensors.index.json`` and the
     arrays are split into shards next to it, as large models ship them.
 
+    ``progress`` is ``True`` for a bar on stderr when the save is large, or a callable
+    receiving ``(bytes_done, bytes_total)``. Ctrl-C stops a save, leaving ``path`` as it was.
+
     >>> import numpy as np, fastload, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
     >>> fastload.save(path, {"fc": {"weight": np.ones((2, 2)), "act": "relu"}})
@@ -161,7 +173,7 @@ def save(
     {'fc': {'weight': array([[1., 1.],
            [1., 1.]]), 'act': 'relu'}}
     """
-    _files.save(path, x, metadata=metadata, max_shard_size=max_shard_size)
+    _files.save(path, x, metadata=metadata, max_shard_size=max_shard_size, progress=progress)
 
 
 def load(path: os.PathLike[str] | str, *, copy: bool = False) -> Any:

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _fastload
 from ._flat import fill_arrayless, flatten, unflatten
+from ._progress import ProgressFn, reporter
 from .errors import LoadError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -90,8 +91,10 @@ def save(
     *,
     metadata: Optional[Dict[str, str]] = None,
     max_shard_size: Optional[int] = None,
+    progress: Any = None,
 ) -> None:
     """Write ``state(x)`` to ``path`` as a safetensors file (see ``fastload.save``)."""
+    report = reporter(progress, "fastload: saving")
     path = Path(os.fspath(path))
     if metadata is not None:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
@@ -106,9 +109,9 @@ def save(
     if max_shard_size is None:
         if path.name.endswith(INDEX_SUFFIX):
             raise ValueError(f"{path} names a shard index; pass max_shard_size to shard")
-        _fastload.write_safetensors(path, arrays, info)
+        _fastload.write_safetensors(path, arrays, info, report)
         return
-    _save_sharded(path, arrays, info, max_shard_size)
+    _save_sharded(path, arrays, info, max_shard_size, report)
 
 
 def _split_state(flat: Dict[str, Any]) -> Tuple[List, Dict[str, Any], Dict[str, str]]:
@@ -196,7 +199,13 @@ def _decode(pair: List[Any]) -> Any:
     }[kind](value)
 
 
-def _save_sharded(index: Path, arrays: List, info: Dict[str, str], max_shard_size: int) -> None:
+def _save_sharded(
+    index: Path,
+    arrays: List,
+    info: Dict[str, str],
+    max_shard_size: int,
+    report: Optional[ProgressFn],
+) -> None:
     if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, int):
         raise TypeError(f"max_shard_size must be an int, got {max_shard_size!r}")
     if max_shard_size < 1:
@@ -215,10 +224,19 @@ def _save_sharded(index: Path, arrays: List, info: Dict[str, str], max_shard_siz
         size += nbytes
     names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map = {}
-    for name, shard in zip(names, shards):
-        _fastload.write_safetensors(index.parent / name, shard, {"format": "np"})
-        weight_map.update({key: name for key, _, _ in shard})
     total = sum(entry[2].nbytes for entry in arrays)
+    written = 0
+    for name, shard in zip(names, shards):
+        # Each shard's progress, as part of the whole save's.
+        shard_report = None
+        if report is not None:
+
+            def shard_report(done: int, _: int, before: int = written) -> None:
+                report(before + done, total)
+
+        _fastload.write_safetensors(index.parent / name, shard, {"format": "np"}, shard_report)
+        weight_map.update({key: name for key, _, _ in shard})
+        written += sum(entry[2].nbytes for entry in shard)
     body = {"metadata": dict(info, total_size=str(total)), "weight_map": weight_map}
     # The index is written last, by the same crash-safe path: until it lands, the old
     # index (if any) still names whole shards.

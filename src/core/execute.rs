@@ -10,7 +10,9 @@ use super::threads::pool;
 use rayon::prelude::*;
 use rayon::ThreadPool;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 /// Bytes per parallel task: large leaves are split and small ones batched to about this.
 const TASK_BYTES: usize = 1 << 20;
@@ -23,6 +25,27 @@ pub const STREAMING_MIN_BYTES: usize = 32 << 20;
 pub struct Executor {
     pool: Option<Arc<ThreadPool>>,
     streaming: bool,
+    /// How often a watched copy calls its watch.
+    tick: Duration,
+}
+
+/// How often a watched copy reports its progress (and can be stopped).
+const TICK: Duration = Duration::from_millis(100);
+
+/// Bytes written so far by a copy's threads, and whether they should stop.
+#[derive(Default)]
+struct Progress {
+    done: AtomicUsize,
+    cancelled: AtomicBool,
+}
+
+impl Progress {
+    fn add(&self, bytes: usize) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
 }
 
 /// One parallel task: element ranges of one or more leaves.
@@ -39,6 +62,7 @@ impl Executor {
         Ok(Executor {
             pool,
             streaming: plan.nbytes() >= STREAMING_MIN_BYTES,
+            tick: TICK,
         })
     }
 
@@ -67,30 +91,120 @@ impl Executor {
         &self,
         plan: &Plan,
         ordered: &[bool],
-        mut external: impl FnMut(usize) -> Result<(), E>,
+        external: impl FnMut(usize) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.execute_watched(
+            plan,
+            ordered,
+            external,
+            None::<fn(usize, usize) -> Result<(), E>>,
+        )
+    }
+
+    /// [`Executor::execute`], with `watch(bytes_done, bytes_total)` called on the calling
+    /// thread about every 100 ms while the parallel part runs on other threads, and once at
+    /// the end. An error from `watch` stops the copy within a task (about 1 MiB per thread)
+    /// and is returned; the leaves written by then stay written.
+    pub fn execute_watched<E>(
+        &self,
+        plan: &Plan,
+        ordered: &[bool],
+        mut external: impl FnMut(usize) -> Result<(), E>,
+        watch: Option<impl FnMut(usize, usize) -> Result<(), E>>,
+    ) -> Result<(), E> {
+        let progress = Progress::default();
+        match watch {
+            None => self.copy_independent(plan, ordered, &progress, false),
+            Some(mut watch) => {
+                self.copy_watched(plan, ordered, &progress, &mut watch)?;
+                let result = self.copy_ordered_leaves(plan, ordered, &mut external);
+                watch(plan.nbytes(), plan.nbytes())?;
+                return result;
+            }
+        }
+        self.copy_ordered_leaves(plan, ordered, &mut external)
+    }
+
+    /// The independent leaves copied on another thread, `watch` polled meanwhile.
+    fn copy_watched<E>(
+        &self,
+        plan: &Plan,
+        ordered: &[bool],
+        progress: &Progress,
+        watch: &mut impl FnMut(usize, usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let total = plan.nbytes();
+        std::thread::scope(|scope| {
+            let (finished, wait) = mpsc::channel();
+            scope.spawn(move || {
+                self.copy_independent(plan, ordered, progress, true);
+                let _ = finished.send(());
+            });
+            while let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(self.tick) {
+                if let Err(error) = watch(progress.done.load(Ordering::Relaxed), total) {
+                    progress.cancelled.store(true, Ordering::Relaxed);
+                    let _ = wait.recv();
+                    return Err(error);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The leaves no other copy touches: in parallel tasks, or on this thread for small
+    /// loads (in tasks too when `stoppable`, so that a large leaf can be stopped midway).
+    fn copy_independent(
+        &self,
+        plan: &Plan,
+        ordered: &[bool],
+        progress: &Progress,
+        stoppable: bool,
+    ) {
         let independent =
             |i: usize, leaf: &LeafCopy| !ordered[i] && leaf.op != Op::External && !plan.noop[i];
         match &self.pool {
+            None if stoppable => {
+                for task in parallel_tasks(plan, &independent) {
+                    if progress.cancelled() {
+                        break;
+                    }
+                    progress.add(run_task(plan, &task, self.streaming));
+                }
+            }
             Some(pool) => {
                 let tasks = parallel_tasks(plan, &independent);
                 let streaming = self.streaming;
                 pool.install(|| {
-                    tasks
-                        .par_iter()
-                        .for_each(|task| run_task(plan, task, streaming))
+                    tasks.par_iter().for_each(|task| {
+                        if !progress.cancelled() {
+                            progress.add(run_task(plan, task, streaming));
+                        }
+                    })
                 });
             }
             None => {
                 for (i, leaf) in plan.leaves.iter().enumerate() {
+                    if progress.cancelled() {
+                        break;
+                    }
                     if independent(i, leaf) {
                         // SAFETY: an independent leaf shares no bytes with any other copy.
                         unsafe { copy_leaf(leaf, None, self.streaming) };
+                        progress.add(leaf.nbytes());
                     }
                 }
                 fence();
             }
         }
+    }
+
+    /// The leaves that share bytes with others, and those `external` copies, in walk order.
+    fn copy_ordered_leaves<E>(
+        &self,
+        plan: &Plan,
+        ordered: &[bool],
+        external: &mut impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<(), E> {
         for (i, leaf) in plan.leaves.iter().enumerate() {
             if plan.noop[i] {
                 continue;
@@ -137,13 +251,18 @@ fn parallel_tasks(plan: &Plan, independent: &dyn Fn(usize, &LeafCopy) -> bool) -
     tasks
 }
 
-fn run_task(plan: &Plan, task: &Task, streaming: bool) {
+/// Runs one task; returns the bytes it wrote.
+fn run_task(plan: &Plan, task: &Task, streaming: bool) -> usize {
+    let mut bytes = 0;
     for (i, range) in task {
+        let leaf = &plan.leaves[*i];
         // SAFETY: independent leaves share no bytes with any other copy, and tasks of one
         // leaf cover disjoint element ranges of a destination without self-overlap.
-        unsafe { copy_leaf(&plan.leaves[*i], Some(range.clone()), streaming) };
+        unsafe { copy_leaf(leaf, Some(range.clone()), streaming) };
+        bytes += range.len() * leaf.dst.itemsize;
     }
     fence(); // before rayon hands the finished task back
+    bytes
 }
 
 /// Copies elements `range` of a leaf (all of them for `None`) on the calling thread.
@@ -290,6 +409,54 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, vec![0, 2]);
+    }
+
+    fn big_plan(dst: &mut [f32], src: &[f32]) -> Plan {
+        let mut plan = Plan::new();
+        plan.add(
+            LeafCopy {
+                dst: f32_view(dst.as_mut_ptr(), 0, dst.len()),
+                src: Some(f32_view(src.as_ptr(), 0, src.len())),
+                op: Op::Bytes,
+            },
+            1,
+        );
+        plan
+    }
+
+    #[test]
+    fn a_watched_copy_reports_every_byte_by_its_end() {
+        let n = 3 << 20;
+        let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let mut dst = vec![0f32; n];
+        let plan = big_plan(&mut dst, &src);
+        let exec = Executor::new(&plan, 2).unwrap();
+        let mut seen = Vec::new();
+        let watch = |done, total| {
+            seen.push((done, total));
+            Ok::<(), ()>(())
+        };
+        exec.execute_watched(&plan, &exec.ordered(&plan), |_| Ok(()), Some(watch))
+            .unwrap();
+        assert_eq!(seen.last(), Some(&(4 * n, 4 * n)));
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(dst, src);
+    }
+
+    #[test]
+    fn a_watch_error_stops_the_copy_and_is_returned() {
+        let n = 64 << 20; // 256 MiB: many tasks, and more than one tick of copying
+        let src = vec![1f32; n];
+        let mut dst = vec![0f32; n];
+        let plan = big_plan(&mut dst, &src);
+        for threads in [1, 2] {
+            let mut exec = Executor::new(&plan, threads).unwrap();
+            exec.tick = Duration::ZERO; // the first watch comes long before the copy ends
+            let stop = |_, _| Err::<(), &str>("stop");
+            let result = exec.execute_watched(&plan, &exec.ordered(&plan), |_| Ok(()), Some(stop));
+            assert_eq!(result, Err("stop"));
+        }
+        assert_eq!(dst[n - 1], 0.0, "the copy went on after it was stopped");
     }
 
     #[test]

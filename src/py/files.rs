@@ -104,13 +104,17 @@ fn mapped_array<'py>(
 /// `metadata` as a safetensors file at `path`. The bytes go to a temporary file in the
 /// same folder, which is flushed to disk and then renamed over `path`, so that `path`
 /// holds either its old content or the whole new file, whatever happens.
+///
+/// `progress(bytes_done, bytes_total)` is called between pieces of 64 MiB, where Ctrl-C
+/// is checked too; an interrupted save leaves `path` as it was.
 #[pyfunction]
-#[pyo3(signature = (path, tensors, metadata))]
+#[pyo3(signature = (path, tensors, metadata, progress))]
 pub fn write_safetensors(
     py: Python<'_>,
     path: PathBuf,
     tensors: &Bound<'_, PyList>,
     metadata: Option<HashMap<String, String>>,
+    progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let mut infos = Vec::with_capacity(tensors.len());
     let mut chunks: Vec<(usize, usize)> = Vec::with_capacity(tensors.len());
@@ -144,23 +148,43 @@ pub fn write_safetensors(
     head.resize(head.len().next_multiple_of(8), b' ');
     let mut prefix = (head.len() as u64).to_le_bytes().to_vec();
     prefix.extend(head);
+    let progress = progress.map(Bound::unbind);
+    let mut tick = |done: usize, total: usize| {
+        Python::attach(|py| {
+            py.check_signals()?;
+            match &progress {
+                Some(report) => report.bind(py).call1((done, total)).map(drop),
+                None => Ok(()),
+            }
+        })
+    };
     // The arrays stay alive (`keep`) while the GIL is released for the write.
-    let written = py.detach(|| write_file(&path, &prefix, &chunks));
+    let written = py.detach(|| write_file(&path, &prefix, &chunks, &mut tick));
     drop(keep);
-    written.map_err(|e| PyOSError::new_err(format!("{}: cannot write: {e}", path.display())))
+    written
 }
 
 /// Writes `bytes` to `path` crash-safely, as `write_safetensors` does (for an index).
 #[pyfunction]
 pub fn write_raw(py: Python<'_>, path: PathBuf, bytes: &Bound<'_, PyBytes>) -> PyResult<()> {
     let bytes = bytes.as_bytes();
-    py.detach(|| write_file(&path, bytes, &[]))
-        .map_err(|e| PyOSError::new_err(format!("{}: cannot write: {e}", path.display())))
+    py.detach(|| write_file(&path, bytes, &[], &mut |_, _| Ok(())))
 }
 
+/// Bytes written between two calls of a save's progress.
+const PIECE: usize = 64 << 20;
+
 /// `prefix`, then each `(address, length)` chunk of memory, into a temporary file in
-/// `path`'s folder, flushed to disk and renamed over `path`.
-fn write_file(path: &Path, prefix: &[u8], chunks: &[(usize, usize)]) -> std::io::Result<()> {
+/// `path`'s folder, flushed to disk and renamed over `path`. `tick(done, total)` runs
+/// between pieces; its error abandons the temporary file.
+fn write_file(
+    path: &Path,
+    prefix: &[u8],
+    chunks: &[(usize, usize)],
+    tick: &mut dyn FnMut(usize, usize) -> PyResult<()>,
+) -> PyResult<()> {
+    let failed =
+        |e: std::io::Error| PyOSError::new_err(format!("{}: cannot write: {e}", path.display()));
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -168,22 +192,34 @@ fn write_file(path: &Path, prefix: &[u8], chunks: &[(usize, usize)]) -> std::io:
     let temp = tempfile::Builder::new()
         .prefix(".fastload-")
         .suffix(".tmp")
-        .tempfile_in(folder)?;
+        .tempfile_in(folder)
+        .map_err(failed)?;
+    let total = prefix.len() + chunks.iter().map(|c| c.1).sum::<usize>();
+    let mut done = 0;
     {
         let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
-        out.write_all(prefix)?;
+        out.write_all(prefix).map_err(failed)?;
+        done += prefix.len();
         for &(addr, len) in chunks {
             // SAFETY: each chunk is the whole memory of a C-contiguous array kept alive by
-            // the caller, which holds no other reference to it mutably.
+            // the caller for the duration of the write.
             let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
-            out.write_all(bytes)?;
+            for piece in bytes.chunks(PIECE) {
+                out.write_all(piece).map_err(failed)?;
+                done += piece.len();
+                if piece.len() == PIECE || done == total {
+                    tick(done, total)?;
+                }
+            }
         }
-        out.flush()?;
+        out.flush().map_err(failed)?;
     }
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
+    temp.as_file().sync_all().map_err(failed)?;
+    temp.persist(path).map_err(|e| failed(e.error))?;
     // The rename itself is durable once the folder is flushed too.
-    File::open(folder)?.sync_all()
+    File::open(folder)
+        .and_then(|f| f.sync_all())
+        .map_err(failed)
 }
 
 fn parse_dtype(name: &str) -> PyResult<Dtype> {

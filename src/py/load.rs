@@ -9,11 +9,15 @@ use crate::core::{merge_in_walk_order, threads, Executor, LoadFailure, Problem, 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+/// Copies of at least this size can be stopped with Ctrl-C while they run.
+const WATCHED_MIN_BYTES: usize = 64 << 20;
+
 /// Loads `src` into `dst` in place; the Python wrapper validates the arguments.
 ///
 /// `threads == 0` means the default (`FASTLOAD_NUM_THREADS`, else every core).
 #[pyfunction]
-#[pyo3(signature = (dst, src, filter, strict, casting, threads))]
+#[pyo3(signature = (dst, src, filter, strict, casting, threads, progress))]
+#[allow(clippy::too_many_arguments)]
 pub fn loadmodel<'py>(
     py: Python<'py>,
     dst: &Bound<'py, PyAny>,
@@ -22,6 +26,7 @@ pub fn loadmodel<'py>(
     strict: bool,
     casting: &str,
     threads: usize,
+    progress: Option<Bound<'py, PyAny>>,
 ) -> PyResult<()> {
     let threads = if threads == 0 {
         threads::default_threads()
@@ -75,16 +80,28 @@ pub fn loadmodel<'py>(
         keep_alive.push(staged.into_any());
     }
     let copy_cast = python_function(py, "fastload._cast", "copy_cast")?.unbind();
-    py.detach(|| {
-        executor.execute(&plan, &ordered, |leaf| {
-            Python::attach(|py| match external.get(&leaf) {
-                Some((dst, src)) => copy_cast.bind(py).call1((dst, src)).map(drop),
-                None => Err(PyRuntimeError::new_err(
-                    "internal error: a cast leaf has no arrays",
-                )),
-            })
+    let cast = |leaf| {
+        Python::attach(|py| match external.get(&leaf) {
+            Some((dst, src)) => copy_cast.bind(py).call1((dst, src)).map(drop),
+            None => Err(PyRuntimeError::new_err(
+                "internal error: a cast leaf has no arrays",
+            )),
         })
-    })?;
+    };
+    // A long copy is watched, so that Ctrl-C stops it and progress can be reported.
+    let watch = (progress.is_some() || plan.nbytes() >= WATCHED_MIN_BYTES).then(|| {
+        let progress = progress.map(Bound::unbind);
+        move |done: usize, total: usize| {
+            Python::attach(|py| {
+                py.check_signals()?;
+                match &progress {
+                    Some(report) => report.bind(py).call1((done, total)).map(drop),
+                    None => Ok(()),
+                }
+            })
+        }
+    });
+    py.detach(|| executor.execute_watched(&plan, &ordered, cast, watch))?;
     if let Some(copies) = torch_copies {
         copies.call_method0("run")?;
     }
