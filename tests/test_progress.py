@@ -1,0 +1,98 @@
+"""progress= reports a long copy or save, and Ctrl-C stops it with KeyboardInterrupt."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastload
+
+BIG = 48 << 20  # float32 elements per array: 192 MiB, several ticks of copying
+
+
+@pytest.fixture(scope="module")
+def big():
+    dst = [np.zeros(BIG, np.float32) for _ in range(2)]
+    src = [np.ones(BIG, np.float32) for _ in range(2)]
+    return dst, src
+
+
+def test_progress_reports_bytes_done_up_to_the_total(big):
+    dst, src = big
+    seen = []
+    fastload.loadmodel(dst, src, threads=1, progress=lambda done, total: seen.append((done, total)))
+    total = 2 * BIG * 4
+    assert seen[-1] == (total, total)
+    assert all(t == total for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert all(np.array_equal(d, s) for d, s in zip(dst, src))
+
+
+def test_an_exception_from_progress_stops_the_load_and_propagates(big):
+    dst, src = big
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fastload.loadmodel(dst, src, progress=interrupt)
+    with pytest.raises(TypeError, match="progress must be"):
+        fastload.loadmodel(dst, src, progress="yes")
+
+
+def test_progress_bar_on_stderr(big, capsys):
+    dst, src = big
+    fastload.loadmodel(dst, src, progress=True)
+    err = capsys.readouterr().err
+    assert "fastload: loading" in err and "100%" in err
+
+
+def test_save_progress_and_interrupted_save_keeps_the_old_file(tmp_path, big):
+    path = tmp_path / "big.safetensors"
+    fastload.save(path, {"w": np.zeros(4)})
+    old = path.read_bytes()
+    _, src = big
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fastload.save(path, {"a": src[0], "b": src[1]}, progress=interrupt)
+    assert path.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.safetensors"]
+    seen = []
+    fastload.save(path, {"a": src[0]}, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1][0] == seen[-1][1] == path.stat().st_size
+
+
+def test_ctrl_c_stops_a_long_copy():
+    # SIGINT arrives while the copy runs with the GIL released; the load must end with
+    # KeyboardInterrupt soon after, not only when the copy is done.
+    code = textwrap.dedent(
+        """
+        import os, signal, sys, threading, time
+        import numpy as np, fastload
+        dst = [np.zeros(64 << 20, np.float32) for _ in range(8)]
+        src = [np.ones(64 << 20, np.float32) for _ in range(8)]
+        fastload.loadmodel(dst, src)  # pages touched, first run out of the way
+        def ring():
+            time.sleep(0.15)
+            os.kill(os.getpid(), signal.SIGINT)
+        threading.Thread(target=ring).start()
+        start = time.perf_counter()
+        try:
+            for _ in range(50):
+                fastload.loadmodel(dst, src, threads=1)
+        except KeyboardInterrupt:
+            print("interrupted after", time.perf_counter() - start)
+            sys.exit(0)
+        sys.exit("never interrupted")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.split()[-1]) < 1.5
