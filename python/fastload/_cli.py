@@ -1,0 +1,152 @@
+"""The command line: ``python -m fastload inspect FILE`` and ``python -m fastload diff A B``.
+
+A checkpoint is a safetensors file or a sharded checkpoint's ``*.safetensors.index.json``.
+``diff`` also takes ``module:name``, a Python object (called if callable) whose state is
+compared, so that a checkpoint can be checked against a model before loading it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _fastload
+from ._files import TIES_KEY, read_flat
+from ._flat import flatten
+from .errors import LoadError
+
+Signature = Tuple[Tuple[int, ...], str]
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return ""
+
+
+def inspect(path: str, out=sys.stdout) -> None:
+    """Prints the tree of a checkpoint: paths, shapes, dtypes, bytes, ties and totals."""
+    arrays, metadata = read_flat(path)
+    ties: Dict[str, str] = json.loads(metadata.get(TIES_KEY, "{}"))
+    entries: Dict[str, Any] = dict(arrays)
+    entries.update(ties)
+    rows: List[Tuple[str, str]] = []
+    current: List[str] = []  # the node whose children are being printed
+    for key in sorted(entries, key=_natural):
+        parts = key.split(".")
+        parents = parts[:-1]
+        common = 0
+        while common < min(len(current), len(parents)) and current[common] == parents[common]:
+            common += 1
+        for depth in range(common, len(parents)):
+            rows.append(("  " * depth + parents[depth], ""))
+        current = parents
+        name = "  " * (len(parts) - 1) + parts[-1]
+        value = entries[key]
+        if isinstance(value, str):
+            rows.append((name, f"tied to {value}"))
+        else:
+            rows.append(
+                (name, f"{_shape(value.shape):<16} {value.dtype.name:<10} {_size(value.nbytes)}")
+            )
+    width = max((len(n) for n, _ in rows), default=0) + 2
+    total = sum(a.nbytes for a in arrays.values())
+    print(
+        f"{path}: {len(arrays)} tensors, {_size(total)}, {len(ties)} tied",
+        file=out,
+    )
+    for name, detail in rows:
+        print(f"{name:<{width}}{detail}".rstrip(), file=out)
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _natural(key: str) -> List[Any]:
+    """Sort key that puts ``h.2`` before ``h.10``."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in key.split(".")]
+
+
+def signatures(spec: str) -> Dict[str, Signature]:
+    """Shape and dtype of each array of a checkpoint path or a ``module:name`` object."""
+    if os.path.exists(spec) or spec.endswith((".safetensors", ".json")):
+        arrays, metadata = read_flat(spec)
+        ties = json.loads(metadata.get(TIES_KEY, "{}"))
+        found = {k: (tuple(a.shape), a.dtype.name) for k, a in arrays.items()}
+        found.update({k: found[first] for k, first in ties.items() if first in found})
+        return found
+    obj = _import(spec)
+    out = {}
+    for key, value in flatten(obj).items():
+        if (
+            _fastload.children(value) is None
+            and hasattr(value, "shape")
+            and hasattr(value, "dtype")
+        ):
+            out[key] = (tuple(value.shape), str(value.dtype).replace("torch.", ""))
+    return out
+
+
+def _import(spec: str) -> Any:
+    if ":" not in spec:
+        raise LoadError(f"{spec}: no such file (for a Python object, write module:name)", [])
+    module, _, name = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj() if callable(obj) else obj
+
+
+def diff(a: str, b: str, out=sys.stdout) -> int:
+    """Prints where two checkpoints (or a checkpoint and a model) differ in structure,
+    shape or dtype; returns 0 when they match, 1 when they differ."""
+    left, right = signatures(a), signatures(b)
+    lines = []
+    for key in sorted(set(left) | set(right), key=_natural):
+        if key not in right:
+            lines.append(f"- {key}: only in {a}")
+        elif key not in left:
+            lines.append(f"+ {key}: only in {b}")
+        elif left[key] != right[key]:
+            (ls, ld), (rs, rd) = left[key], right[key]
+            what = []
+            if ls != rs:
+                what.append(f"shape {_shape(ls)} vs {_shape(rs)}")
+            if ld != rd:
+                what.append(f"dtype {ld} vs {rd}")
+            lines.append(f"~ {key}: {', '.join(what)}")
+    for line in lines:
+        print(line, file=out)
+    same = sum(1 for k in left if k in right and left[k] == right[k])
+    print(f"{same} arrays match, {len(lines)} differ", file=out)
+    return 1 if lines else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastload", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    shown = commands.add_parser("inspect", help="print the tree of a checkpoint")
+    shown.add_argument("file")
+    compared = commands.add_parser("diff", help="where two checkpoints (or a model) differ")
+    compared.add_argument("a")
+    compared.add_argument("b")
+    args = parser.parse_args(argv)
+    np.set_printoptions(threshold=10)
+    try:
+        if args.command == "inspect":
+            inspect(args.file)
+            return 0
+        return diff(args.a, args.b)
+    except (LoadError, OSError, ImportError, AttributeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,92 @@
+"""The command line: inspect and diff checkpoints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+import fastload
+
+
+def run(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "fastload", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def model():
+    tree = {
+        "wte": np.zeros((10, 4), np.float32),
+        "h": [{"w": np.zeros((4, 4)), "b": np.zeros(4)} for _ in range(11)],
+        "ln": {"g": np.zeros(4, np.float16), "eps": 1e-5},
+    }
+    tree["head"] = {"weight": tree["wte"]}
+    return tree
+
+
+def test_inspect_prints_the_tree_with_shapes_dtypes_bytes_ties_and_totals(tmp_path):
+    path = tmp_path / "m.safetensors"
+    fastload.save(path, model())
+    result = run("inspect", path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{path}: 24 tensors, 1.9 kB, 1 tied"
+    body = [line.split() for line in lines[1:]]
+    assert ["h"] in body and ["2"] in body
+    assert ["wte", "(10,", "4)", "float32", "160", "B"] in body
+    assert ["weight", "tied", "to", "wte"] in body
+    assert ["g", "(4,)", "float16", "8", "B"] in body
+    # Layers in numeric order: 2 before 10.
+    names = [row[0] for row in body if len(row) == 1]
+    assert names.index("2") < names.index("10")
+
+
+def test_diff_shows_structure_shape_and_dtype_differences(tmp_path):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    fastload.save(a, model())
+    changed = model()
+    changed["h"][3]["w"] = np.zeros((4, 5))
+    changed["ln"]["g"] = np.zeros(4, np.float32)
+    del changed["h"][10]["b"]
+    changed["extra"] = np.zeros(2)
+    fastload.save(b, changed)
+    result = run("diff", a, b)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"+ extra: only in {b}",
+        "~ h.3.w: shape (4, 4) vs (4, 5)",
+        f"- h.10.b: only in {a}",
+        "~ ln.g: dtype float16 vs float32",
+        "20 arrays match, 4 differ",
+    ]
+    same = run("diff", a, a)
+    assert same.returncode == 0 and same.stdout.strip() == "24 arrays match, 0 differ"
+
+
+def test_diff_against_a_model_given_as_module_and_name(tmp_path):
+    (tmp_path / "mymodels.py").write_text(
+        "import numpy as np\n"
+        "def build():\n"
+        "    return {'wte': np.zeros((10, 4), np.float32), 'extra': np.zeros(3)}\n"
+    )
+    path = tmp_path / "m.safetensors"
+    fastload.save(path, {"wte": np.zeros((10, 4), np.float32)})
+    result = run("diff", path, "mymodels:build", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "+ extra: only in mymodels:build" in result.stdout
+
+
+def test_errors_name_the_file_and_exit_2(tmp_path):
+    missing = tmp_path / "missing.safetensors"
+    result = run("inspect", missing)
+    assert result.returncode == 2
+    assert str(missing) in result.stderr
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x0a" + b"\0" * 7 + b"{not json}")
+    result = run("diff", bad, missing)
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
