@@ -62,10 +62,10 @@ def test_diff_shows_structure_shape_and_dtype_differences(tmp_path):
         "~ h.3.w: shape (4, 4) vs (4, 5)",
         f"- h.10.b: only in {a}",
         "~ ln.g: dtype float16 vs float32",
-        "20 arrays match, 4 differ",
+        "22 arrays match, 4 differ",
     ]
     same = run("diff", a, a)
-    assert same.returncode == 0 and same.stdout.strip() == "24 arrays match, 0 differ"
+    assert same.returncode == 0 and same.stdout.strip() == "25 arrays match, 0 differ"
 
 
 def test_diff_against_a_model_given_as_module_and_name(tmp_path):
