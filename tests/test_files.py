@@ -237,3 +237,37 @@ def test_saved_arrays_of_any_layout_and_byte_order(tmp_path):
     for key in tree:
         assert np.array_equal(back[key], tree[key]), key
     assert back["be"].dtype == np.dtype("<i4")
+
+
+def test_torch_modules_save_and_load_through_files(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_model
+    from tests_torch_models import TinyGPT, build
+
+    src, dst = build(TinyGPT, 1), build(TinyGPT, 0)
+    ours = tmp_path / "ours.safetensors"
+    fastload.save(ours, src)
+    fastload.loadmodel(dst, ours)
+    for (key, a), b in zip(dst.state_dict().items(), src.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert dst.lm_head.weight is dst.wte.weight
+
+    # safetensors.torch stores a tied pair once, under one of its names: the other is
+    # filled from it, as safetensors' own load_model does.
+    theirs = tmp_path / "theirs.safetensors"
+    save_model(src, str(theirs))
+    stored = set(load_file(str(theirs)))
+    assert len({"wte.weight", "lm_head.weight"} & stored) == 1
+    dst = build(TinyGPT, 0)
+    fastload.loadmodel(dst, theirs)
+    for (key, a), b in zip(dst.state_dict().items(), src.state_dict().values()):
+        assert torch.equal(a, b), key
+
+    # bfloat16 modules, both ways.
+    half = build(TinyGPT, 2).to(torch.bfloat16)
+    path = tmp_path / "bf16.safetensors"
+    fastload.save(path, half)
+    assert load_file(str(path))["wte.weight"].dtype == ml_dtypes.bfloat16
+    target = build(TinyGPT, 0).to(torch.bfloat16)
+    fastload.loadmodel(target, path)
+    assert torch.equal(target.h[1].mlp[0].weight, half.h[1].mlp[0].weight)

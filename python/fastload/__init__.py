@@ -12,7 +12,7 @@ import os
 from typing import Any, Callable, Dict, Optional, TypeVar
 
 from . import _fastload, _files
-from ._flat import fill_arrayless, flatten, is_flat_state_dict, unflatten
+from ._flat import flat_source, flatten, is_flat_state_dict, unflatten
 from ._progress import reporter
 from ._tree import register, register_leaf
 from .errors import ArgumentError, DimensionMismatch, LoadError
@@ -107,7 +107,7 @@ def loadmodel(
     if _files.is_path(src):
         src = _files.source_for(dst, src)
     elif is_flat_state_dict(dst, src):
-        src = fill_arrayless(_fastload.state(dst), unflatten(src))
+        src = flat_source(dst, src)
     _fastload.loadmodel(dst, src, filter, bool(strict), casting, count, report)
     return dst
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from . import _fastload
-from ._flat import fill_arrayless, flatten, unflatten
+from ._flat import flat_source, flatten, unflatten
 from ._progress import ProgressFn, reporter
 from .errors import LoadError
 
@@ -302,7 +302,7 @@ def source_for(dst: Any, path: PathLike) -> Any:
     """What ``loadmodel(dst, path)`` loads from: the file's arrays (ties as shared arrays),
     nested, completed with the parts of ``dst`` that hold no arrays."""
     flat, _ = _read_tied(path, copy=False)
-    return fill_arrayless(_fastload.state(dst), unflatten(flat))
+    return flat_source(dst, flat)
 
 
 def _read_tied(path: PathLike, copy: bool) -> Tuple[Dict[str, Any], Dict[str, str]]:

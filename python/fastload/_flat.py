@@ -74,6 +74,27 @@ def _flatten_into(out: Dict[str, Any], path: List[str], node: Any, sep: str) -> 
         path.pop()
 
 
+def flat_source(dst: Any, flat: Mapping) -> Dict[str, Any]:
+    """A flat source (a ``state_dict``, a file's arrays) nested for loading into ``dst``.
+
+    Such a source holds arrays only, and each tied array once: a key it lacks is filled
+    from ``dst`` where that part of ``dst`` holds no arrays, and from the source of the
+    parameter it is tied to where it is tied to one the source has.
+    """
+    dst_state = _fastload.state(dst)
+    flat = dict(flat)
+    by_identity: Dict[int, List[str]] = {}
+    for key, value in flatten(dst_state).items():
+        if isinstance(value, _array_types()):
+            by_identity.setdefault(id(value), []).append(key)
+    for keys in by_identity.values():
+        present = [key for key in keys if key in flat]
+        if present and len(present) < len(keys):
+            for key in keys:
+                flat.setdefault(key, flat[present[0]])
+    return fill_arrayless(dst_state, unflatten(flat))
+
+
 def fill_arrayless(dst_state: Any, src: Dict[str, Any]) -> Dict[str, Any]:
     """``src`` (nested dicts of a flat source, which holds arrays only) completed with the
     parts of ``dst_state`` that hold no arrays (flags, empty modules, absent parameters),

@@ -1,0 +1,75 @@
+"""Real torch models for the tests: an MLP, a CNN with BatchNorm, a GPT-2-style
+transformer with a tied head, an LSTM."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.ln_2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x):
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class TinyGPT(nn.Module):
+    """A GPT-2-style transformer whose output head is tied to the token embedding."""
+
+    def __init__(self, vocab: int = 50, d: int = 16, layers: int = 2) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, d)
+        self.wpe = nn.Embedding(8, d)
+        self.h = nn.ModuleList([Block(d) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight
+        self.register_buffer("mask", torch.ones(8, 8), persistent=False)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.h:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def cnn():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 2, 3, bias=False),
+        nn.BatchNorm2d(2),
+        nn.Flatten(),
+    )
+
+
+def lstm():
+    return nn.LSTM(5, 7, num_layers=2)
+
+
+MODELS = {"mlp": mlp, "cnn": cnn, "gpt": TinyGPT, "lstm": lstm}
+
+
+def build(factory, seed: int):
+    torch.manual_seed(seed)
+    model = factory()
+    # Buffers differ too: running statistics and batch counters.
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            buf.uniform_(0.5, 2.0)
+        else:
+            buf.fill_(seed + 3)
+    return model
