@@ -4,7 +4,7 @@
     python benches/run.py --quick    # smaller data, fewer repeats: under a minute
     python benches/run.py --json out.json --only gpt2 tiny
 
-Scenarios: gpt2, tiny, huge, medium, cast, state, and (with torch installed) torch.
+Scenarios: gpt2, tiny, huge, medium, cast, state, file, and (with torch installed) torch.
 
 Every figure is a median over repeats. Ratios compare timings taken in this run on the
 same data. ``limit`` is the memory-bandwidth limit: the best of 1..N threads running
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="benches/results.json", help="where to write JSON")
     parser.add_argument("--only", nargs="*", help="scenario names to run")
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["gpt2", "tiny", "huge", "medium", "cast", "state", "torch"])
+    wanted = set(args.only or ["gpt2", "tiny", "huge", "medium", "cast", "state", "torch", "file"])
     run = Runner(args.quick)
     scale = 2 if args.quick else 1
 
@@ -206,6 +206,11 @@ def main(argv=None) -> int:
             print("torch scenarios skipped: torch is not installed")
         else:
             torch_scenarios.run_all(run, args.quick)
+
+    if "file" in wanted:
+        import file_scenarios
+
+        file_scenarios.run_all(run, args.quick)
 
     result = {
         "machine": {

@@ -250,17 +250,20 @@ def _write_text(path: Path, text: str) -> None:
 # ---- loading -----------------------------------------------------------------
 
 
-def read_flat(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+def read_flat(
+    path: PathLike, populate: bool = False
+) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     """The arrays of a file or a sharded checkpoint under their dotted keys, in file order,
-    and its metadata. Every file is opened and checked before this returns."""
+    and its metadata. Every file is opened and checked before this returns. ``populate``
+    maps all pages up front, for a caller about to read every byte."""
     path = Path(os.fspath(path))
     if path.name.endswith(INDEX_SUFFIX):
-        return _read_sharded(path)
-    arrays, metadata = _fastload.read_safetensors(path)
+        return _read_sharded(path, populate)
+    arrays, metadata = _fastload.read_safetensors(path, populate)
     return dict(arrays), dict(metadata or {})
 
 
-def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+def _read_sharded(index: Path, populate: bool) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     try:
         body = json.loads(index.read_text())
         weight_map = body["weight_map"]
@@ -273,7 +276,7 @@ def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     for shard in dict.fromkeys(weight_map.values()):
         if not isinstance(shard, str) or Path(shard).name != shard:
             raise _file_error(index, f"shard {shard!r} is not a file name in the same folder")
-        found, _ = _fastload.read_safetensors(index.parent / shard)
+        found, _ = _fastload.read_safetensors(index.parent / shard, populate)
         for key, array in found:
             if weight_map.get(key) == shard:
                 arrays[key] = array
@@ -301,13 +304,15 @@ def load(path: PathLike, *, copy: bool = False) -> Any:
 def source_for(dst: Any, path: PathLike) -> Any:
     """What ``loadmodel(dst, path)`` loads from: the file's arrays (ties as shared arrays),
     nested, completed with the parts of ``dst`` that hold no arrays."""
-    flat, _ = _read_tied(path, copy=False)
+    flat, _ = _read_tied(path, copy=False, populate=True)
     return flat_source(dst, flat)
 
 
-def _read_tied(path: PathLike, copy: bool) -> Tuple[Dict[str, Any], Dict[str, str]]:
+def _read_tied(
+    path: PathLike, copy: bool, populate: bool = False
+) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """The arrays of a checkpoint, each tied key holding its first key's array."""
-    arrays, metadata = read_flat(path)
+    arrays, metadata = read_flat(path, populate)
     if copy:
         arrays = {key: np.array(a) for key, a in arrays.items()}
     flat: Dict[str, Any] = dict(arrays)

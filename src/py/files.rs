@@ -3,7 +3,7 @@
 
 use super::python_function;
 use crate::core::checkpoint::{describe, read_header};
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 use numpy::npyffi::{self, NpyTypes, PY_ARRAY_API};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyOSError;
@@ -29,8 +29,15 @@ type FileContents<'py> = (
 
 /// Maps `path` and checks its header (every check of the safetensors format: lengths,
 /// JSON, offsets, dtype and shape against byte length) before any array is made.
+/// `populate` maps every page up front, which is cheaper than faulting them in one by
+/// one when all of the file is about to be read.
 #[pyfunction]
-pub fn read_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<FileContents<'py>> {
+#[pyo3(signature = (path, populate=false))]
+pub fn read_safetensors<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    populate: bool,
+) -> PyResult<FileContents<'py>> {
     let file = File::open(&path).map_err(|e| file_error(py, &path, &e.to_string()))?;
     let len = file
         .metadata()
@@ -45,7 +52,11 @@ pub fn read_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<FileCon
     }
     // SAFETY: the map is read-only. A file changed by another process while mapped is
     // outside what a load can guard against (documented).
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| file_error(py, &path, &e.to_string()))?;
+    let mut options = MmapOptions::new();
+    if populate {
+        options.populate();
+    }
+    let map = unsafe { options.map(&file) }.map_err(|e| file_error(py, &path, &e.to_string()))?;
     let header = read_header(&map).map_err(|reason| file_error(py, &path, &reason))?;
     let mapped = Bound::new(py, MappedFile { map })?;
     let start = mapped.get().map.as_ptr() as usize;
