@@ -131,6 +131,14 @@ def test_sharded_checkpoints(tmp_path, snapshot):
     assert dst["head"]["weight"] is dst["wte"]
     back = fastload.load(index)
     assert back["ln"]["eps"] == 1e-5 and back["head"]["weight"] is back["wte"]
+    # A shard of another save (an interrupted one, say): refused.
+    other = tmp_path / "other"
+    other.mkdir()
+    fastload.save(other / index.name, src, max_shard_size=100)
+    (other / shards[0]).replace(tmp_path / shards[0])
+    with pytest.raises(LoadError, match="written by another save"):
+        fastload.loadmodel(model(0), index)
+    fastload.save(index, src, max_shard_size=100)
     # A shard gone: refused before anything is written.
     (tmp_path / shards[-1]).unlink()
     dst = model(0)

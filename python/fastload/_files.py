@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -26,6 +27,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 STATE_KEY = "fastload.state"
 TIES_KEY = "fastload.ties"
+SAVE_ID_KEY = "fastload.save_id"
 INDEX_SUFFIX = ".index.json"
 
 # safetensors dtype names and NumPy's; the ml_dtypes ones are looked up when met.
@@ -223,6 +225,9 @@ def _save_sharded(
         shards[-1].append(entry)
         size += nbytes
     names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    # Every shard carries the id of its save, so that a load can tell shards of another
+    # (say, interrupted) save from this one's.
+    save_id = uuid.uuid4().hex
     weight_map = {}
     total = sum(entry[2].nbytes for entry in arrays)
     written = 0
@@ -234,10 +239,14 @@ def _save_sharded(
             def shard_report(done: int, _: int, before: int = written) -> None:
                 report(before + done, total)
 
-        _fastload.write_safetensors(index.parent / name, shard, {"format": "np"}, shard_report)
+        shard_info = {"format": "np", SAVE_ID_KEY: save_id}
+        _fastload.write_safetensors(index.parent / name, shard, shard_info, shard_report)
         weight_map.update({key: name for key, _, _ in shard})
         written += sum(entry[2].nbytes for entry in shard)
-    body = {"metadata": dict(info, total_size=str(total)), "weight_map": weight_map}
+    body = {
+        "metadata": dict(info, total_size=str(total), **{SAVE_ID_KEY: save_id}),
+        "weight_map": weight_map,
+    }
     # The index is written last, by the same crash-safe path: until it lands, the old
     # index (if any) still names whole shards.
     _write_text(index, json.dumps(body, indent=2))
@@ -276,7 +285,10 @@ def _read_sharded(index: Path, populate: bool) -> Tuple[Dict[str, np.ndarray], D
     for shard in dict.fromkeys(weight_map.values()):
         if not isinstance(shard, str) or Path(shard).name != shard:
             raise _file_error(index, f"shard {shard!r} is not a file name in the same folder")
-        found, _ = _fastload.read_safetensors(index.parent / shard, populate)
+        found, shard_info = _fastload.read_safetensors(index.parent / shard, populate)
+        expected = metadata.get(SAVE_ID_KEY)
+        if expected is not None and (shard_info or {}).get(SAVE_ID_KEY) != expected:
+            raise _file_error(index, f"shard {shard} was written by another save")
         for key, array in found:
             if weight_map.get(key) == shard:
                 arrays[key] = array
