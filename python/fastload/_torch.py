@@ -9,6 +9,7 @@ copied by torch itself, after every check of the whole load has passed.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -88,11 +89,14 @@ def as_tensor(x: Any) -> torch.Tensor:
     dtype = _TORCH.get(x.dtype)
     if dtype is None:
         raise TypeError(f"torch cannot hold a NumPy array of dtype {x.dtype}")
-    if x.dtype in (_ML[d][1] for d in _ML):
-        same_size = _ML[dtype][0]
-        raw = x.view(np.dtype(f"i{x.dtype.itemsize}"))
-        return torch.from_numpy(raw).view(same_size).view(dtype)
-    return torch.from_numpy(x)
+    with warnings.catch_warnings():
+        # A read-only source (a mapped file) is only ever read here.
+        warnings.simplefilter("ignore", UserWarning)
+        if dtype in _ML:
+            same_size = _ML[dtype][0]
+            raw = x.view(np.dtype(f"i{x.dtype.itemsize}"))
+            return torch.from_numpy(raw).view(same_size).view(dtype)
+        return torch.from_numpy(x)
 
 
 def _shape(x: Any) -> str:
