@@ -89,3 +89,47 @@ def test_a_load_large_enough_to_stream_past_the_caches_is_exact():
     fastload.loadmodel(dst, src)
     for d, s in zip(dst, src):
         np.testing.assert_array_equal(d, s)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_threads_loading_into_one_model_give_one_load_after_the_other(threads):
+    # Two sources of many leaves (each copy takes long enough for the two to meet);
+    # whatever the timing, the model ends up holding one source whole, never a mix.
+    leaves, size = 48, 1 << 18
+    sources = [[np.full(size, float(k + 1), np.float32) for _ in range(leaves)] for k in range(2)]
+    model = [np.zeros(size, np.float32) for _ in range(leaves)]
+    for _ in range(10):
+        barrier = threading.Barrier(2)
+        errors = []
+
+        def load(k):
+            try:
+                barrier.wait()
+                fastload.loadmodel(model, sources[k], threads=threads)
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        workers = [threading.Thread(target=load, args=(k,)) for k in range(2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert not errors
+        values = {float(leaf[0]) for leaf in model} | {float(leaf[-1]) for leaf in model}
+        assert len(values) == 1 and values <= {1.0, 2.0}, values
+
+
+def test_a_load_started_inside_another_into_the_same_model_is_an_error():
+    model = [np.zeros(32 << 20, np.float32)]  # 128 MiB: a watched copy with a progress call
+    inner_errors = []
+
+    def progress(done, total):
+        if not inner_errors:
+            try:
+                fastload.loadmodel(model, [np.ones(32 << 20, np.float32)])
+            except RuntimeError as e:
+                inner_errors.append(e)
+
+    fastload.loadmodel(model, [np.full(32 << 20, 2.0, np.float32)], progress=progress)
+    assert inner_errors and "already loading into this destination" in str(inner_errors[0])
+    assert model[0][0] == 2.0 and model[0][-1] == 2.0

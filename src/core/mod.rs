@@ -9,6 +9,7 @@ pub mod convert;
 pub mod dtype;
 pub mod execute;
 pub mod half_bits;
+pub mod inflight;
 pub mod kernels;
 pub mod layout;
 pub mod overlap;

@@ -3,6 +3,7 @@
 use super::kernels::Op;
 use super::layout::ArrayView;
 use super::ties::{TieCache, TieCheck};
+use std::ops::Range;
 
 /// One destination array and what goes into it.
 #[derive(Clone, Debug)]
@@ -79,6 +80,16 @@ impl Plan {
                 TieEntry::New(next)
             }
         }
+    }
+
+    /// The addresses from the lowest to the highest byte the copy writes, if any.
+    pub fn written_span(&self) -> Option<Range<usize>> {
+        self.leaves
+            .iter()
+            .zip(&self.noop)
+            .filter(|(_, noop)| !**noop)
+            .filter_map(|(leaf, _)| leaf.dst.byte_span())
+            .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end))
     }
 
     /// Requires the later source of tied leaf `first` to give the same value.

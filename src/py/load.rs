@@ -5,7 +5,9 @@ use super::errors::load_error;
 use super::leaf::{changed_arrays, stage_cast};
 use super::python_function;
 use super::walk::{Walked, Walker};
-use crate::core::{merge_in_walk_order, threads, Executor, LoadFailure, Problem, ProblemKind};
+use crate::core::{
+    inflight, merge_in_walk_order, threads, Executor, LoadFailure, Problem, ProblemKind,
+};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
@@ -60,6 +62,12 @@ pub fn loadmodel<'py>(
         let problems = merge_in_walk_order(problems, tie_problems);
         return Err(load_error(py, &LoadFailure { problems }));
     }
+    // Another load into the same memory finishes first (see `core::inflight`); waiting
+    // releases the GIL, which that load may need.
+    let span = plan.written_span();
+    let _reservation = py
+        .detach(|| inflight::reserve(span))
+        .map_err(PyRuntimeError::new_err)?;
     // Casts only NumPy does are done now, before any byte is written, into arrays that
     // the copy then reads. Only leaves that must run in walk order (their memory is shared
     // with other leaves) are cast during the copy itself, with the GIL.
