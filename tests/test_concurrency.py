@@ -102,7 +102,7 @@ def test_two_threads_loading_into_one_model_give_one_load_after_the_other(thread
         barrier = threading.Barrier(2)
         errors = []
 
-        def load(k):
+        def load(k, barrier=barrier, errors=errors):
             try:
                 barrier.wait()
                 fastload.loadmodel(model, sources[k], threads=threads)

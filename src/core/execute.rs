@@ -140,12 +140,15 @@ impl Executor {
                 self.copy_independent(plan, ordered, progress, true);
                 let _ = finished.send(());
             });
-            while let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(self.tick) {
+            // The first call comes at once, so that a copy can be refused before it starts.
+            let mut wait_for = Duration::ZERO;
+            while let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(wait_for) {
                 if let Err(error) = watch(progress.done.load(Ordering::Relaxed), total) {
                     progress.cancelled.store(true, Ordering::Relaxed);
                     let _ = wait.recv();
                     return Err(error);
                 }
+                wait_for = self.tick;
             }
             Ok(())
         })
