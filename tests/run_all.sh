@@ -8,4 +8,4 @@ python -m pip install --quiet --disable-pip-version-check -e ".[test,torch]"
 cargo test --quiet
 cargo fmt --check
 ruff check python tests benches
-python -m pytest -q "$@"
+python -X dev -X faulthandler -m pytest -q "$@"
