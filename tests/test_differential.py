@@ -58,6 +58,8 @@ TAME_FLOATS = [0.0, 1.0, -1.0, 0.5, -2.5, 7.0, 100.0]  # exact under any float -
 INTS = [0, 1, -1, 2, 7, 255, 2049, 65519, 65520, 16777217, 2**31 - 1, -(2**31)]
 STRINGS = ["", "a", "xyz", "é"]
 OBJECTS = [1, "a", None]
+
+
 class Obj:
     """A plain object: keyed by its attributes."""
 
@@ -65,7 +67,7 @@ class Obj:
         self.__dict__.update(attrs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dataclass_of(fields):
     """A dataclass with these fields, one class per field tuple."""
     return dataclasses.make_dataclass("Layer_" + "_".join(fields), fields)
