@@ -12,6 +12,28 @@ import fastload
 from fastload import _fastload
 
 
+def run_together(work, count):
+    """Runs ``work(i)`` for ``i < count`` on as many threads, started together; raises
+    the first exception any of them raised."""
+    errors = []
+    barrier = threading.Barrier(count)
+
+    def run(i):
+        try:
+            barrier.wait()
+            work(i)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_other_python_threads_run_during_a_large_copy(threads):
     src = [np.ones(16 << 20, np.float32) for _ in range(6)]  # 6 x 64 MiB
@@ -48,23 +70,12 @@ def test_four_threads_load_separate_models_at_once():
         {"layers": [{"w": np.zeros((300, 300), np.float32), "b": np.zeros(300)} for _ in range(6)]}
         for _ in range(4)
     ]
-    errors = []
-    barrier = threading.Barrier(4)
 
     def load(i):
-        try:
-            barrier.wait()
-            for _ in range(20):
-                fastload.loadmodel(models[i], sources[i], threads=2)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for _ in range(20):
+            fastload.loadmodel(models[i], sources[i], threads=2)
 
-    workers = [threading.Thread(target=load, args=(i,)) for i in range(4)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert not errors
+    run_together(load, 4)
     for model, source in zip(models, sources):
         for got, want in zip(model["layers"], source["layers"]):
             np.testing.assert_array_equal(got["w"], want["w"].astype(np.float32))
@@ -99,22 +110,7 @@ def test_two_threads_loading_into_one_model_give_one_load_after_the_other(thread
     sources = [[np.full(size, float(k + 1), np.float32) for _ in range(leaves)] for k in range(2)]
     model = [np.zeros(size, np.float32) for _ in range(leaves)]
     for _ in range(10):
-        barrier = threading.Barrier(2)
-        errors = []
-
-        def load(k, barrier=barrier, errors=errors):
-            try:
-                barrier.wait()
-                fastload.loadmodel(model, sources[k], threads=threads)
-            except Exception as e:  # pragma: no cover - reported below
-                errors.append(e)
-
-        workers = [threading.Thread(target=load, args=(k,)) for k in range(2)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        assert not errors
+        run_together(lambda k: fastload.loadmodel(model, sources[k], threads=threads), 2)
         values = {float(leaf[0]) for leaf in model} | {float(leaf[-1]) for leaf in model}
         assert len(values) == 1 and values <= {1.0, 2.0}, values
 
