@@ -214,6 +214,14 @@ def test_autograd_sees_the_in_place_write():
         out.backward()
 
 
+def test_autograd_sees_writes_that_torch_copies_too():
+    param = nn.Parameter(torch.zeros(3, dtype=torch.complex64))
+    version = param._version
+    fastload.loadmodel({"w": param}, {"w": torch.ones(3, dtype=torch.complex64).conj()})
+    assert param._version > version
+    assert torch.equal(param.detach(), torch.ones(3, dtype=torch.complex64))
+
+
 def test_tensors_torch_copies_are_checked_like_the_rest():
     # A conjugate view has no NumPy view of its memory: torch copies it.
     z = torch.tensor([1 + 2j, 3 - 1j], dtype=torch.complex64)

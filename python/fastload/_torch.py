@@ -133,6 +133,8 @@ class TorchCopies:
         # Destination memory already planned, for tied parameters: key -> first source.
         self.firsts: Dict[tuple, torch.Tensor] = {}
         self.ties: List[Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # What autograd must hear was written: the tensors behind the destinations.
+        self.written: List[Any] = []
 
     def add(self, dst: Any, src: Any, path: str) -> Optional[Tuple[int, str]]:
         """Plans ``dst <- src`` (zeros where ``src`` is ``None``); returns ``(kind,
@@ -160,6 +162,7 @@ class TorchCopies:
         if first is None:
             self.firsts[key] = src_t
             self.copies.append((dst_t, src_t))
+            self.written.append(_owner(dst))
         else:
             self.ties.append((path, dst_t, first, src_t))
         return None
@@ -189,7 +192,14 @@ class TorchCopies:
                 devices.update(d for d in (dst.device, src.device) if d.type == "cuda")
         for device in devices:
             torch.cuda.synchronize(device)
-        bump_versions(dst for dst, _ in self.copies)
+        bump_versions(self.written)
+
+
+def _owner(x: Any) -> Any:
+    """The tensor whose memory ``x`` (a tensor, or a NumPy view of one) is."""
+    while isinstance(x, np.ndarray):
+        x = x.base
+    return x
 
 
 def bump_versions(written: Any) -> None:
