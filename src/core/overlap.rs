@@ -69,15 +69,8 @@ pub fn ordered_leaves(leaves: &[LeafCopy], noop: &[bool]) -> Vec<bool> {
         return ordered;
     }
     // Arrays of different allocations never share bytes: only allocations that more than
-    // one array belongs to need comparing, and those are rare. Sorting the owners finds
-    // them with sequential memory access.
-    owners.sort_unstable();
-    let shared: FxHashSet<NonZeroUsize> = owners
-        .windows(2)
-        .filter(|pair| pair[0] == pair[1])
-        .map(|pair| pair[0])
-        .collect();
-    drop(owners);
+    // one array belongs to need comparing, and those are rare.
+    let shared = repeated(owners);
     if shared.is_empty() {
         return ordered;
     }
@@ -91,6 +84,43 @@ pub fn ordered_leaves(leaves: &[LeafCopy], noop: &[bool]) -> Vec<bool> {
         order_overlapping(group, &mut ordered);
     }
     ordered
+}
+
+/// The owners that occur more than once. A bitmap of hashed owners, small enough to stay
+/// in cache, rules out most owners in one pass; only those whose bit was already set are
+/// sorted to find the real repeats.
+fn repeated(mut owners: Vec<NonZeroUsize>) -> FxHashSet<NonZeroUsize> {
+    const BITS: usize = 1 << 22; // 512 KiB
+    if owners.len() < 1 << 14 {
+        // Few enough to sort at once, without paying for the bitmap.
+        owners.sort_unstable();
+        return owners
+            .windows(2)
+            .filter(|pair| pair[0] == pair[1])
+            .map(|pair| pair[0])
+            .collect();
+    }
+    let slot = |owner: NonZeroUsize| {
+        let hash = (owner.get() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (hash >> (64 - 22)) as usize
+    };
+    let mut seen = vec![0u64; BITS / 64];
+    let mut clashed = vec![0u64; BITS / 64];
+    for &owner in &owners {
+        let (word, bit) = (slot(owner) / 64, 1u64 << (slot(owner) % 64));
+        clashed[word] |= seen[word] & bit;
+        seen[word] |= bit;
+    }
+    let mut candidates: Vec<NonZeroUsize> = owners
+        .into_iter()
+        .filter(|&owner| clashed[slot(owner) / 64] & (1u64 << (slot(owner) % 64)) != 0)
+        .collect();
+    candidates.sort_unstable();
+    candidates
+        .windows(2)
+        .filter(|pair| pair[0] == pair[1])
+        .map(|pair| pair[0])
+        .collect()
 }
 
 /// Marks every leaf of a cluster of transitively overlapping spans that holds a
@@ -142,6 +172,15 @@ mod tests {
             src: src.map(|(a, n)| ArrayView::contiguous(a, &[n], 1)),
             op: if src.is_some() { Op::Bytes } else { Op::Zeros },
         }
+    }
+
+    #[test]
+    fn repeated_owners_are_found_among_many_distinct_ones() {
+        let owner = |n: usize| NonZeroUsize::new(n).unwrap();
+        let mut owners: Vec<_> = (1..200_000).map(|n| owner(n * 48)).collect();
+        owners.extend([owner(480), owner(96_000), owner(480)]);
+        let found = repeated(owners);
+        assert_eq!(found, [owner(480), owner(96_000)].into_iter().collect());
     }
 
     #[test]

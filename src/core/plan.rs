@@ -42,6 +42,8 @@ pub struct Plan {
     /// For each leaf, whether its copy changes nothing (see [`LeafCopy::is_noop`]).
     pub(crate) noop: Vec<bool>,
     nbytes: usize,
+    /// The lowest to the highest byte the copies write (see [`Plan::written_span`]).
+    written: Option<Range<usize>>,
     pub(crate) ties: TieCache,
     pub(crate) tie_checks: Vec<TieCheck>,
 }
@@ -74,7 +76,17 @@ impl Plan {
                 leaf: Box::new(leaf),
             },
             None => {
-                self.noop.push(leaf.is_noop());
+                let noop = leaf.is_noop();
+                if !noop {
+                    // Worked out here, while the leaf is in cache, not in a pass of its own.
+                    if let Some(span) = leaf.dst.byte_span() {
+                        self.written = Some(match self.written.take() {
+                            Some(w) => w.start.min(span.start)..w.end.max(span.end),
+                            None => span,
+                        });
+                    }
+                }
+                self.noop.push(noop);
                 self.nbytes += leaf.nbytes();
                 self.leaves.push(leaf);
                 TieEntry::New(next)
@@ -84,12 +96,7 @@ impl Plan {
 
     /// The addresses from the lowest to the highest byte the copy writes, if any.
     pub fn written_span(&self) -> Option<Range<usize>> {
-        self.leaves
-            .iter()
-            .zip(&self.noop)
-            .filter(|(_, noop)| !**noop)
-            .filter_map(|(leaf, _)| leaf.dst.byte_span())
-            .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end))
+        self.written.clone()
     }
 
     /// Requires the later source of tied leaf `first` to give the same value.

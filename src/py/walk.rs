@@ -24,7 +24,7 @@ const LISTED_KEYS: usize = 10;
 /// one model then never grow their plans. Capped, so that one huge load does not make
 /// every later small one reserve as much.
 static LAST_PLAN_LEAVES: AtomicUsize = AtomicUsize::new(0);
-const MAX_RESERVED_LEAVES: usize = 1 << 16;
+const MAX_RESERVED_LEAVES: usize = 1 << 18;
 
 /// What a finished walk hands to the copy.
 pub struct Walked<'py> {
