@@ -3,8 +3,10 @@
 //! The element-wise kernels in `kernels` handle any layout; a contiguous run of aligned
 //! elements is converted here instead, as slices the compiler can vectorise, in an AVX2
 //! build of the same code when the processor has it, and with the processor's own
-//! float16 conversions (F16C) where `half` finds them.
+//! float16 conversions where it has them (`convert_x86`).
 
+#[cfg(target_arch = "x86_64")]
+use super::convert_x86 as x86;
 use super::dtype::{with_element, Element, Scalar};
 use super::half_bits;
 use half::slice::HalfFloatSliceExt;
@@ -27,7 +29,7 @@ pub unsafe fn convert_contiguous(
     s: *const u8,
     n: usize,
 ) -> bool {
-    if s as usize % from.size() != 0 || d as usize % to.size() != 0 {
+    if !(s as usize).is_multiple_of(from.size()) || !(d as usize).is_multiple_of(to.size()) {
         return false;
     }
     // SAFETY: aligned, in bounds and disjoint per the caller; every element type here is
@@ -59,11 +61,10 @@ unsafe fn slice_mut<'a, T>(p: *mut u8, n: usize) -> &'a mut [T] {
     unsafe { std::slice::from_raw_parts_mut(p as *mut T, n) }
 }
 
-/// float32 -> float16 with F16C where present; NaNs then get NumPy's payload bits.
+/// float32 -> float16 in one pass; NaNs then get NumPy's payload bits.
 fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
     for (s, d) in src.chunks(STEP).zip(dst.chunks_mut(STEP)) {
-        f32_to_f16_bulk(s, d);
-        if any_nan(s) {
+        if f32_to_f16_bulk(s, d) {
             for (x, h) in s.iter().zip(d.iter_mut()) {
                 if x.is_nan() {
                     *h = half_bits::f16_from_f32(*x);
@@ -73,89 +74,37 @@ fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
     }
 }
 
-/// Whether any element is NaN; branch-free so that it vectorises.
-fn any_nan(values: &[f32]) -> bool {
-    values.iter().fold(false, |found, x| found | x.is_nan())
-}
-
-fn f32_to_f16_bulk(src: &[f32], dst: &mut [f16]) {
+/// float32 -> float16, NaNs aside; returns whether a NaN may need fixing up.
+fn f32_to_f16_bulk(src: &[f32], dst: &mut [f16]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: the processor has F16C and AVX.
-        return unsafe { x86::f32_to_f16(src, dst) };
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has AVX-512F.
+            return unsafe { x86::f32_to_f16_avx512(src, dst) };
+        }
+        if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx")
+        {
+            // SAFETY: the processor has F16C and AVX.
+            return unsafe { x86::f32_to_f16_avx(src, dst) };
+        }
     }
     dst.convert_from_f32_slice(src);
+    // Branch-free, so that it vectorises.
+    src.iter().fold(false, |found, x| found | x.is_nan())
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::half_bits;
-    use half::{bf16, f16};
-    use std::arch::x86_64::*;
-
-    /// float32 -> bfloat16 as ml_dtypes rounds it (see `half_bits::bf16_from_f32`), eight
-    /// at a time.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
-        let n = src.len().min(dst.len());
-        let whole = n - n % 8;
-        let (one, bias, abs, inf) = (
-            _mm256_set1_epi32(1),
-            _mm256_set1_epi32(0x7fff),
-            _mm256_set1_epi32(0x7fff_ffff),
-            _mm256_set1_epi32(0x7f80_0000),
-        );
-        let (sign, quiet) = (_mm256_set1_epi32(0x8000), _mm256_set1_epi32(0x7fc0));
-        for i in (0..whole).step_by(8) {
-            // SAFETY: `i + 8 <= n`, within both slices; unaligned loads and stores.
-            unsafe {
-                let x = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
-                let high = _mm256_srli_epi32::<16>(x);
-                let lsb = _mm256_and_si256(high, one);
-                let rounded =
-                    _mm256_srli_epi32::<16>(_mm256_add_epi32(x, _mm256_add_epi32(bias, lsb)));
-                let nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, abs), inf);
-                let quiet_nan = _mm256_or_si256(_mm256_and_si256(high, sign), quiet);
-                let bits = _mm256_blendv_epi8(rounded, quiet_nan, nan);
-                // Pack the eight 32-bit results (each below 2^16) into 16 bits, in order.
-                let packed = _mm256_packus_epi32(bits, bits);
-                let ordered = _mm256_permute4x64_epi64::<0b1000>(packed);
-                _mm_storeu_si128(
-                    dst.as_mut_ptr().add(i) as *mut __m128i,
-                    _mm256_castsi256_si128(ordered),
-                );
-            }
-        }
-        for i in whole..n {
-            dst[i] = half_bits::bf16_from_f32(src[i]);
-        }
-    }
-
-    /// float32 -> float16, eight at a time, rounding to nearest-even.
-    #[target_feature(enable = "avx,f16c")]
-    pub unsafe fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
-        let n = src.len().min(dst.len());
-        let whole = n - n % 8;
-        for i in (0..whole).step_by(8) {
-            // SAFETY: `i + 8 <= n`, within both slices; unaligned loads and stores.
-            unsafe {
-                let x = _mm256_loadu_ps(src.as_ptr().add(i));
-                let h = _mm256_cvtps_ph::<0>(x); // 0: round to nearest-even
-                _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, h);
-            }
-        }
-        for i in whole..n {
-            dst[i] = f16::from_f32(src[i]);
-        }
-    }
-}
-
-/// float32 -> bfloat16 with AVX2 where present.
+/// float32 -> bfloat16 with AVX-512 or AVX2 where present.
 fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the processor has AVX2.
-        return unsafe { x86::f32_to_bf16(src, dst) };
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has AVX-512F.
+            return unsafe { x86::f32_to_bf16_avx512(src, dst) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2.
+            return unsafe { x86::f32_to_bf16_avx2(src, dst) };
+        }
     }
     generic(src, dst)
 }

@@ -6,6 +6,8 @@
 
 pub mod checkpoint;
 pub mod convert;
+#[cfg(target_arch = "x86_64")]
+mod convert_x86;
 pub mod dtype;
 pub mod execute;
 pub mod half_bits;
