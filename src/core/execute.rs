@@ -75,6 +75,30 @@ impl Executor {
         }
     }
 
+    /// Whether the plan is best copied leaf by leaf in walk order on the calling thread
+    /// ([`Executor::copy_in_walk_order`]): a plan without a pool or streaming, such as one
+    /// of many small leaves, where working out which leaves could run in any order costs
+    /// more than it saves.
+    pub fn runs_in_walk_order(&self) -> bool {
+        self.pool.is_none() && !self.streaming
+    }
+
+    /// Copies every leaf in walk order on the calling thread, the order the result is
+    /// defined by, so that no overlap analysis is needed. The plan must hold no
+    /// [`Op::External`] leaf (those are skipped).
+    pub fn copy_in_walk_order(&self, plan: &Plan) {
+        for (leaf, &noop) in plan.leaves.iter().zip(&plan.noop) {
+            if noop || leaf.op == Op::External {
+                continue;
+            }
+            match plain_bytes(leaf) {
+                // SAFETY: the plan holds both arrays alive; the runs are disjoint.
+                Some((d, s, n)) => unsafe { std::ptr::copy_nonoverlapping(s, d, n) },
+                None => copy_ordered(leaf),
+            }
+        }
+    }
+
     /// For each leaf, whether it must run in walk order on the calling thread (see
     /// [`ordered_leaves`]); what [`Executor::execute`] takes.
     pub fn ordered(&self, plan: &Plan) -> Vec<bool> {
@@ -312,8 +336,23 @@ unsafe fn copy_leaf(leaf: &LeafCopy, range: Option<Range<usize>>, streaming: boo
     };
 }
 
-/// Copies a leaf that shares bytes with others, on the calling thread. A source that
-/// overlaps its own destination is read in full first, as `numpy.copyto` does.
+/// A leaf's copy as one run of bytes `(dst, src, len)`, when it is one: a plain copy
+/// between two C-contiguous arrays that do not overlap. Worked out without the layout
+/// machinery, since a load of many small leaves spends its time in such checks.
+fn plain_bytes(leaf: &LeafCopy) -> Option<(*mut u8, *const u8, usize)> {
+    let src = leaf.src.as_ref()?;
+    if leaf.op != Op::Bytes || !leaf.dst.is_c_contiguous() || !src.is_c_contiguous() {
+        return None;
+    }
+    let (d, s, n) = (leaf.dst.addr, src.addr, leaf.nbytes());
+    let disjoint = d.checked_add(n).is_some_and(|end| end <= s)
+        || s.checked_add(n).is_some_and(|end| end <= d);
+    disjoint.then_some((d as *mut u8, s as *const u8, n))
+}
+
+/// Copies a leaf on the calling thread, in walk order with every leaf it may share bytes
+/// with. A source that overlaps its own destination is read in full first, as
+/// `numpy.copyto` does.
 fn copy_ordered(leaf: &LeafCopy) {
     let src = match &leaf.src {
         Some(src) if reads_own_destination(leaf) => src,
@@ -372,6 +411,33 @@ mod tests {
         assert!(matches!(plan.add(second, 1), TieEntry::New(1)));
         run(&plan, 1);
         assert_eq!(a, [10., 11., 10., 11., 12., 13.]);
+    }
+
+    #[test]
+    fn a_small_load_copied_in_walk_order_needs_no_overlap_analysis() {
+        // As above, plus a leaf whose source overlaps its own destination (a[1..5] from
+        // a[0..4]), which must read its source in full first, as `numpy.copyto` does.
+        let mut a = [0f32; 6];
+        let src = [10f32, 11., 12., 13.];
+        let p = a.as_mut_ptr();
+        let mut plan = Plan::new();
+        let leaves = [
+            (f32_view(p, 0, 4), f32_view(src.as_ptr(), 0, 4)),
+            (f32_view(p, 2, 4), f32_view(p, 0, 4)),
+            (f32_view(p, 1, 4), f32_view(p, 0, 4)),
+        ];
+        for (dst, src) in leaves {
+            let leaf = LeafCopy {
+                dst,
+                src: Some(src),
+                op: Op::Bytes,
+            };
+            assert!(matches!(plan.add(leaf, 1), TieEntry::New(_)));
+        }
+        let exec = Executor::new(&plan, 1).unwrap();
+        assert!(exec.runs_in_walk_order());
+        exec.copy_in_walk_order(&plan);
+        assert_eq!(a, [10., 10., 11., 10., 11., 13.]);
     }
 
     #[test]

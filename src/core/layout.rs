@@ -57,9 +57,6 @@ impl ArrayView {
 
     /// The half-open byte range `[lo, hi)` the array touches, or `None` when it is empty.
     pub fn byte_span(&self) -> Option<Range<usize>> {
-        if self.is_empty() {
-            return None;
-        }
         let (lo, hi) = self.extent()?;
         // Clamped: a view reaching outside the address space (see `fits_in_memory`) is
         // treated as touching everything.
@@ -69,11 +66,11 @@ impl ArrayView {
 
     /// First and one-past-last byte addresses, computed without overflow; `None` when empty.
     fn extent(&self) -> Option<(i128, i128)> {
-        if self.is_empty() {
-            return None;
-        }
         let (mut lo, mut hi) = (self.addr as i128, self.addr as i128 + self.itemsize as i128);
         for (&len, &stride) in self.shape.iter().zip(&self.strides) {
+            if len == 0 {
+                return None;
+            }
             let reach = stride as i128 * (len as i128 - 1);
             if reach < 0 {
                 lo += reach;

@@ -269,7 +269,7 @@ impl<'py> Classifier<'py> {
             TypeKind::Attributes => {
                 let attrs = obj.getattr(intern!(py, "__dict__"))?;
                 match attrs.cast_exact::<PyDict>() {
-                    Ok(dict) => Node::Keyed(Keyed::new(dict.iter().collect(), None)),
+                    Ok(dict) => Node::Keyed(Keyed::new(dict.iter().collect(), Some(dict.clone()))),
                     Err(_) => Node::Keyed(mapping_children(&attrs)?),
                 }
             }

@@ -6,10 +6,11 @@ use super::leaf::{changed_arrays, stage_cast};
 use super::python_function;
 use super::walk::{Walked, Walker};
 use crate::core::{
-    inflight, merge_in_walk_order, threads, Executor, LoadFailure, Problem, ProblemKind,
+    inflight, merge_in_walk_order, threads, Executor, LoadFailure, Plan, Problem, ProblemKind,
 };
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use rustc_hash::FxHashMap;
 
 /// Copies of at least this size can be stopped with Ctrl-C while they run.
 const WATCHED_MIN_BYTES: usize = 64 << 20;
@@ -38,7 +39,7 @@ pub fn loadmodel<'py>(
     let Walked {
         mut plan,
         mut problems,
-        mut external,
+        external,
         leaf_arrays,
         tie_arrays,
         mut keep_alive,
@@ -68,10 +69,52 @@ pub fn loadmodel<'py>(
     let _reservation = py
         .detach(|| inflight::reserve(span))
         .map_err(PyRuntimeError::new_err)?;
+    if external.is_empty() && progress.is_none() && executor.runs_in_walk_order() {
+        // Small leaves, no casts left to NumPy: copied one by one in walk order.
+        py.detach(|| executor.copy_in_walk_order(&plan));
+    } else {
+        copy_in_parallel(
+            py,
+            &executor,
+            &mut plan,
+            external,
+            &mut keep_alive,
+            progress,
+        )?;
+    }
+    if let Some(copies) = torch_copies {
+        copies.call_method0("run")?;
+    }
+    if met_torch {
+        // Autograd counts in-place writes to tensors; the copy above wrote through views.
+        let written: Vec<_> = plan
+            .leaves()
+            .iter()
+            .zip(&leaf_arrays)
+            .filter(|(leaf, _)| leaf.dst.owner.is_none())
+            .filter_map(|(_, (dst, _))| memory_owner(dst))
+            .collect();
+        python_function(py, "fastload._torch", "bump_versions")?.call1((written,))?;
+    }
+    // The arrays the plan pointed into may be released only now.
+    drop((leaf_arrays, tie_arrays, keep_alive));
+    Ok(())
+}
+
+/// Copies a checked plan on the executor's threads: leaves that share no bytes with
+/// others in any order, the others in walk order, and casts only NumPy does with the GIL.
+fn copy_in_parallel<'py>(
+    py: Python<'py>,
+    executor: &Executor,
+    plan: &mut Plan,
+    mut external: FxHashMap<usize, (Py<PyAny>, Py<PyAny>)>,
+    keep_alive: &mut Vec<Bound<'py, PyAny>>,
+    progress: Option<Bound<'py, PyAny>>,
+) -> PyResult<()> {
     // Casts only NumPy does are done now, before any byte is written, into arrays that
     // the copy then reads. Only leaves that must run in walk order (their memory is shared
     // with other leaves) are cast during the copy itself, with the GIL.
-    let ordered = executor.ordered(&plan);
+    let ordered = executor.ordered(plan);
     let mut early: Vec<usize> = external.keys().copied().filter(|&i| !ordered[i]).collect();
     early.sort_unstable();
     for leaf in early {
@@ -109,24 +152,7 @@ pub fn loadmodel<'py>(
             })
         }
     });
-    py.detach(|| executor.execute_watched(&plan, &ordered, cast, watch))?;
-    if let Some(copies) = torch_copies {
-        copies.call_method0("run")?;
-    }
-    if met_torch {
-        // Autograd counts in-place writes to tensors; the copy above wrote through views.
-        let written: Vec<_> = plan
-            .leaves()
-            .iter()
-            .zip(&leaf_arrays)
-            .filter(|(leaf, _)| leaf.dst.owner.is_none())
-            .filter_map(|(_, (dst, _))| memory_owner(dst))
-            .collect();
-        python_function(py, "fastload._torch", "bump_versions")?.call1((written,))?;
-    }
-    // The arrays the plan pointed into may be released only now.
-    drop((leaf_arrays, tie_arrays, keep_alive));
-    Ok(())
+    py.detach(|| executor.execute_watched(plan, &ordered, cast, watch))
 }
 
 /// The number of threads `threads=None` uses.
