@@ -16,10 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _fastload
 from ._files import TIES_KEY, read_flat
-from ._flat import flatten
-from .errors import LoadError
+from ._flat import flatten, is_array
+from .errors import LoadError, shape_text
 
 Signature = Tuple[Tuple[int, ...], str]
 
@@ -54,9 +53,8 @@ def inspect(path: str, out=sys.stdout) -> None:
         if isinstance(value, str):
             rows.append((name, f"tied to {value}"))
         else:
-            rows.append(
-                (name, f"{_shape(value.shape):<16} {value.dtype.name:<10} {_size(value.nbytes)}")
-            )
+            shape = shape_text(value.shape)
+            rows.append((name, f"{shape:<16} {value.dtype.name:<10} {_size(value.nbytes)}"))
     width = max((len(n) for n, _ in rows), default=0) + 2
     total = sum(a.nbytes for a in arrays.values())
     print(
@@ -65,10 +63,6 @@ def inspect(path: str, out=sys.stdout) -> None:
     )
     for name, detail in rows:
         print(f"{name:<{width}}{detail}".rstrip(), file=out)
-
-
-def _shape(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _natural(key: str) -> List[Any]:
@@ -87,11 +81,7 @@ def signatures(spec: str) -> Dict[str, Signature]:
     obj = _import(spec)
     out = {}
     for key, value in flatten(obj).items():
-        if (
-            _fastload.children(value) is None
-            and hasattr(value, "shape")
-            and hasattr(value, "dtype")
-        ):
+        if is_array(value):
             out[key] = (tuple(value.shape), str(value.dtype).replace("torch.", ""))
     return out
 
@@ -121,7 +111,7 @@ def diff(a: str, b: str, out=sys.stdout) -> int:
             (ls, ld), (rs, rd) = left[key], right[key]
             what = []
             if ls != rs:
-                what.append(f"shape {_shape(ls)} vs {_shape(rs)}")
+                what.append(f"shape {shape_text(ls)} vs {shape_text(rs)}")
             if ld != rd:
                 what.append(f"dtype {ld} vs {rd}")
             lines.append(f"~ {key}: {', '.join(what)}")

@@ -119,7 +119,12 @@ def _holds_arrays(node: Any) -> bool:
         return any(_holds_arrays(child) for child in node.values())
     if isinstance(node, (list, tuple)):
         return any(_holds_arrays(child) for child in node)
-    return isinstance(node, _array_types())
+    return is_array(node)
+
+
+def is_array(x: Any) -> bool:
+    """Whether ``x`` is an array leaf: a NumPy array, or a tensor when torch is loaded."""
+    return isinstance(x, _array_types())
 
 
 def _array_types() -> tuple:

@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from .errors import shape_text
+
 try:
     import ml_dtypes
 except ImportError:  # bfloat16 and float8 tensors are then copied by torch
@@ -99,11 +101,6 @@ def as_tensor(x: Any) -> torch.Tensor:
         return torch.from_numpy(x)
 
 
-def _shape(x: Any) -> str:
-    dims = tuple(x.shape)
-    return f"({dims[0]},)" if len(dims) == 1 else str(dims)
-
-
 def torch_dtype(x: Any) -> Any:
     return x.dtype if isinstance(x, torch.Tensor) else _TORCH.get(x.dtype, x.dtype)
 
@@ -141,7 +138,8 @@ class TorchCopies:
         message)`` for a problem (kind 1 a shape, 2 anything else), else ``None``."""
         if src is not None:
             if tuple(dst.shape) != tuple(src.shape):
-                return 1, f"Tried to load size {_shape(src)} array into size {_shape(dst)}"
+                src_size, dst_size = shape_text(src.shape), shape_text(dst.shape)
+                return 1, f"Tried to load size {src_size} array into size {dst_size}"
             refusal = _cast_refusal(torch_dtype(src), torch_dtype(dst), self.casting)
             if refusal is not None:
                 return 2, refusal

@@ -32,3 +32,9 @@ class ArgumentError(LoadError):
 
 class DimensionMismatch(LoadError):
     """An array of one shape was loaded into an array of another."""
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """``(3, 4)``, ``(3,)`` or ``()``: a shape as messages print it."""
+    dims = tuple(shape)
+    return f"({dims[0]},)" if len(dims) == 1 else str(dims)

@@ -145,21 +145,31 @@ impl<'py> Walker<'py> {
             }
         } else if let Some(value) = self.classifier.as_bool(src)? {
             if value {
-                self.problem(
-                    ProblemKind::Leaf,
-                    "Cannot load True into an array; only False (an absent parameter) is allowed",
-                );
+                self.refuse_true();
             } else if self.writeable(dst) {
                 self.plan_leaf(dst, None, Op::Zeros)?;
             }
         } else {
-            let message = format!(
-                "Tried to copy {} into an array destination; this is not allowed",
-                describe(src)
-            );
-            self.problem(ProblemKind::Leaf, message);
+            self.refuse_non_array(src);
         }
         Ok(())
+    }
+
+    /// `True` loaded into an array.
+    pub(super) fn refuse_true(&mut self) {
+        self.problem(
+            ProblemKind::Leaf,
+            "Cannot load True into an array; only False (an absent parameter) is allowed",
+        );
+    }
+
+    /// Something that is neither an array nor `False` loaded into an array.
+    pub(super) fn refuse_non_array(&mut self, src: &Bound<'py, PyAny>) {
+        let message = format!(
+            "Tried to copy {} into an array destination; this is not allowed",
+            describe(src)
+        );
+        self.problem(ProblemKind::Leaf, message);
     }
 
     fn writeable(&mut self, dst: &Bound<'py, PyUntypedArray>) -> bool {

@@ -3,7 +3,6 @@
 //! by torch only once the whole load has passed its checks.
 
 use super::kinds::ArrayLeaf;
-use super::path::describe;
 use super::python_function;
 use super::walk::Walker;
 use crate::core::ProblemKind;
@@ -20,24 +19,14 @@ impl<'py> Walker<'py> {
         match self.classifier.as_array(src)? {
             Some(ArrayLeaf::NumPy(array)) => self.plan_torch(dst, Some(array.as_any())),
             Some(ArrayLeaf::Torch(tensor)) => self.plan_torch(dst, Some(&tensor)),
-            None => match self.classifier.as_bool(src)? {
-                Some(false) => self.plan_torch(dst, None),
-                Some(true) => {
-                    self.problem(
-                        ProblemKind::Leaf,
-                        "Cannot load True into an array; only False (an absent parameter) is allowed",
-                    );
-                    Ok(())
+            None => {
+                match self.classifier.as_bool(src)? {
+                    Some(false) => return self.plan_torch(dst, None),
+                    Some(true) => self.refuse_true(),
+                    None => self.refuse_non_array(src),
                 }
-                None => {
-                    let message = format!(
-                        "Tried to copy {} into an array destination; this is not allowed",
-                        describe(src)
-                    );
-                    self.problem(ProblemKind::Leaf, message);
-                    Ok(())
-                }
-            },
+                Ok(())
+            }
         }
     }
 
