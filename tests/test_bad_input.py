@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Mapping
 
@@ -94,6 +95,23 @@ def test_state_of_a_cycle_is_an_argument_error():
     a.append(a)
     with pytest.raises(ArgumentError, match="cycle"):
         fastload.state(a)
+
+
+def test_state_leaves_the_garbage_collector_as_it_found_it_even_when_it_fails():
+    a = [np.zeros(1)]
+    a.append(a)
+    assert gc.isenabled()
+    assert fastload.state({"w": a[0]})["w"] is a[0]
+    assert gc.isenabled()
+    with pytest.raises(ArgumentError):
+        fastload.state(a)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        fastload.state({"w": a[0]})
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def nest(depth, leaf):

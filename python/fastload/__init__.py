@@ -8,6 +8,7 @@ A refused load raises before writing anything.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any, Callable, Dict, Optional, TypeVar
 
@@ -125,8 +126,18 @@ def state(x: Any) -> Any:
     ...         self.weight, self.bias, self.act = np.ones(2), False, np.tanh
     >>> fastload.state(Dense())
     {'weight': array([1., 1.]), 'bias': False, 'act': ()}
+
+    The cyclic garbage collector is paused while the containers are built: they cannot
+    form a cycle (a tree with one is refused), and collecting as they are made would only
+    traverse them again and again.
     """
-    return _fastload.state(x)
+    if not gc.isenabled():
+        return _fastload.state(x)
+    gc.disable()
+    try:
+        return _fastload.state(x)
+    finally:
+        gc.enable()
 
 
 def children(x: Any) -> Any:

@@ -22,8 +22,8 @@ impl<'py> KeyPath<'py> {
         self.segments.push(segment);
     }
 
-    pub fn pop(&mut self) {
-        self.segments.pop();
+    pub fn pop(&mut self) -> Option<Segment<'py>> {
+        self.segments.pop()
     }
 
     pub fn depth(&self) -> usize {

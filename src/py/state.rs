@@ -5,6 +5,7 @@ use super::errors::load_error;
 use super::kinds::{Classifier, Node};
 use super::path::{KeyPath, Segment};
 use crate::core::{LoadFailure, Problem, ProblemKind};
+use numpy::PyUntypedArray;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -48,6 +49,10 @@ impl<'py> StateBuilder<'py> {
         if let Some(reason) = too_deep(self.path.depth()) {
             return Err(self.fail(reason));
         }
+        // Most leaves are arrays: kept without building their node.
+        if x.cast_exact::<PyUntypedArray>().is_ok() {
+            return Ok(x.clone());
+        }
         let node = match self.classifier.classify(x)? {
             Node::Array(_) | Node::Tensor(_) | Node::Bool(_) | Node::Data => return Ok(x.clone()),
             Node::Opaque => return Ok(PyTuple::empty(self.py).into_any()),
@@ -72,9 +77,11 @@ impl<'py> StateBuilder<'py> {
             Node::Keyed(keyed) => {
                 let dict = PyDict::new(self.py);
                 for (key, value) in keyed.pairs {
-                    self.path.push(Segment::Key(key.clone()));
+                    self.path.push(Segment::Key(key));
                     let out = self.build(&value);
-                    self.path.pop();
+                    let Some(Segment::Key(key)) = self.path.pop() else {
+                        unreachable!("the segment pushed above")
+                    };
                     dict.set_item(key, out?)?;
                 }
                 Ok(dict.into_any())
