@@ -10,6 +10,8 @@ use super::plan::{LeafCopy, Plan};
 use super::problem::{Problem, ProblemKind};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// No further leaf in a chain.
 const END: u32 = u32::MAX;
@@ -21,7 +23,7 @@ const END: u32 = u32::MAX;
 /// the common case (one leaf per address) costs one hash lookup and no allocation.
 #[derive(Default, Debug)]
 pub struct TieCache {
-    heads: FxHashMap<(usize, u64), u32>,
+    heads: HashMap<(usize, u64), u32, BuildHasherDefault<AddressHasher>>,
     /// For each leaf, the next leaf with the same address and dtype.
     chain: Vec<u32>,
     pub(crate) staged: FxHashMap<usize, ArrayView>,
@@ -30,7 +32,7 @@ pub struct TieCache {
 impl TieCache {
     pub(crate) fn with_capacity(leaves: usize) -> Self {
         TieCache {
-            heads: FxHashMap::with_capacity_and_hasher(leaves, Default::default()),
+            heads: HashMap::with_capacity_and_hasher(leaves, Default::default()),
             chain: Vec::with_capacity(leaves),
             staged: FxHashMap::default(),
         }
@@ -64,6 +66,46 @@ impl TieCache {
         self.staged.insert(leaf, staged);
     }
 }
+
+/// Hashes `(address, dtype key)` so that nearby addresses fall into nearby buckets.
+///
+/// A load meets its destinations roughly in the order they were allocated, so a table
+/// keyed by a scrambled address misses the cache on nearly every leaf of a model of
+/// many small arrays. Here the bucket index keeps the address's low bits (scrambled
+/// only per 1 MiB region, so that arrays aligned to large powers of two still spread),
+/// and the top bits, which the table compares first, are mixed from everything.
+#[derive(Default)]
+struct AddressHasher {
+    addr: u64,
+    key: u64,
+}
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.key = (self.key.rotate_left(8) ^ u64::from(b)).wrapping_mul(MIX);
+        }
+    }
+
+    fn write_usize(&mut self, addr: usize) {
+        self.addr = addr as u64;
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.key = key;
+    }
+
+    fn finish(&self) -> u64 {
+        const TAG: u64 = 0x7f << 57;
+        let region = (self.addr >> 20).wrapping_mul(MIX);
+        let bucket = (self.addr >> 4) ^ region ^ self.key.wrapping_mul(MIX);
+        let tag = (self.addr ^ self.key.rotate_left(32)).wrapping_mul(MIX);
+        (bucket & !TAG) | (tag & TAG)
+    }
+}
+
+/// An odd constant with well-spread bits (from `rustc_hash`'s Fx hash).
+const MIX: u64 = 0xf135_7aea_2e62_a9c5;
 
 /// A later source of a tied parameter, to compare with the first.
 #[derive(Clone, Debug)]
@@ -236,6 +278,30 @@ mod tests {
             0,
         );
         assert!(plan.check_ties(false).is_empty());
+    }
+
+    #[test]
+    fn parameters_are_recognised_at_any_spacing_of_addresses() {
+        // Packed small arrays, arrays 1 MiB apart (the same low bits), and dtypes that
+        // differ only in their key: every destination is new once, and tied the second
+        // time, to the leaf it was first planned as.
+        let mut plan = Plan::new();
+        let addresses: Vec<(usize, u64)> = (1..=3000usize)
+            .flat_map(|i| [(i * 48, 1), (i << 20, 1), (i << 20, 2)])
+            .collect();
+        let leaf = |addr: usize| LeafCopy {
+            dst: ArrayView::contiguous(addr, &[4], 4),
+            src: None,
+            op: Op::Zeros,
+        };
+        for (n, &(addr, key)) in addresses.iter().enumerate() {
+            assert!(matches!(plan.add(leaf(addr), key), TieEntry::New(i) if i == n));
+        }
+        for (n, &(addr, key)) in addresses.iter().enumerate().rev() {
+            assert!(
+                matches!(plan.add(leaf(addr), key), TieEntry::Tied { first, .. } if first == n)
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! NumPy arrays as the core sees them: address, shape, strides, dtype and flags.
 
-use crate::core::layout::{Dims, Strides};
 use crate::core::{ArrayView, Scalar};
 use numpy::npyffi::{self, NPY_TYPES};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use smallvec::SmallVec;
 use std::num::NonZeroUsize;
 
 /// What a dtype is, for the rules of the leaf table.
@@ -81,15 +81,42 @@ pub fn dtype_key(descr: &Bound<'_, PyArrayDescr>) -> u64 {
 }
 
 /// The core's view of an array's memory.
+///
+/// Called for every array of a load, so the array's fields are read once, in place.
+#[inline(always)]
 pub fn view_of(array: &Bound<'_, PyUntypedArray>) -> ArrayView {
-    // SAFETY: `array` is a live ndarray, so its fields are initialised.
-    let data = unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).data };
+    // SAFETY: `array` is a live ndarray, so its fields are initialised, and its shape and
+    // strides hold `nd` entries each.
+    let (fields, shape, strides) = unsafe {
+        let fields = &*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr());
+        let nd = fields.nd.max(0) as usize;
+        let shape = std::slice::from_raw_parts(fields.dimensions as *const usize, nd);
+        let strides = std::slice::from_raw_parts(fields.strides as *const isize, nd);
+        (fields, shape, strides)
+    };
+    let owner = if fields.base.is_null() {
+        let owns = fields.flags & npyffi::NPY_ARRAY_OWNDATA != 0;
+        NonZeroUsize::new(array.as_ptr() as usize).filter(|_| owns)
+    } else {
+        owner_of(array)
+    };
     ArrayView {
-        addr: data as usize,
-        shape: Dims::from_slice(array.shape()),
-        strides: Strides::from_slice(array.strides()),
+        addr: fields.data as usize,
+        shape: small_copy(shape),
+        strides: small_copy(strides),
         itemsize: descr_of(array).itemsize(),
-        owner: owner_of(array),
+        owner,
+    }
+}
+
+/// `values` as a `SmallVec`, built in place while they fit inline (the common case, where
+/// a bulk copy would cost more than the elements).
+fn small_copy<T: Copy + Default>(values: &[T]) -> SmallVec<[T; 2]> {
+    match *values {
+        [] => SmallVec::new(),
+        [a] => SmallVec::from_buf_and_len([a, T::default()], 1),
+        [a, b] => SmallVec::from_buf([a, b]),
+        _ => SmallVec::from_slice(values),
     }
 }
 

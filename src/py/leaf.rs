@@ -23,21 +23,25 @@ impl<'py> Walker<'py> {
     /// Two exact ndarrays with the same dtype object and shape, the destination writeable
     /// and not of object dtype: the common leaf, planned without the checks of
     /// `load_array` (which every other pair goes through).
-    pub(super) fn same_layout_arrays(
+    ///
+    /// Returns the two arrays and the dtype's tie key.
+    pub(super) fn same_layout_arrays<'a>(
         &mut self,
-        dst: &Bound<'py, PyAny>,
-        src: &Bound<'py, PyAny>,
-    ) -> Option<(Bound<'py, PyUntypedArray>, Bound<'py, PyUntypedArray>)> {
+        dst: &'a Bound<'py, PyAny>,
+        src: &'a Bound<'py, PyAny>,
+    ) -> Option<(
+        &'a Bound<'py, PyUntypedArray>,
+        &'a Bound<'py, PyUntypedArray>,
+        u64,
+    )> {
         let dst = dst.cast_exact::<PyUntypedArray>().ok()?;
         let src = src.cast_exact::<PyUntypedArray>().ok()?;
         let same_dtype = raw_descr(dst) == raw_descr(src);
-        if !same_dtype || !is_writeable(dst) || dst.shape() != src.shape() {
+        if !same_dtype || !is_writeable(dst) || !same_shape(dst.shape(), src.shape()) {
             return None;
         }
-        if self.dtype_info(dst).class == DtypeClass::Object {
-            return None;
-        }
-        Some((dst.clone(), src.clone()))
+        let info = self.dtype_info(dst);
+        (info.class != DtypeClass::Object).then_some((dst, src, info.tie_key))
     }
 
     /// What the walk needs of an array's dtype, worked out once per dtype object.
@@ -141,13 +145,15 @@ impl<'py> Walker<'py> {
                 }
             };
             if self.writeable(dst) {
-                self.plan_leaf(dst, Some(&src_array), op)?;
+                let tie_key = self.dtype_info(dst).tie_key;
+                self.plan_leaf(dst, Some(&src_array), op, tie_key)?;
             }
         } else if let Some(value) = self.classifier.as_bool(src)? {
             if value {
                 self.refuse_true();
             } else if self.writeable(dst) {
-                self.plan_leaf(dst, None, Op::Zeros)?;
+                let tie_key = self.dtype_info(dst).tie_key;
+                self.plan_leaf(dst, None, Op::Zeros, tie_key)?;
             }
         } else {
             self.refuse_non_array(src);
@@ -185,6 +191,7 @@ impl<'py> Walker<'py> {
         dst: &Bound<'py, PyUntypedArray>,
         src: Option<&Bound<'py, PyUntypedArray>>,
         op: Op,
+        tie_key: u64,
     ) -> PyResult<()> {
         let leaf = LeafCopy {
             dst: view_of(dst),
@@ -198,7 +205,6 @@ impl<'py> Walker<'py> {
             );
             return Ok(());
         }
-        let tie_key = self.dtype_info(dst).tie_key;
         match self.out.plan.add(leaf, tie_key) {
             TieEntry::New(leaf) => {
                 self.out.leaf_arrays.push((dst.clone(), src.cloned()));
@@ -253,6 +259,12 @@ impl<'py> Walker<'py> {
         self.out.keep_alive.push(staged.clone().into_any());
         Ok(staged)
     }
+}
+
+/// Whether two shapes are equal, compared in place: shapes are short, and a call to
+/// `memcmp` costs more than the comparison.
+fn same_shape(a: &[usize], b: &[usize]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// `src` cast by NumPy into a new C-contiguous array of `dst`'s dtype.

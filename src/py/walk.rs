@@ -79,6 +79,7 @@ impl<'py> Walker<'py> {
         strict: bool,
         casting: &str,
     ) -> PyResult<Self> {
+        let room = LAST_PLAN_LEAVES.load(Ordering::Relaxed);
         Ok(Walker {
             py,
             classifier: Classifier::new(py)?,
@@ -91,10 +92,10 @@ impl<'py> Walker<'py> {
             staged: FxHashSet::default(),
             dtypes: SmallVec::new(),
             out: Walked {
-                plan: Plan::with_capacity(LAST_PLAN_LEAVES.load(Ordering::Relaxed)),
+                plan: Plan::with_capacity(room),
                 problems: Vec::new(),
                 external: FxHashMap::default(),
-                leaf_arrays: Vec::new(),
+                leaf_arrays: Vec::with_capacity(room),
                 tie_arrays: Vec::new(),
                 keep_alive: Vec::new(),
                 ran_user_code: false,
@@ -138,6 +139,9 @@ impl<'py> Walker<'py> {
         }
     }
 
+    /// Inlined into the loops over children: most children are leaves, and a call per leaf
+    /// (returning a `PyResult` through memory) costs more than the leaf's own checks.
+    #[inline(always)]
     fn child(
         &mut self,
         segment: Segment<'py>,
@@ -146,7 +150,7 @@ impl<'py> Walker<'py> {
     ) -> PyResult<()> {
         self.path.push(segment);
         let result = match self.same_layout_arrays(dst, src) {
-            Some((dst, src)) => self.plan_leaf(&dst, Some(&src), Op::Bytes),
+            Some((dst, src, tie_key)) => self.plan_leaf(dst, Some(src), Op::Bytes, tie_key),
             None => self.visit(dst, src),
         };
         self.path.pop();
