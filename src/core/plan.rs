@@ -65,33 +65,37 @@ impl Plan {
 
     /// Plans a copy, unless its destination is a parameter already planned (same address,
     /// shape, strides and `dtype_key`): then the copy is dropped and the first one stands.
+    #[inline(always)]
     pub fn add(&mut self, leaf: LeafCopy, dtype_key: u64) -> TieEntry {
+        // Into the plan first, checked there: a leaf is moved once, and a tied one (rare)
+        // is taken back out.
         let next = self.leaves.len();
-        match self
+        self.leaves.push(leaf);
+        let (planned, added) = self.leaves.split_at(next);
+        let leaf = &added[0];
+        if let Some(first) = self
             .ties
-            .first_or_insert(&self.leaves, &leaf.dst, dtype_key, next)
+            .first_or_insert(planned, &leaf.dst, dtype_key, next)
         {
-            Some(first) => TieEntry::Tied {
+            let leaf = self.leaves.pop().expect("the leaf pushed above");
+            return TieEntry::Tied {
                 first,
                 leaf: Box::new(leaf),
-            },
-            None => {
-                let noop = leaf.is_noop();
-                if !noop {
-                    // Worked out here, while the leaf is in cache, not in a pass of its own.
-                    if let Some(span) = leaf.dst.byte_span() {
-                        self.written = Some(match self.written.take() {
-                            Some(w) => w.start.min(span.start)..w.end.max(span.end),
-                            None => span,
-                        });
-                    }
-                }
-                self.noop.push(noop);
-                self.nbytes += leaf.nbytes();
-                self.leaves.push(leaf);
-                TieEntry::New(next)
+            };
+        }
+        let noop = leaf.is_noop();
+        if !noop {
+            // Worked out here, while the leaf is in cache, not in a pass of its own.
+            if let Some(span) = leaf.dst.byte_span() {
+                self.written = Some(match self.written.take() {
+                    Some(w) => w.start.min(span.start)..w.end.max(span.end),
+                    None => span,
+                });
             }
         }
+        self.noop.push(noop);
+        self.nbytes += leaf.nbytes();
+        TieEntry::New(next)
     }
 
     /// The addresses from the lowest to the highest byte the copy writes, if any.
