@@ -325,6 +325,13 @@ mod tests {
         };
         assert!(!wild.fits_in_memory());
         assert_eq!(wild.byte_span(), Some(4096..isize::MAX as usize + 4103));
+        let wilder = ArrayView {
+            shape: smallvec::smallvec![4],
+            ..wild.clone()
+        };
+        assert!(!wilder.fits_in_memory());
+        let reach = (isize::MAX / 2) as usize * 3;
+        assert_eq!(wilder.byte_span(), Some(4096..4096 + reach + 8));
         assert!(ArrayView::contiguous(4096, &[3], 8).fits_in_memory());
         let below_zero = ArrayView {
             strides: smallvec::smallvec![-8192],
