@@ -40,8 +40,12 @@ enum TypeKind<'py> {
 
 /// The children of a keyed node, in its own order, with a lookup by key when needed.
 pub struct Keyed<'py> {
+    /// The children; for a node made by [`Keyed::lookup`], only once
+    /// [`Keyed::read_pairs`] has read them.
     pub pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
     index: Option<Bound<'py, PyDict>>,
+    /// Whether `pairs` is still to be read from `index`.
+    unread: bool,
 }
 
 impl<'py> Keyed<'py> {
@@ -49,7 +53,37 @@ impl<'py> Keyed<'py> {
         pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
         index: Option<Bound<'py, PyDict>>,
     ) -> Self {
-        Keyed { pairs, index }
+        Keyed {
+            pairs,
+            index,
+            unread: false,
+        }
+    }
+
+    /// A dict's children, read only when asked for: a source matched key by key against
+    /// a destination needs only its lookups and its size.
+    fn lookup(dict: Bound<'py, PyDict>) -> Self {
+        Keyed {
+            pairs: Vec::new(),
+            index: Some(dict),
+            unread: true,
+        }
+    }
+
+    /// Number of children.
+    pub fn len(&self) -> usize {
+        match &self.index {
+            Some(index) if self.unread => index.len(),
+            _ => self.pairs.len(),
+        }
+    }
+
+    /// Reads the children into `pairs`, for a node made by [`Keyed::lookup`].
+    pub fn read_pairs(&mut self) {
+        if let (true, Some(index)) = (self.unread, &self.index) {
+            self.pairs = index.iter().collect();
+            self.unread = false;
+        }
     }
 
     /// A dict from key to child, for matching against another node's keys.
@@ -70,6 +104,7 @@ impl<'py> Keyed<'py> {
         &mut self,
         mut keep: impl FnMut(&Bound<'py, PyAny>) -> PyResult<bool>,
     ) -> PyResult<()> {
+        self.read_pairs();
         let mut kept = Vec::with_capacity(self.pairs.len());
         for (k, v) in self.pairs.drain(..) {
             if keep(&v)? {
@@ -113,7 +148,7 @@ impl Node<'_> {
     /// Number of children (0 for a leaf).
     pub fn len(&self) -> usize {
         match self {
-            Node::Keyed(k) => k.pairs.len(),
+            Node::Keyed(k) => k.len(),
             Node::Seq(items, _) => items.len(),
             _ => 0,
         }
@@ -199,9 +234,18 @@ impl<'py> Classifier<'py> {
     }
 
     pub fn classify(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<Node<'py>> {
+        self.classify_as(obj, false)
+    }
+
+    /// [`Classifier::classify`] for a source matched against a destination: a dict's
+    /// children (an object's attributes) are read only if they are asked for.
+    pub fn classify_source(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<Node<'py>> {
+        self.classify_as(obj, true)
+    }
+
+    fn classify_as(&mut self, obj: &Bound<'py, PyAny>, lookup: bool) -> PyResult<Node<'py>> {
         if let Ok(dict) = obj.cast_exact::<PyDict>() {
-            let pairs = dict.iter().collect();
-            return Ok(Node::Keyed(Keyed::new(pairs, Some(dict.clone()))));
+            return Ok(Node::Keyed(keyed_dict(dict, lookup)));
         }
         if let Ok(list) = obj.cast_exact::<PyList>() {
             return Ok(Node::Seq(list.iter().collect(), false));
@@ -219,7 +263,7 @@ impl<'py> Classifier<'py> {
             return Ok(Node::Data);
         }
         let kind = self.kind_of(obj)?;
-        self.children_by_kind(obj, &kind)
+        self.children_by_kind(obj, &kind, lookup)
     }
 
     fn kind_of(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<TypeKind<'py>> {
@@ -259,6 +303,7 @@ impl<'py> Classifier<'py> {
         &mut self,
         obj: &Bound<'py, PyAny>,
         kind: &TypeKind<'py>,
+        lookup: bool,
     ) -> PyResult<Node<'py>> {
         let py = self.py;
         Ok(match kind {
@@ -269,7 +314,7 @@ impl<'py> Classifier<'py> {
             TypeKind::Attributes => {
                 let attrs = obj.getattr(intern!(py, "__dict__"))?;
                 match attrs.cast_exact::<PyDict>() {
-                    Ok(dict) => Node::Keyed(Keyed::new(dict.iter().collect(), Some(dict.clone()))),
+                    Ok(dict) => Node::Keyed(keyed_dict(dict, lookup)),
                     Err(_) => Node::Keyed(mapping_children(&attrs)?),
                 }
             }
@@ -333,6 +378,15 @@ impl<'py> Classifier<'py> {
             obj.get_type().name()?,
             result.get_type().name()?
         )))
+    }
+}
+
+/// A dict's children, read now or (`lookup`) only when asked for.
+fn keyed_dict<'py>(dict: &Bound<'py, PyDict>, lookup: bool) -> Keyed<'py> {
+    if lookup {
+        Keyed::lookup(dict.clone())
+    } else {
+        Keyed::new(dict.iter().collect(), Some(dict.clone()))
     }
 }
 

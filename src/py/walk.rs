@@ -169,7 +169,7 @@ impl<'py> Walker<'py> {
                 ArrayLeaf::Torch(tensor) => self.load_torch(&tensor, src),
             },
             mut node @ (Node::Keyed(_) | Node::Seq(..)) => {
-                let src_node = self.classifier.classify(src)?;
+                let src_node = self.classifier.classify_source(src)?;
                 if src_node.is_node() {
                     return self.load_node(dst, src, node, src_node);
                 }
@@ -254,7 +254,8 @@ impl<'py> Walker<'py> {
                 None => missing.push(key.clone()),
             }
         }
-        if self.strict && (!missing.is_empty() || matched.len() != src.pairs.len()) {
+        if self.strict && (!missing.is_empty() || matched.len() != src.len()) {
+            src.read_pairs();
             let dst_keys = PyDict::new(self.py);
             for (key, _) in &dst.pairs {
                 dst_keys.set_item(key, self.py.None())?;
@@ -295,7 +296,7 @@ impl<'py> Walker<'py> {
     ) -> PyResult<()> {
         let index = src.index(self.py)?;
         let mut found = Vec::with_capacity(dst.len());
-        if src.pairs.len() == dst.len() {
+        if src.len() == dst.len() {
             for i in 0..dst.len() {
                 let value = match index.get_item(i)? {
                     Some(v) => Some(v),
@@ -307,7 +308,8 @@ impl<'py> Walker<'py> {
                 }
             }
         }
-        if found.len() != dst.len() || src.pairs.len() != dst.len() {
+        if found.len() != dst.len() || src.len() != dst.len() {
+            src.read_pairs();
             let keys: Vec<_> = src.pairs.iter().map(|(k, _)| k.clone()).collect();
             let message = format!(
                 "Tried to load a mapping with keys {} into a sequence of {} children; expected the keys 0..{}",
