@@ -389,26 +389,35 @@ mod tests {
             .unwrap();
     }
 
+    /// `a[0..4] <- src`, then `a[2..6] <- a[0..4]`, for a six-element `a`.
+    fn overlapping(a: *mut f32, src: &[f32; 4]) -> Vec<(ArrayView, ArrayView)> {
+        vec![
+            (f32_view(a, 0, 4), f32_view(src.as_ptr(), 0, 4)),
+            (f32_view(a, 2, 4), f32_view(a, 0, 4)),
+        ]
+    }
+
+    /// A plan of plain copies, each `(dst, src)` a new parameter.
+    fn byte_copies(pairs: &[(ArrayView, ArrayView)]) -> Plan {
+        let mut plan = Plan::new();
+        for (i, (dst, src)) in pairs.iter().enumerate() {
+            let leaf = LeafCopy {
+                dst: dst.clone(),
+                src: Some(src.clone()),
+                op: Op::Bytes,
+            };
+            assert!(matches!(plan.add(leaf, 1), TieEntry::New(n) if n == i));
+        }
+        plan
+    }
+
     #[test]
     fn overlapping_copies_give_the_walk_order_result() {
         // dst leaves a[0..4] then a[2..6]; the second source reads a[0..4] after the first
         // copy wrote it: copying leaf by leaf gives a = [10, 11, 10, 11, 12, 13].
         let mut a = [0f32; 6];
         let src = [10f32, 11., 12., 13.];
-        let p = a.as_mut_ptr();
-        let mut plan = Plan::new();
-        let first = LeafCopy {
-            dst: f32_view(p, 0, 4),
-            src: Some(f32_view(src.as_ptr(), 0, 4)),
-            op: Op::Bytes,
-        };
-        let second = LeafCopy {
-            dst: f32_view(p, 2, 4),
-            src: Some(f32_view(p, 0, 4)),
-            op: Op::Bytes,
-        };
-        assert!(matches!(plan.add(first, 1), TieEntry::New(0)));
-        assert!(matches!(plan.add(second, 1), TieEntry::New(1)));
+        let plan = byte_copies(&overlapping(a.as_mut_ptr(), &src));
         run(&plan, 1);
         assert_eq!(a, [10., 11., 10., 11., 12., 13.]);
     }
@@ -420,20 +429,9 @@ mod tests {
         let mut a = [0f32; 6];
         let src = [10f32, 11., 12., 13.];
         let p = a.as_mut_ptr();
-        let mut plan = Plan::new();
-        let leaves = [
-            (f32_view(p, 0, 4), f32_view(src.as_ptr(), 0, 4)),
-            (f32_view(p, 2, 4), f32_view(p, 0, 4)),
-            (f32_view(p, 1, 4), f32_view(p, 0, 4)),
-        ];
-        for (dst, src) in leaves {
-            let leaf = LeafCopy {
-                dst,
-                src: Some(src),
-                op: Op::Bytes,
-            };
-            assert!(matches!(plan.add(leaf, 1), TieEntry::New(_)));
-        }
+        let mut pairs = overlapping(p, &src);
+        pairs.push((f32_view(p, 1, 4), f32_view(p, 0, 4)));
+        let plan = byte_copies(&pairs);
         let exec = Executor::new(&plan, 1).unwrap();
         assert!(exec.runs_in_walk_order());
         exec.copy_in_walk_order(&plan);
