@@ -88,13 +88,8 @@ impl Executor {
     /// [`Op::External`] leaf (those are skipped).
     pub fn copy_in_walk_order(&self, plan: &Plan) {
         for (leaf, &noop) in plan.leaves.iter().zip(&plan.noop) {
-            if noop || leaf.op == Op::External {
-                continue;
-            }
-            match plain_bytes(leaf) {
-                // SAFETY: the plan holds both arrays alive; the runs are disjoint.
-                Some((d, s, n)) => unsafe { std::ptr::copy_nonoverlapping(s, d, n) },
-                None => copy_ordered(leaf),
+            if !noop && leaf.op != Op::External {
+                copy_ordered(leaf);
             }
         }
     }
@@ -301,24 +296,17 @@ unsafe fn copy_leaf(leaf: &LeafCopy, range: Option<Range<usize>>, streaming: boo
     let whole = range
         .as_ref()
         .is_none_or(|r| r.start == 0 && r.end == leaf.dst.len());
-    if let (true, Op::Bytes, Some(src)) = (whole, leaf.op, &leaf.src) {
-        if leaf.dst.is_c_contiguous() && src.is_c_contiguous() {
-            // The common case: one plain copy, without working out a layout.
-            let (d, s, n) = (
-                leaf.dst.addr as *mut u8,
-                src.addr as *const u8,
-                leaf.nbytes(),
-            );
-            // SAFETY: per this function's contract; both runs are `n` contiguous bytes.
-            unsafe {
-                if streaming {
-                    copy_streaming(d, s, n)
-                } else {
-                    std::ptr::copy_nonoverlapping(s, d, n)
-                }
+    if let (true, Some((d, s, n))) = (whole, contiguous_run(leaf)) {
+        // The common case: one plain copy, without working out a layout.
+        // SAFETY: per this function's contract; both runs are `n` contiguous bytes.
+        unsafe {
+            if streaming {
+                copy_streaming(d, s, n)
+            } else {
+                std::ptr::copy_nonoverlapping(s, d, n)
             }
-            return;
         }
+        return;
     }
     let src_strides = leaf.src.as_ref().map_or(&leaf.dst.strides, |s| &s.strides);
     let layout = PairLayout::new(&leaf.dst.shape, &leaf.dst.strides, src_strides);
@@ -337,23 +325,34 @@ unsafe fn copy_leaf(leaf: &LeafCopy, range: Option<Range<usize>>, streaming: boo
 }
 
 /// A leaf's copy as one run of bytes `(dst, src, len)`, when it is one: a plain copy
-/// between two C-contiguous arrays that do not overlap. Worked out without the layout
-/// machinery, since a load of many small leaves spends its time in such checks.
-fn plain_bytes(leaf: &LeafCopy) -> Option<(*mut u8, *const u8, usize)> {
+/// between two C-contiguous arrays.
+fn contiguous_run(leaf: &LeafCopy) -> Option<(*mut u8, *const u8, usize)> {
     let src = leaf.src.as_ref()?;
     if leaf.op != Op::Bytes || !leaf.dst.is_c_contiguous() || !src.is_c_contiguous() {
         return None;
     }
-    let (d, s, n) = (leaf.dst.addr, src.addr, leaf.nbytes());
-    let disjoint = d.checked_add(n).is_some_and(|end| end <= s)
-        || s.checked_add(n).is_some_and(|end| end <= d);
-    disjoint.then_some((d as *mut u8, s as *const u8, n))
+    Some((
+        leaf.dst.addr as *mut u8,
+        src.addr as *const u8,
+        leaf.nbytes(),
+    ))
 }
 
 /// Copies a leaf on the calling thread, in walk order with every leaf it may share bytes
 /// with. A source that overlaps its own destination is read in full first, as
 /// `numpy.copyto` does.
 fn copy_ordered(leaf: &LeafCopy) {
+    // One contiguous run whose source lies apart from its destination: checked without
+    // the byte spans below, since a load of many small leaves spends its time in them.
+    if let Some((d, s, n)) = contiguous_run(leaf) {
+        let (d_at, s_at) = (d as usize, s as usize);
+        let apart = d_at.checked_add(n).is_some_and(|end| end <= s_at)
+            || s_at.checked_add(n).is_some_and(|end| end <= d_at);
+        if apart {
+            // SAFETY: the plan holds both arrays alive; the runs do not overlap.
+            return unsafe { std::ptr::copy_nonoverlapping(s, d, n) };
+        }
+    }
     let src = match &leaf.src {
         Some(src) if reads_own_destination(leaf) => src,
         // SAFETY: ordered leaves run one at a time on this thread, and this one's source

@@ -89,16 +89,11 @@ pub fn ordered_leaves(leaves: &[LeafCopy], noop: &[bool]) -> Vec<bool> {
 /// The owners that occur more than once. A bitmap of hashed owners, small enough to stay
 /// in cache, rules out most owners in one pass; only those whose bit was already set are
 /// sorted to find the real repeats.
-fn repeated(mut owners: Vec<NonZeroUsize>) -> FxHashSet<NonZeroUsize> {
+fn repeated(owners: Vec<NonZeroUsize>) -> FxHashSet<NonZeroUsize> {
     const BITS: usize = 1 << 22; // 512 KiB
     if owners.len() < 1 << 14 {
         // Few enough to sort at once, without paying for the bitmap.
-        owners.sort_unstable();
-        return owners
-            .windows(2)
-            .filter(|pair| pair[0] == pair[1])
-            .map(|pair| pair[0])
-            .collect();
+        return repeated_by_sorting(owners);
     }
     let slot = |owner: NonZeroUsize| {
         let hash = (owner.get() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -111,12 +106,17 @@ fn repeated(mut owners: Vec<NonZeroUsize>) -> FxHashSet<NonZeroUsize> {
         clashed[word] |= seen[word] & bit;
         seen[word] |= bit;
     }
-    let mut candidates: Vec<NonZeroUsize> = owners
+    let candidates: Vec<NonZeroUsize> = owners
         .into_iter()
         .filter(|&owner| clashed[slot(owner) / 64] & (1u64 << (slot(owner) % 64)) != 0)
         .collect();
-    candidates.sort_unstable();
-    candidates
+    repeated_by_sorting(candidates)
+}
+
+/// The owners that occur more than once, found by sorting them all.
+fn repeated_by_sorting(mut owners: Vec<NonZeroUsize>) -> FxHashSet<NonZeroUsize> {
+    owners.sort_unstable();
+    owners
         .windows(2)
         .filter(|pair| pair[0] == pair[1])
         .map(|pair| pair[0])

@@ -365,10 +365,7 @@ impl<'py> Classifier<'py> {
             return Ok(Node::Seq(tuple.iter().collect(), true));
         }
         if let Ok(dict) = result.cast_exact::<PyDict>() {
-            return Ok(Node::Keyed(Keyed::new(
-                dict.iter().collect(),
-                Some(dict.clone()),
-            )));
+            return Ok(Node::Keyed(keyed_dict(dict, false)));
         }
         if matches!(self.kind_of(&result)?, TypeKind::Mapping) {
             return Ok(Node::Keyed(mapping_children(&result)?));
