@@ -4,7 +4,8 @@
     python benches/run.py --quick    # smaller data, fewer repeats: under a minute
     python benches/run.py --json out.json --only gpt2 tiny
 
-Scenarios: gpt2, tiny, huge, medium, cast, state, file, and (with torch installed) torch.
+Scenarios: gpt2, tiny, huge, medium, cast, state, file, and (with torch installed) torch
+(GPT-2 as an ``nn.Module``) and modules (20,000 small modules).
 
 Every figure is a median over repeats. Ratios compare timings taken in this run on the
 same data. ``limit`` is the memory-bandwidth limit: the best of 1..N threads running
@@ -131,13 +132,16 @@ class Runner:
         )
 
 
+SCENARIOS = ("gpt2", "tiny", "huge", "medium", "cast", "state", "torch", "modules", "file")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small data, few repeats")
     parser.add_argument("--json", default="benches/results.json", help="where to write JSON")
     parser.add_argument("--only", nargs="*", help="scenario names to run")
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["gpt2", "tiny", "huge", "medium", "cast", "state", "torch", "file"])
+    wanted = set(args.only or SCENARIOS)
     run = Runner(args.quick)
     scale = 2 if args.quick else 1
 
@@ -199,13 +203,16 @@ def main(argv=None) -> int:
                 leaves=n,
             )
 
-    if "torch" in wanted:
+    if wanted & {"torch", "modules"}:
         try:
             import torch_scenarios
         except ImportError:
             print("torch scenarios skipped: torch is not installed")
         else:
-            torch_scenarios.run_all(run, args.quick)
+            if "torch" in wanted:
+                torch_scenarios.run_gpt2(run, args.quick)
+            if "modules" in wanted:
+                torch_scenarios.run_modules(run, args.quick)
 
     if "file" in wanted:
         import file_scenarios

@@ -42,8 +42,8 @@ def small_modules(count: int, seed: int) -> nn.ModuleList:
     return nn.ModuleList([nn.Linear(4, 4) for _ in range(count)])
 
 
-def run_all(run, quick: bool) -> None:
-    """Records the torch scenarios on ``run`` (a ``run.Runner``)."""
+def run_gpt2(run, quick: bool) -> None:
+    """Records GPT-2 as an ``nn.Module`` on ``run`` (a ``run.Runner``)."""
     scale = 2 if quick else 1
     dst, src = gpt2(0, scale), gpt2(1, scale)
     flat = src.state_dict()
@@ -59,6 +59,9 @@ def run_all(run, quick: bool) -> None:
         others={"load_state_dict": reference},
     )
 
+
+def run_modules(run, quick: bool) -> None:
+    """Records 20,000 small modules in an ``nn.ModuleList`` on ``run``."""
     count = 2_000 if quick else 20_000
     dst, src = small_modules(count, 0), small_modules(count, 1)
     flat = src.state_dict()

@@ -280,31 +280,3 @@ def test_flatten_and_unflatten():
         fastload.unflatten({1: 2})
     with pytest.raises(ValueError, match="separator"):
         fastload.flatten({"a.b": 1})
-
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@cuda
-@pytest.mark.parametrize("direction", ["host_to_device", "device_to_host", "device_to_device"])
-def test_cuda_loads(direction):
-    src, dst = build(TinyGPT, 1), build(TinyGPT, 0)
-    if direction in ("device_to_host", "device_to_device"):
-        src = src.cuda()
-    if direction in ("host_to_device", "device_to_device"):
-        dst = dst.cuda()
-    fastload.loadmodel(dst, src)
-    assert dst.lm_head.weight is dst.wte.weight
-    for (key, a), b in zip(dst.state_dict().items(), src.state_dict().values()):
-        assert torch.equal(a.cpu(), b.cpu()), key
-
-
-@cuda
-def test_cuda_mismatched_tie_sources_are_refused():
-    dst = build(TinyGPT, 0).cuda()
-    bad = {k: v.clone() for k, v in build(TinyGPT, 1).state_dict().items()}
-    bad["lm_head.weight"] += 1
-    before = snapshot(dst)
-    with pytest.raises(LoadError, match="lm_head.weight"):
-        fastload.loadmodel(dst, bad)
-    assert_equal_snapshot(dst, before)

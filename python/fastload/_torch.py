@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from . import _staging
 from .errors import shape_text
 
 try:
@@ -72,6 +73,8 @@ def module_children(module: torch.nn.Module) -> Dict[str, Any]:
 
 def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
     """A NumPy view of a CPU tensor's memory, or ``None`` where torch must copy it."""
+    if tensor.device.type != "cpu":
+        return None  # asked first: torch's refusal is an exception, slow to raise
     dtype = tensor.dtype
     try:
         if dtype in _NUMPY:
@@ -80,7 +83,7 @@ def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
             same_size, np_dtype = _ML[dtype]
             return tensor.detach().view(same_size).numpy().view(np_dtype)
     except (TypeError, RuntimeError):
-        pass  # not on the CPU, sparse, or a conjugate or negative view
+        pass  # sparse, or a conjugate or negative view
     return None
 
 
@@ -166,13 +169,10 @@ class TorchCopies:
         return None
 
     def check_ties(self) -> List[Tuple[str, str]]:
-        # Sources are compared as the destination would hold them, before any write.
         """``(path, message)`` of every tied parameter loaded with different values."""
         problems = []
         for path, dst, first, later in self.ties:
-            a = first.to(device=dst.device, dtype=dst.dtype)
-            b = later.to(device=dst.device, dtype=dst.dtype)
-            if not torch.equal(a, b):
+            if not _same_values(first, later, dst.dtype):
                 problems.append(
                     (
                         path,
@@ -181,16 +181,56 @@ class TorchCopies:
                 )
         return problems
 
-    def run(self) -> None:
-        """Copies every planned leaf, then waits for the devices."""
-        devices = set()
+    def run(self, threads: int = 0) -> None:
+        """Copies every planned leaf (large transfers between host and GPU through pinned
+        buffers, on ``threads`` threads, 0 for the default), then waits for the GPUs."""
+        copies = self.copies
         with torch.no_grad():
-            for dst, src in self.copies:
-                dst.copy_(src, non_blocking=src.device != dst.device and src.is_pinned())
-                devices.update(d for d in (dst.device, src.device) if d.type == "cuda")
-        for device in devices:
+            if _worth_staging(copies) and _staging.disjoint(copies):
+                copies = _staging.run(copies, threads)
+            for dst, src in copies:
+                upload = dst.is_cuda and src.device.type == "cpu" and src.is_pinned()
+                dst.copy_(src, non_blocking=upload)
+        for device in {t.device for pair in self.copies for t in pair if t.is_cuda}:
             torch.cuda.synchronize(device)
         bump_versions(self.written)
+
+
+def _worth_staging(copies: List[Tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    """Whether host <-> GPU copies move enough bytes to pay for pinned buffers."""
+    total = 0
+    for dst, src in copies:
+        if dst.is_cuda != src.is_cuda:
+            total += dst.numel() * dst.element_size()
+    return total >= _staging.MIN_STAGED_BYTES
+
+
+def _same_values(first: torch.Tensor, later: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether two sources give the same bits once cast to ``dtype`` (so NaNs match),
+    compared where the first one is; the same memory needs no comparison."""
+    if (
+        first.device == later.device
+        and first.data_ptr() == later.data_ptr()
+        and first.dtype == later.dtype
+        and first.shape == later.shape
+        and first.stride() == later.stride()
+    ):
+        return True
+    a = first.to(dtype=dtype)
+    b = later.to(device=first.device, dtype=dtype)
+    return torch.equal(_bits(a), _bits(b))
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``'s elements as integers of the same size, to compare them bit for bit."""
+    if tensor.is_complex():
+        tensor = torch.view_as_real(tensor)
+    if tensor.is_floating_point():
+        return tensor.view(_SAME_SIZE_INT[tensor.element_size()])
+    return tensor
+
+
+_SAME_SIZE_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def _owner(x: Any) -> Any:

@@ -83,7 +83,7 @@ pub fn loadmodel<'py>(
         )?;
     }
     if let Some(copies) = torch_copies {
-        copies.call_method0("run")?;
+        copies.call_method1("run", (threads,))?;
     }
     if met_torch {
         // Autograd counts in-place writes to tensors; the copy above wrote through views.

@@ -1,0 +1,216 @@
+"""PyTorch on a GPU: loads in every direction, pinned staging of large host <-> GPU
+transfers, ties compared bit for bit. The staging plan's pieces are tested without a GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastload
+from fastload import LoadError
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from tests_torch_models import TinyGPT, build  # noqa: E402
+
+from fastload import _staging  # noqa: E402
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_equal_snapshot(model, before):
+    after = snapshot(model)
+    assert list(after) == list(before)
+    for key in before:
+        assert torch.equal(after[key], before[key]), key
+
+
+def test_chunks_grow_with_the_load_within_bounds():
+    assert _staging.chunk_size(1 << 20) == _staging.CHUNK_MIN
+    assert _staging.chunk_size(256 << 20) == 32 << 20
+    assert _staging.chunk_size(10 << 30) == _staging.CHUNK_MAX
+
+
+def test_large_contiguous_copies_split_into_chunks_that_cover_them():
+    host = np.arange(10_000, dtype=np.float32)
+    device = torch.zeros(10_000, dtype=torch.float16)
+    parts = _staging.pieces(host, device, chunk=4096)
+    assert [p[0].size for p in parts] == [1024] * 9 + [784]
+    assert all(np.shares_memory(h, host) for h, _ in parts)
+    for h, d in parts:
+        d.copy_(torch.from_numpy(h))
+    assert torch.equal(device, torch.from_numpy(host).half())
+    # A strided side cannot be cut into flat ranges: the copy is left to torch.
+    assert _staging.pieces(host[::2], device[::2], chunk=4096) is None
+    assert len(_staging.pieces(host[:100:2], device[:100:2], chunk=4096)) == 1
+
+
+def test_groups_fit_their_buffer_at_aligned_offsets():
+    sizes = [3, 1000, 4096, 10, 3000, 1]
+    parts = [(np.zeros(n, np.uint8), torch.zeros(n, dtype=torch.uint8)) for n in sizes]
+    groups = _staging.groups(parts, chunk=4096)
+    assert [len(g) for g in groups] == [2, 1, 3]
+    for group in groups:
+        assert all(p.offset % _staging.ALIGN == 0 for p in group)
+        assert group[-1].offset + group[-1].host.nbytes <= 4096
+    assert [p.host.nbytes for g in groups for p in g] == sizes
+
+
+def test_staging_is_refused_where_memory_is_shared():
+    base, other = torch.zeros(100), torch.zeros(100)
+    assert _staging.disjoint([(base[:50], other), (base[50:], other)])
+    assert not _staging.disjoint([(base[:60], other), (base[50:], other)])
+    assert not _staging.disjoint([(base[:50], base[40:60])])
+    assert _staging.disjoint([(base[:50], other[:60]), (base[50:], other[40:])])
+    # Interleaved views share no element, but their spans cross: staging is not risked.
+    assert not _staging.disjoint([(base[::2], other), (base[1::2], other)])
+
+
+@cuda
+@pytest.mark.parametrize("direction", ["host_to_device", "device_to_host", "device_to_device"])
+def test_cuda_loads(direction):
+    src, dst = build(TinyGPT, 1), build(TinyGPT, 0)
+    if direction in ("device_to_host", "device_to_device"):
+        src = src.cuda()
+    if direction in ("host_to_device", "device_to_device"):
+        dst = dst.cuda()
+    fastload.loadmodel(dst, src)
+    assert dst.lm_head.weight is dst.wte.weight
+    for (key, a), b in zip(dst.state_dict().items(), src.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu()), key
+
+
+@cuda
+def test_cuda_mismatched_tie_sources_are_refused():
+    dst = build(TinyGPT, 0).cuda()
+    bad = {k: v.clone() for k, v in build(TinyGPT, 1).state_dict().items()}
+    bad["lm_head.weight"] += 1
+    before = snapshot(dst)
+    with pytest.raises(LoadError, match="lm_head.weight"):
+        fastload.loadmodel(dst, bad)
+    assert_equal_snapshot(dst, before)
+
+
+@cuda
+def test_cuda_tie_sources_are_compared_bit_for_bit():
+    dst = build(TinyGPT, 0).cuda()
+    same = {k: v.clone() for k, v in build(TinyGPT, 1).state_dict().items()}
+    same["wte.weight"][0, 0] = float("nan")
+    same["lm_head.weight"] = same["wte.weight"].clone()  # equal bits, another buffer
+    fastload.loadmodel(dst, same)
+    assert torch.isnan(dst.lm_head.weight[0, 0])
+    same["lm_head.weight"][0, 1] = -same["wte.weight"][0, 1]
+    same["wte.weight"][0, 1] = 0.0
+    same["lm_head.weight"][0, 1] = -0.0
+    with pytest.raises(LoadError, match="lm_head.weight"):
+        fastload.loadmodel(dst, same)
+
+
+class Wide(nn.Module):
+    """About 70 MB of parameters: large enough to be staged, with tensors split across
+    buffers, a tie, a small bias and a buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(4000, 2048)
+        self.proj = nn.Linear(2048, 4000)
+        self.proj.weight = self.embed.weight
+        self.mlp = nn.Linear(2048, 2048)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+
+
+def wide(seed: int) -> Wide:
+    torch.manual_seed(seed)
+    model = Wide()
+    model.steps.fill_(seed)
+    return model
+
+
+def count_calls(monkeypatch, name):
+    calls = []
+    original = getattr(_staging, name)
+
+    def counted(*args):
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(_staging, name, counted)
+    return calls
+
+
+@cuda
+@pytest.mark.parametrize("source", ["module", "state_dict", "numpy", "file", "pinned"])
+def test_host_to_device_is_staged_and_exact(source, monkeypatch, tmp_path):
+    src, dst = wide(1), wide(0).cuda()
+    feed = {
+        "module": src,
+        "state_dict": src.state_dict(),
+        "numpy": {k: v.numpy() for k, v in src.state_dict().items()},
+        "file": tmp_path / "wide.safetensors",
+        "pinned": {k: v.pin_memory() for k, v in src.state_dict().items()},
+    }[source]
+    if source == "file":
+        fastload.save(feed, src)
+    staged = count_calls(monkeypatch, "host_to_device")
+    weight = dst.embed.weight
+    fastload.loadmodel(dst, feed)
+    # A pinned source is already as fast as the bus: torch copies it directly.
+    assert len(staged) == (0 if source == "pinned" else 1)
+    assert dst.embed.weight is weight and dst.proj.weight is weight
+    for (key, a), b in zip(dst.state_dict().items(), src.state_dict().values()):
+        assert torch.equal(a.cpu(), b), key
+
+
+@cuda
+def test_host_to_device_casts_on_the_gpu_like_torch():
+    src = wide(1)
+    dst = wide(0).to(device="cuda", dtype=torch.bfloat16)
+    fastload.loadmodel(dst, src)
+    expected = wide(1).to(dtype=torch.bfloat16)
+    for (key, a), b in zip(dst.state_dict().items(), expected.state_dict().values()):
+        assert torch.equal(a.cpu(), b), key
+
+
+@cuda
+def test_device_to_host_is_staged_and_exact(monkeypatch):
+    src, dst = wide(1).cuda(), wide(0)
+    staged = count_calls(monkeypatch, "device_to_host")
+    fastload.loadmodel(dst, src)
+    assert len(staged) == 1
+    for (key, a), b in zip(dst.state_dict().items(), src.state_dict().values()):
+        assert torch.equal(a, b.cpu()), key
+    # Into NumPy arrays, as a state.
+    arrays = {k: np.zeros(tuple(v.shape), np.float32) for k, v in src.state_dict().items()}
+    arrays["steps"] = np.zeros((), np.int64)
+    del arrays["proj.weight"]
+    fastload.loadmodel(arrays, {k: v for k, v in src.state_dict().items() if k != "proj.weight"})
+    assert np.array_equal(arrays["embed.weight"], src.embed.weight.cpu().numpy())
+    assert arrays["steps"] == 1
+
+
+@cuda
+def test_overlapping_destinations_are_written_in_walk_order(monkeypatch):
+    n = 8 << 20
+    base = torch.zeros(2 * n, device="cuda")
+    dst = [base[: n + 1000], base[n:]]
+    src = [torch.full((n + 1000,), 1.0), torch.full((n,), 2.0)]
+    staged = count_calls(monkeypatch, "host_to_device")
+    fastload.loadmodel(dst, src)
+    assert not staged
+    assert base[n - 1] == 1.0 and base[n] == 2.0 and base[-1] == 2.0
+
+
+@cuda
+def test_refused_staged_load_leaves_the_gpu_model_unchanged():
+    dst = wide(0).cuda()
+    bad = dict(wide(1).state_dict())
+    bad["mlp.weight"] = torch.zeros(2048, 2047)
+    before = snapshot(dst)
+    with pytest.raises(LoadError, match="mlp.weight"):
+        fastload.loadmodel(dst, bad)
+    assert_equal_snapshot(dst, before)
