@@ -238,13 +238,23 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary_file(tmp_path):
 
 def test_saved_arrays_of_any_layout_and_byte_order(tmp_path):
     base = np.arange(24, dtype=np.float64).reshape(4, 6)
-    tree = {"t": base.T, "s": base[::2, 1::2], "be": np.arange(3, dtype=">i4")}
+    tree = {
+        "t": base.T,
+        "s": base[::2, 1::2],
+        "be": np.arange(3, dtype=">i4"),
+        "scalar": np.array(7, dtype=np.int64),
+        "strided scalar": base[1, 2, ...],
+    }
     path = tmp_path / "layouts.safetensors"
     fastload.save(path, tree)
     back = fastload.load(path)
     for key in tree:
+        assert back[key].shape == tree[key].shape, key
         assert np.array_equal(back[key], tree[key]), key
     assert back["be"].dtype == np.dtype("<i4")
+    dst = {key: np.zeros_like(value) for key, value in tree.items()}
+    fastload.loadmodel(dst, path)
+    assert dst["scalar"] == 7 and dst["strided scalar"] == base[1, 2]
 
 
 def test_torch_modules_save_and_load_through_files(tmp_path):

@@ -132,7 +132,8 @@ def _split_state(flat: Dict[str, Any]) -> Tuple[List, Dict[str, Any], Dict[str, 
             ties[key] = seen[identity]
             continue
         seen[identity] = key
-        contiguous = np.ascontiguousarray(array)
+        # (np.ascontiguousarray would make a 0-d array 1-d.)
+        contiguous = array if array.flags.c_contiguous else array.copy(order="C")
         if contiguous.dtype.byteorder == ">":
             contiguous = contiguous.astype(contiguous.dtype.newbyteorder("="))
         arrays.append((key, safetensors_dtype(contiguous.dtype), contiguous))

@@ -73,7 +73,7 @@ def module_children(module: torch.nn.Module) -> Dict[str, Any]:
 
 def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
     """A NumPy view of a CPU tensor's memory, or ``None`` where torch must copy it."""
-    if tensor.device.type != "cpu":
+    if not tensor.is_cpu:
         return None  # asked first: torch's refusal is an exception, slow to raise
     dtype = tensor.dtype
     try:
@@ -94,14 +94,17 @@ def as_tensor(x: Any) -> torch.Tensor:
     dtype = _TORCH.get(x.dtype)
     if dtype is None:
         raise TypeError(f"torch cannot hold a NumPy array of dtype {x.dtype}")
-    with warnings.catch_warnings():
-        # A read-only source (a mapped file) is only ever read here.
-        warnings.simplefilter("ignore", UserWarning)
-        if dtype in _ML:
-            same_size = _ML[dtype][0]
-            raw = x.view(np.dtype(f"i{x.dtype.itemsize}"))
-            return torch.from_numpy(raw).view(same_size).view(dtype)
-        return torch.from_numpy(x)
+    if dtype in _ML:
+        same_size = _ML[dtype][0]
+        x = x.view(np.dtype(f"i{x.dtype.itemsize}"))
+    if x.flags.writeable:
+        tensor = torch.from_numpy(x)
+    else:
+        with warnings.catch_warnings():
+            # A read-only source (a mapped file) is only ever read here.
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.from_numpy(x)
+    return tensor.view(same_size).view(dtype) if dtype in _ML else tensor
 
 
 def torch_dtype(x: Any) -> Any:
