@@ -167,13 +167,50 @@ def test_host_to_device_is_staged_and_exact(source, monkeypatch, tmp_path):
 
 
 @cuda
-def test_host_to_device_casts_on_the_gpu_like_torch():
+def test_casting_uploads_are_torchs_own_blocking_copy(monkeypatch):
+    # torch casts a blocking upload on the CPU: NaN payloads and rounding stay the CPU's.
     src = wide(1)
+    with torch.no_grad():
+        src.mlp.weight[0, :4] = torch.tensor([float("nan"), -float("nan"), 1e39, 3.0e-39])
     dst = wide(0).to(device="cuda", dtype=torch.bfloat16)
+    staged = count_calls(monkeypatch, "host_to_device")
     fastload.loadmodel(dst, src)
-    expected = wide(1).to(dtype=torch.bfloat16)
-    for (key, a), b in zip(dst.state_dict().items(), expected.state_dict().values()):
-        assert torch.equal(a.cpu(), b), key
+    assert not staged
+    expected = {k: v.to(torch.bfloat16) for k, v in src.state_dict().items()}
+    for key, value in dst.state_dict().items():
+        want = expected[key] if value.is_floating_point() else expected[key].long()
+        assert torch.equal(
+            value.cpu().view(-1).view(torch.uint8), want.view(-1).view(torch.uint8)
+        ), key
+
+
+def test_tie_sources_compare_as_they_read():
+    from fastload._torch import _same_values
+
+    x = torch.tensor([1 + 2j, float("nan")], dtype=torch.complex64)
+    assert _same_values(x, x.clone(), torch.complex64)  # NaN bits match
+    assert not _same_values(x, x.conj(), torch.complex64)  # same memory, read conjugated
+    assert _same_values(x.conj(), x.conj().clone(), torch.complex64)
+    y = torch.tensor([0.0, 1.5])
+    assert not _same_values(y, -y, torch.float32)  # -0.0 has other bits
+    assert not _same_values(y, torch._neg_view(y), torch.float32)
+
+
+@cuda
+def test_cpu_model_from_a_partly_gpu_source_is_staged_inside_the_load(monkeypatch):
+    # The CPU destination torch fills lies between two arrays the same load writes.
+    n = 6 << 20
+    memory = np.zeros(3 * n, np.float32)
+    dst = {"a": memory[:n], "b": torch.from_numpy(memory[n : 2 * n]), "c": memory[2 * n :]}
+    src = {
+        "a": np.ones(n, np.float32),
+        "b": torch.full((n,), 2.0, device="cuda"),
+        "c": np.full(n, 3.0, np.float32),
+    }
+    staged = count_calls(monkeypatch, "device_to_host")
+    fastload.loadmodel(dst, src)
+    assert len(staged) == 1
+    assert memory[0] == 1 and memory[n] == 2 and memory[-1] == 3
 
 
 @cuda

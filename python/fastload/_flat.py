@@ -83,8 +83,10 @@ def flat_source(dst: Any, flat: Mapping) -> Dict[str, Any]:
     """
     dst_state = _fastload.state(dst)
     flat = dict(flat)
+    dst_leaves: Dict[str, Any] = {}
+    _flatten_into(dst_leaves, [], dst_state, ".")  # (already a state: not made again)
     by_identity: Dict[int, List[str]] = {}
-    for key, value in flatten(dst_state).items():
+    for key, value in dst_leaves.items():
         if isinstance(value, _array_types()):
             by_identity.setdefault(id(value), []).append(key)
     for keys in by_identity.values():

@@ -8,7 +8,8 @@ than a buffer are split; the bytes of one buffer are one group.
 
 Staging reorders copies, so it is used only where no copy's destination shares memory
 with another copy's source or destination: the result is then that of copying leaf by
-leaf in walk order.
+leaf in walk order. Only copies between the same dtypes are staged: torch casts a
+blocking copy on the CPU, and the result must not depend on staging.
 """
 
 from __future__ import annotations
@@ -196,11 +197,15 @@ def run(copies: Sequence[Tuple[torch.Tensor, torch.Tensor]], threads: int) -> Li
     download: List[tuple] = []  # (host destination, device source, copy)
     for copy in copies:
         dst, src = copy
+        if dst.dtype != src.dtype:
+            # torch casts a blocking copy on the CPU and a staged one on the GPU, whose
+            # NaN bits and out-of-range integers differ: casts stay torch's own copy.
+            continue
         if dst.is_cuda and src.device.type == "cpu" and not src.is_pinned():
             host = as_numpy(src)
             if host is not None:
                 upload.append((host, dst, copy))
-        elif src.is_cuda and dst.device.type == "cpu" and dst.dtype == src.dtype:
+        elif src.is_cuda and dst.device.type == "cpu":
             host = as_numpy(dst)
             if host is not None:
                 download.append((host, src, copy))

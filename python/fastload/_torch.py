@@ -210,22 +210,26 @@ def _worth_staging(copies: List[Tuple[torch.Tensor, torch.Tensor]]) -> bool:
 
 def _same_values(first: torch.Tensor, later: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether two sources give the same bits once cast to ``dtype`` (so NaNs match),
-    compared where the first one is; the same memory needs no comparison."""
+    both cast where the first one is; the same memory, read the same way, needs no
+    comparison."""
     if (
         first.device == later.device
         and first.data_ptr() == later.data_ptr()
         and first.dtype == later.dtype
         and first.shape == later.shape
         and first.stride() == later.stride()
+        and first.is_conj() == later.is_conj()
+        and first.is_neg() == later.is_neg()
     ):
         return True
     a = first.to(dtype=dtype)
-    b = later.to(device=first.device, dtype=dtype)
+    b = later.to(device=first.device).to(dtype=dtype)
     return torch.equal(_bits(a), _bits(b))
 
 
 def _bits(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor``'s elements as integers of the same size, to compare them bit for bit."""
+    tensor = tensor.resolve_conj().resolve_neg()
     if tensor.is_complex():
         tensor = torch.view_as_real(tensor)
     if tensor.is_floating_point():

@@ -66,7 +66,7 @@ pub fn loadmodel<'py>(
     // Another load into the same memory finishes first (see `core::inflight`); waiting
     // releases the GIL, which that load may need.
     let span = plan.written_span();
-    let _reservation = py
+    let reservation = py
         .detach(|| inflight::reserve(span))
         .map_err(PyRuntimeError::new_err)?;
     if external.is_empty() && progress.is_none() && executor.runs_in_walk_order() {
@@ -82,6 +82,9 @@ pub fn loadmodel<'py>(
             progress,
         )?;
     }
+    // The leaves torch copies were never part of the reservation, and staging them runs
+    // loads of its own, which may lie inside its span.
+    drop(reservation);
     if let Some(copies) = torch_copies {
         copies.call_method1("run", (threads,))?;
     }
