@@ -24,6 +24,20 @@ pub struct ArrayView {
     pub owner: Option<NonZeroUsize>,
 }
 
+/// Whether an [`ArrayView::extent`] lies inside the address space.
+pub fn fits(extent: Option<(i128, i128)>) -> bool {
+    extent.is_none_or(|(lo, hi)| lo >= 0 && hi <= isize::MAX as i128)
+}
+
+/// An [`ArrayView::extent`] as a byte range (see [`ArrayView::byte_span`]).
+pub fn span(extent: Option<(i128, i128)>) -> Option<Range<usize>> {
+    let (lo, hi) = extent?;
+    // Clamped: a view reaching outside the address space (see `fits_in_memory`) is
+    // treated as touching everything.
+    let clamp = |x: i128| x.clamp(0, usize::MAX as i128) as usize;
+    Some(clamp(lo)..clamp(hi))
+}
+
 impl ArrayView {
     /// A C-contiguous view of `shape` at `addr`.
     pub fn contiguous(addr: usize, shape: &[usize], itemsize: usize) -> Self {
@@ -57,15 +71,11 @@ impl ArrayView {
 
     /// The half-open byte range `[lo, hi)` the array touches, or `None` when it is empty.
     pub fn byte_span(&self) -> Option<Range<usize>> {
-        let (lo, hi) = self.extent()?;
-        // Clamped: a view reaching outside the address space (see `fits_in_memory`) is
-        // treated as touching everything.
-        let clamp = |x: i128| x.clamp(0, usize::MAX as i128) as usize;
-        Some(clamp(lo)..clamp(hi))
+        span(self.extent())
     }
 
     /// First and one-past-last byte addresses, computed without overflow; `None` when empty.
-    fn extent(&self) -> Option<(i128, i128)> {
+    pub fn extent(&self) -> Option<(i128, i128)> {
         let (mut lo, mut hi) = (self.addr as i128, self.addr as i128 + self.itemsize as i128);
         for (&len, &stride) in self.shape.iter().zip(&self.strides) {
             if len == 0 {
@@ -84,8 +94,7 @@ impl ArrayView {
     /// Whether every element lies inside the address space, so that byte offsets can be
     /// computed in `isize` (arrays made with `as_strided` can claim anything).
     pub fn fits_in_memory(&self) -> bool {
-        self.extent()
-            .is_none_or(|(lo, hi)| lo >= 0 && hi <= isize::MAX as i128)
+        fits(self.extent())
     }
 
     /// Whether the two views have the same address, shape and strides: one parameter, in

@@ -67,6 +67,18 @@ impl Plan {
     /// shape, strides and `dtype_key`): then the copy is dropped and the first one stands.
     #[inline(always)]
     pub fn add(&mut self, leaf: LeafCopy, dtype_key: u64) -> TieEntry {
+        let written = leaf.dst.byte_span();
+        self.add_spanned(leaf, dtype_key, written)
+    }
+
+    /// [`Plan::add`] for a leaf whose destination's byte span the caller has worked out.
+    #[inline(always)]
+    pub fn add_spanned(
+        &mut self,
+        leaf: LeafCopy,
+        dtype_key: u64,
+        written: Option<Range<usize>>,
+    ) -> TieEntry {
         // Into the plan first, checked there: a leaf is moved once, and a tied one (rare)
         // is taken back out.
         let next = self.leaves.len();
@@ -86,7 +98,7 @@ impl Plan {
         let noop = leaf.is_noop();
         if !noop {
             // Worked out here, while the leaf is in cache, not in a pass of its own.
-            if let Some(span) = leaf.dst.byte_span() {
+            if let Some(span) = written {
                 self.written = Some(match self.written.take() {
                     Some(w) => w.start.min(span.start)..w.end.max(span.end),
                     None => span,

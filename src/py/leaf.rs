@@ -8,6 +8,7 @@ use super::kinds::{ArrayLeaf, Node};
 use super::path::describe;
 use super::python_function;
 use super::walk::{LeafArrays, Walker};
+use crate::core::layout::{fits, span};
 use crate::core::{LeafCopy, Op, Plan, Problem, ProblemKind, TieEntry};
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -45,9 +46,20 @@ impl<'py> Walker<'py> {
     }
 
     /// What the walk needs of an array's dtype, worked out once per dtype object.
+    #[inline(always)]
     fn dtype_info(&mut self, array: &Bound<'py, PyUntypedArray>) -> DtypeInfo {
         let descr = raw_descr(array);
+        // Neighbouring leaves nearly always share their dtype.
+        match self.last_dtype {
+            Some((last, info)) if last == descr => info,
+            _ => self.look_up_dtype(array, descr),
+        }
+    }
+
+    /// [`Walker::dtype_info`] for a dtype other than the last one.
+    fn look_up_dtype(&mut self, array: &Bound<'py, PyUntypedArray>, descr: usize) -> DtypeInfo {
         if let Some(known) = self.dtypes.iter().find(|d| d.0.as_ptr() as usize == descr) {
+            self.last_dtype = Some((descr, known.1));
             return known.1;
         }
         let dtype = array.dtype();
@@ -57,6 +69,7 @@ impl<'py> Walker<'py> {
         };
         // The entry holds the dtype, so that its address is not reused meanwhile.
         self.dtypes.push((dtype, info));
+        self.last_dtype = Some((descr, info));
         info
     }
 
@@ -198,14 +211,16 @@ impl<'py> Walker<'py> {
             src: src.map(view_of),
             op,
         };
-        if !leaf.dst.fits_in_memory() || !leaf.src.as_ref().is_none_or(|s| s.fits_in_memory()) {
+        // The destination's extent is worked out once, for this check and for the plan.
+        let extent = leaf.dst.extent();
+        if !fits(extent) || !leaf.src.as_ref().is_none_or(|s| s.fits_in_memory()) {
             self.problem(
                 ProblemKind::Leaf,
                 "the array's strides reach outside the address space",
             );
             return Ok(());
         }
-        match self.out.plan.add(leaf, tie_key) {
+        match self.out.plan.add_spanned(leaf, tie_key, span(extent)) {
             TieEntry::New(leaf) => {
                 self.out.leaf_arrays.push((dst.clone(), src.cloned()));
                 if let (Op::External, Some(src)) = (op, src) {

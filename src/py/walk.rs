@@ -69,6 +69,8 @@ pub struct Walker<'py> {
     pub(super) staged: FxHashSet<usize>,
     /// The dtypes met so far, with what the leaves need of them (see `leaf`).
     pub(super) dtypes: SmallVec<[(Bound<'py, PyArrayDescr>, DtypeInfo); 4]>,
+    /// The address and entry of the dtype last looked up in `dtypes` (which keeps it alive).
+    pub(super) last_dtype: Option<(usize, DtypeInfo)>,
     pub(super) out: Walked<'py>,
 }
 
@@ -91,6 +93,7 @@ impl<'py> Walker<'py> {
             on_path: FxHashSet::default(),
             staged: FxHashSet::default(),
             dtypes: SmallVec::new(),
+            last_dtype: None,
             out: Walked {
                 plan: Plan::with_capacity(room),
                 problems: Vec::new(),
