@@ -3,8 +3,9 @@
 
     python benches/gpu.py             # prints a table, writes benches/gpu.json
 
-Directions: host -> device (pageable and pinned sources, and a safetensors file against
-``safetensors.torch.load_model``), device -> host, device -> device. Every time is a median
+Directions: host -> device (pageable and pinned sources, a float32 source into a bfloat16
+model, and a safetensors file against ``safetensors.torch.load_model``), device -> host,
+device -> device. Every time is a median
 over repeats, each ended by ``torch.cuda.synchronize()``; the first load of the process,
 which pins the staging buffers, is reported apart.
 """
@@ -55,6 +56,7 @@ def main() -> int:
     pinned = {k: v.pin_memory() for k, v in flat.items()}
     on_device = torch_scenarios.gpt2(seed=0, scale=1).cuda()
     other_device = torch_scenarios.gpt2(seed=2, scale=1).cuda()
+    on_device_bf16 = torch_scenarios.gpt2(seed=0, scale=1).to(device="cuda", dtype=torch.bfloat16)
     dst_host = torch_scenarios.gpt2(seed=3, scale=1)
     start = time.perf_counter()
     fastload.loadmodel(on_device, flat)
@@ -68,6 +70,7 @@ def main() -> int:
         "host -> device (pageable)": (on_device, flat, None),
         "host -> device (pinned)": (on_device, pinned, None),
         "file -> device": (on_device, path, flat),
+        "host -> device, f32 -> bf16": (on_device_bf16, flat, None),
         "device -> host": (dst_host, other_device.state_dict(), None),
         "device -> device": (on_device, other_device.state_dict(), None),
     }
@@ -76,7 +79,7 @@ def main() -> int:
         fast = timed(lambda dst=dst, src=src: fastload.loadmodel(dst, src))
         ref = timed(lambda dst=dst, src=src: reference(dst, src))
         for (key, a), b in zip(dst.state_dict().items(), (values or src).values()):
-            assert torch.equal(a.cpu(), b.cpu()), key
+            assert torch.equal(a.cpu(), b.cpu().to(a.dtype)), key
         rows.append(
             {
                 "case": name,

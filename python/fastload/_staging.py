@@ -8,8 +8,12 @@ than a buffer are split; the bytes of one buffer are one group.
 
 Staging reorders copies, so it is used only where no copy's destination shares memory
 with another copy's source or destination: the result is then that of copying leaf by
-leaf in walk order. Only copies between the same dtypes are staged: torch casts a
-blocking copy on the CPU, and the result must not depend on staging.
+leaf in walk order.
+
+A buffer holds the GPU side's dtype. Where the host side's dtype differs, the CPU casts
+between the host memory and the buffer with torch's own conversion: torch casts a
+blocking copy on the CPU too, so staging never changes a result (a cast on the GPU
+would give other NaN bits and out-of-range integers).
 """
 
 from __future__ import annotations
@@ -28,11 +32,16 @@ ALIGN = 256
 
 class Piece(NamedTuple):
     """``host`` and ``device`` hold the same elements; ``offset`` is where they are
-    staged, in bytes."""
+    staged, in bytes, in ``device``'s dtype."""
 
     host: np.ndarray
     device: torch.Tensor
     offset: int
+
+
+def staged_bytes(host: np.ndarray, device: torch.Tensor) -> int:
+    """The bytes a part takes in a buffer: its elements in the GPU side's dtype."""
+    return host.size * device.element_size()
 
 
 def chunk_size(total: int) -> int:
@@ -45,14 +54,14 @@ def chunk_size(total: int) -> int:
 
 
 def pieces(host: np.ndarray, device: torch.Tensor, chunk: int) -> Optional[List[tuple]]:
-    """``(host, device)`` parts of one copy, each at most ``chunk`` bytes, or ``None``
-    where a large copy cannot be split (one of its sides is not contiguous)."""
-    if host.nbytes <= chunk:
+    """``(host, device)`` parts of one copy, each staged in at most ``chunk`` bytes, or
+    ``None`` where a large copy cannot be split (one of its sides is not contiguous)."""
+    if staged_bytes(host, device) <= chunk:
         return [(host, device)]
     if not (host.flags.c_contiguous and device.is_contiguous()):
         return None
     flat_host, flat_device = host.reshape(-1), device.view(-1)
-    step = chunk // host.itemsize
+    step = chunk // device.element_size()
     return [(flat_host[i : i + step], flat_device[i : i + step]) for i in range(0, host.size, step)]
 
 
@@ -62,11 +71,12 @@ def groups(parts: Sequence[tuple], chunk: int) -> List[List[Piece]]:
     group: List[Piece] = []
     used = 0
     for host, device in parts:
-        if used + host.nbytes > chunk and group:
+        size = staged_bytes(host, device)
+        if used + size > chunk and group:
             out.append(group)
             group, used = [], 0
         group.append(Piece(host, device, used))
-        used += -(-host.nbytes // ALIGN) * ALIGN
+        used += -(-size // ALIGN) * ALIGN
     if group:
         out.append(group)
     return out
@@ -81,13 +91,15 @@ class Buffers:
         self.arrays = [t.numpy() for t in self.tensors]
         self.events: List[List[torch.cuda.Event]] = [[], []]
 
-    def views(self, slot: int, piece: Piece) -> Tuple[np.ndarray, torch.Tensor]:
-        """The staging memory of ``piece`` in buffer ``slot``, as an array and a tensor."""
-        host, start = piece.host, piece.offset
-        end = start + host.nbytes
-        array = self.arrays[slot][start:end].view(host.dtype).reshape(host.shape)
-        tensor = self.tensors[slot][start:end].view(_torch_dtype(host.dtype))
-        return array, tensor.view(host.shape)
+    def views(self, slot: int, piece: Piece) -> Tuple[Optional[np.ndarray], torch.Tensor]:
+        """The staging memory of ``piece`` in buffer ``slot``: as a tensor of the GPU
+        side's dtype, and as an array where the host side has that dtype too."""
+        host, device, start = piece.host, piece.device, piece.offset
+        end = start + staged_bytes(host, device)
+        tensor = self.tensors[slot][start:end].view(device.dtype).view(host.shape)
+        if _torch_dtype(host.dtype) != device.dtype:
+            return None, tensor
+        return self.arrays[slot][start:end].view(host.dtype).reshape(host.shape), tensor
 
     def mark(self, slot: int, group: List[Piece]) -> None:
         """Records, on each GPU of ``group``, that its copies so far have been issued."""
@@ -103,16 +115,30 @@ class Buffers:
             event.synchronize()
 
 
-def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+def _torch_dtype(dtype: np.dtype) -> Optional[torch.dtype]:
     from ._torch import _TORCH
 
-    return _TORCH[dtype]
+    return _TORCH.get(dtype)
 
 
-def _fill(dsts: List[np.ndarray], srcs: List[np.ndarray], threads: int) -> None:
+def _exchange(group: List[Piece], staged: list, into_buffer: bool, threads: int) -> None:
+    """Copies a group between host memory and its staging memory: parts of one dtype as
+    raw bytes on fastload's threads, the others cast by torch on the CPU."""
     from . import loadmodel
+    from ._torch import as_tensor
 
-    loadmodel(dsts, srcs, casting="no", threads=threads or None)
+    hosts, buffers = [], []
+    for piece, (array, tensor) in zip(group, staged):
+        if array is not None:
+            hosts.append(piece.host)
+            buffers.append(array)
+        elif into_buffer:
+            tensor.copy_(as_tensor(piece.host))
+        else:
+            as_tensor(piece.host).copy_(tensor)
+    if hosts:
+        pairs = (buffers, hosts) if into_buffer else (hosts, buffers)
+        loadmodel(*pairs, casting="no", threads=threads or None)
 
 
 def host_to_device(batches: List[List[Piece]], chunk: int, threads: int) -> None:
@@ -123,7 +149,7 @@ def host_to_device(batches: List[List[Piece]], chunk: int, threads: int) -> None
         slot = number % 2
         buffers.wait(slot)
         staged = [buffers.views(slot, piece) for piece in group]
-        _fill([array for array, _ in staged], [piece.host for piece in group], threads)
+        _exchange(group, staged, True, threads)
         for piece, (_, tensor) in zip(group, staged):
             piece.device.copy_(tensor, non_blocking=True)
         buffers.mark(slot, group)
@@ -134,7 +160,7 @@ def device_to_host(batches: List[List[Piece]], chunk: int, threads: int) -> None
     while the CPU's threads empty the other."""
     buffers = Buffers(chunk)
 
-    def send(number: int) -> List[Tuple[np.ndarray, torch.Tensor]]:
+    def send(number: int) -> list:
         slot = number % 2
         staged = [buffers.views(slot, piece) for piece in batches[number]]
         for piece, (_, tensor) in zip(batches[number], staged):
@@ -146,7 +172,7 @@ def device_to_host(batches: List[List[Piece]], chunk: int, threads: int) -> None
     for number, group in enumerate(batches):
         following = send(number + 1) if number + 1 < len(batches) else None
         buffers.wait(number % 2)
-        _fill([piece.host for piece in group], [array for array, _ in staged], threads)
+        _exchange(group, staged, False, threads)
         staged = following
 
 
@@ -197,10 +223,6 @@ def run(copies: Sequence[Tuple[torch.Tensor, torch.Tensor]], threads: int) -> Li
     download: List[tuple] = []  # (host destination, device source, copy)
     for copy in copies:
         dst, src = copy
-        if dst.dtype != src.dtype:
-            # torch casts a blocking copy on the CPU and a staged one on the GPU, whose
-            # NaN bits and out-of-range integers differ: casts stay torch's own copy.
-            continue
         if dst.is_cuda and src.device.type == "cpu" and not src.is_pinned():
             host = as_numpy(src)
             if host is not None:
@@ -211,9 +233,10 @@ def run(copies: Sequence[Tuple[torch.Tensor, torch.Tensor]], threads: int) -> Li
                 download.append((host, src, copy))
     staged = set()
     for batch, move in ((upload, host_to_device), (download, device_to_host)):
-        if sum(host.nbytes for host, _, _ in batch) < MIN_STAGED_BYTES:
+        total = sum(staged_bytes(host, device) for host, device, _ in batch)
+        if total < MIN_STAGED_BYTES:
             continue
-        chunk = chunk_size(sum(host.nbytes for host, _, _ in batch))
+        chunk = chunk_size(total)
         parts: List[tuple] = []
         for host, device, copy in batch:
             found = pieces(host, device, chunk)
