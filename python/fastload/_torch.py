@@ -146,11 +146,12 @@ class TorchCopies:
             if tuple(dst.shape) != tuple(src.shape):
                 src_size, dst_size = shape_text(src.shape), shape_text(dst.shape)
                 return 1, f"Tried to load size {src_size} array into size {dst_size}"
-            refusal = _cast_refusal(torch_dtype(src), torch_dtype(dst), self.casting)
-            if refusal is not None:
-                return 2, refusal
+            if src.dtype != dst.dtype:
+                refusal = _cast_refusal(torch_dtype(src), torch_dtype(dst), self.casting)
+                if refusal is not None:
+                    return 2, refusal
         for x in (dst, src):
-            if isinstance(x, torch.Tensor) and x.device.type == "meta":
+            if isinstance(x, torch.Tensor) and x.is_meta:
                 return 2, "a tensor on the meta device holds no data to copy"
         try:
             dst_t = as_tensor(dst)
@@ -161,7 +162,7 @@ class TorchCopies:
                 src_t = as_tensor(src)
         except TypeError as err:
             return 2, str(err)
-        key = (dst_t.device, dst_t.data_ptr(), tuple(dst_t.shape), dst_t.stride(), dst_t.dtype)
+        key = (dst_t.device, dst_t.data_ptr(), dst_t.shape, dst_t.stride(), dst_t.dtype)
         first = self.firsts.get(key)
         if first is None:
             self.firsts[key] = src_t
