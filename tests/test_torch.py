@@ -17,11 +17,14 @@ nn = torch.nn
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
 
-from tests_torch_models import MODELS, TinyGPT, build, mlp  # noqa: E402
-
-
-def snapshot(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+from tests_torch_models import (  # noqa: E402
+    MODELS,
+    TinyGPT,
+    assert_equal_snapshot,
+    build,
+    mlp,
+    snapshot,
+)
 
 
 def assert_same_state(a, b):
@@ -84,13 +87,6 @@ def test_missing_and_unexpected_keys_are_refused_like_load_state_dict():
     fastload.loadmodel(dst, missing, strict=False)
     assert torch.equal(dst[0].weight, src[0].weight)
     assert torch.equal(dst[2].bias, before["2.bias"])
-
-
-def assert_equal_snapshot(model, before):
-    after = snapshot(model)
-    assert list(after) == list(before)
-    for key in before:
-        assert torch.equal(after[key], before[key]), key
 
 
 def test_shape_mismatches_are_all_listed_with_paths_and_nothing_is_written():

@@ -12,22 +12,11 @@ from fastload import LoadError
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from tests_torch_models import TinyGPT, build  # noqa: E402
+from tests_torch_models import TinyGPT, assert_equal_snapshot, build, snapshot  # noqa: E402
 
 from fastload import _staging  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def snapshot(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_equal_snapshot(model, before):
-    after = snapshot(model)
-    assert list(after) == list(before)
-    for key in before:
-        assert torch.equal(after[key], before[key]), key
 
 
 def test_chunks_grow_with_the_load_within_bounds():

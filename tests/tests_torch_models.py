@@ -1,5 +1,5 @@
 """Real torch models for the tests: an MLP, a CNN with BatchNorm, a GPT-2-style
-transformer with a tied head, an LSTM."""
+transformer with a tied head, an LSTM; and snapshots of their state."""
 
 from __future__ import annotations
 
@@ -73,3 +73,16 @@ def build(factory, seed: int):
         else:
             buf.fill_(seed + 3)
     return model
+
+
+def snapshot(model: nn.Module) -> dict:
+    """A copy of every entry of the module's state_dict."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_equal_snapshot(model: nn.Module, before: dict) -> None:
+    """The module's state is bit for bit what ``snapshot`` saw."""
+    after = snapshot(model)
+    assert list(after) == list(before)
+    for key in before:
+        assert torch.equal(after[key], before[key]), key
