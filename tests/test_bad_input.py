@@ -97,6 +97,18 @@ def test_state_of_a_cycle_is_an_argument_error():
         fastload.state(a)
 
 
+def test_state_of_a_list_emptied_while_it_is_read_is_an_argument_error():
+    class Emptier:
+        def __init__(self, target):
+            self.target = target
+
+    layers = []
+    layers.extend([Emptier(layers), np.zeros(2), np.zeros(3)])
+    fastload.register(Emptier, children=lambda e: (e.target.clear(), {})[1])
+    with pytest.raises(ArgumentError, match=r"1: the list shrank"):
+        fastload.state(layers)
+
+
 def test_state_leaves_the_garbage_collector_as_it_found_it_even_when_it_fails():
     a = [np.zeros(1)]
     a.append(a)

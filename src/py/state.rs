@@ -6,6 +6,7 @@ use super::kinds::{Classifier, Node};
 use super::path::{KeyPath, Segment};
 use crate::core::{LoadFailure, Problem, ProblemKind};
 use numpy::PyUntypedArray;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -53,10 +54,17 @@ impl<'py> StateBuilder<'py> {
         if x.cast_exact::<PyUntypedArray>().is_ok() {
             return Ok(x.clone());
         }
-        let node = match self.classifier.classify(x)? {
-            Node::Array(_) | Node::Tensor(_) | Node::Bool(_) | Node::Data => return Ok(x.clone()),
-            Node::Opaque => return Ok(PyTuple::empty(self.py).into_any()),
-            node => node,
+        // Most nodes are lists: read in place, without collecting their items first.
+        let list = x.cast_exact::<PyList>().ok();
+        let node = match list {
+            Some(_) => None,
+            None => match self.classifier.classify(x)? {
+                Node::Array(_) | Node::Tensor(_) | Node::Bool(_) | Node::Data => {
+                    return Ok(x.clone())
+                }
+                Node::Opaque => return Ok(PyTuple::empty(self.py).into_any()),
+                node => Some(node),
+            },
         };
         let id = x.as_ptr() as usize;
         if let Some((_, out)) = self.done.get(&id) {
@@ -65,10 +73,38 @@ impl<'py> StateBuilder<'py> {
         if !self.on_path.insert(id) {
             return Err(self.fail("the tree has a cycle: this node contains itself".to_owned()));
         }
-        let out = self.build_node(node);
+        let out = match (list, node) {
+            (Some(list), _) => self.build_list(list),
+            (None, Some(node)) => self.build_node(node),
+            (None, None) => unreachable!("a node that is not a list was classified"),
+        };
         self.on_path.remove(&id);
         let out = out?;
         self.done.insert(id, (x.clone(), out.clone()));
+        Ok(out)
+    }
+
+    /// A new list of the states of `list`'s items, filled as they are built.
+    fn build_list(&mut self, list: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyAny>> {
+        let len = list.len();
+        // SAFETY: `PyList_New` returns a new reference (or null with an exception set).
+        // Its slots start empty, which a list being freed allows.
+        let out = unsafe { Bound::from_owned_ptr_or_err(self.py, ffi::PyList_New(len as isize))? };
+        for i in 0..len {
+            self.path.push(Segment::Index(i));
+            // An item is read only when its turn comes: user code run meanwhile (a children
+            // function) may have shrunk the list.
+            let built = match list.get_item(i) {
+                Ok(item) => self.build(&item),
+                Err(_) => Err(self.fail("the list shrank while its state was built".to_owned())),
+            };
+            self.path.pop();
+            // SAFETY: `out` is a list of `len` slots and `i < len`; `PyList_SetItem` takes
+            // over the reference `into_ptr` hands it.
+            if unsafe { ffi::PyList_SetItem(out.as_ptr(), i as isize, built?.into_ptr()) } != 0 {
+                return Err(PyErr::fetch(self.py));
+            }
+        }
         Ok(out)
     }
 
