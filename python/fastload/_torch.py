@@ -146,8 +146,9 @@ class TorchCopies:
             if tuple(dst.shape) != tuple(src.shape):
                 src_size, dst_size = shape_text(src.shape), shape_text(dst.shape)
                 return 1, f"Tried to load size {src_size} array into size {dst_size}"
-            if src.dtype != dst.dtype:
-                refusal = _cast_refusal(torch_dtype(src), torch_dtype(dst), self.casting)
+            src_dtype, dst_dtype = torch_dtype(src), torch_dtype(dst)
+            if src_dtype != dst_dtype:
+                refusal = _cast_refusal(src_dtype, dst_dtype, self.casting)
                 if refusal is not None:
                     return 2, refusal
         for x in (dst, src):
