@@ -109,6 +109,38 @@ def test_state_of_a_list_emptied_while_it_is_read_is_an_argument_error():
         fastload.state(layers)
 
 
+def test_state_of_a_list_grown_while_it_is_read_is_an_argument_error():
+    class Grower:
+        def __init__(self, target):
+            self.target = target
+
+    layers = []
+    layers.extend([Grower(layers), np.zeros(2)])
+    fastload.register(Grower, children=lambda g: (g.target.append(np.zeros(1)), {})[1])
+    with pytest.raises(ArgumentError, match="the list grew"):
+        fastload.state(layers)
+
+
+def test_user_code_run_by_state_meets_only_whole_containers():
+    # A children function may look at anything the garbage collector tracks, such as the
+    # containers state() is building: none of them may have empty slots.
+    class Peeker:
+        pass
+
+    first = np.zeros(1)
+    seen = []
+
+    def children(_):
+        for referrer in gc.get_referrers(first):
+            seen.append(repr(referrer))
+        return {}
+
+    fastload.register(Peeker, children=children)
+    out = fastload.state([first, Peeker(), Peeker()])
+    assert out[0] is first and out[1:] == [{}, {}]
+    assert seen
+
+
 def test_state_leaves_the_garbage_collector_as_it_found_it_even_when_it_fails():
     a = [np.zeros(1)]
     a.append(a)

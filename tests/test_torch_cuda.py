@@ -201,6 +201,44 @@ def test_tie_sources_compare_as_they_read():
     assert not _same_values(y, torch._neg_view(y), torch.float32)
 
 
+def test_loads_that_torch_copies_run_stay_inside_their_loads_reservation(monkeypatch):
+    # Staging runs loads of its own while the outer load holds its reservation (until its
+    # torch copies are done): they must not wait for it, nor refuse to run inside it.
+    from fastload import _fastload, _torch
+
+    n = 1000
+    memory = np.zeros(3 * n, np.float32)
+    inner = {}
+
+    def run(self, threads=0):
+        for reserve in (True, False):
+            try:
+                _fastload.loadmodel(
+                    memory[n : 2 * n],
+                    np.full(n, 2.0, np.float32),
+                    None,
+                    True,
+                    "no",
+                    1,
+                    None,
+                    reserve,
+                )
+                inner[reserve] = "loaded"
+            except RuntimeError as err:
+                inner[reserve] = str(err)
+        original(self, threads)
+
+    original = _torch.TorchCopies.run
+    monkeypatch.setattr(_torch.TorchCopies, "run", run)
+    x = torch.tensor([1 + 2j])
+    dst = {"a": memory[:n], "c": memory[2 * n :], "z": torch.zeros(1, dtype=torch.complex64)}
+    src = {"a": np.ones(n, np.float32), "c": np.full(n, 3.0, np.float32), "z": x.conj()}
+    fastload.loadmodel(dst, src)  # a conjugate view is a leaf torch copies
+    assert inner[False] == "loaded" and "already loading" in inner[True]
+    assert memory[0] == 1 and memory[n] == 2 and memory[-1] == 3
+    assert dst["z"][0] == 1 - 2j
+
+
 @cuda
 def test_cpu_model_from_a_partly_gpu_source_is_staged_inside_the_load(monkeypatch):
     # The CPU destination torch fills lies between two arrays the same load writes.

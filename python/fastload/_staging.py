@@ -23,6 +23,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from . import _fastload
+
 # Loads smaller than this are copied tensor by tensor: pinning buffers would cost more.
 MIN_STAGED_BYTES = 16 << 20
 CHUNK_MIN, CHUNK_MAX = 4 << 20, 64 << 20
@@ -124,7 +126,6 @@ def _torch_dtype(dtype: np.dtype) -> Optional[torch.dtype]:
 def _exchange(group: List[Piece], staged: list, into_buffer: bool, threads: int) -> None:
     """Copies a group between host memory and its staging memory: parts of one dtype as
     raw bytes on fastload's threads, the others cast by torch on the CPU."""
-    from . import loadmodel
     from ._torch import as_tensor
 
     hosts, buffers = [], []
@@ -137,8 +138,9 @@ def _exchange(group: List[Piece], staged: list, into_buffer: bool, threads: int)
         else:
             as_tensor(piece.host).copy_(tensor)
     if hosts:
-        pairs = (buffers, hosts) if into_buffer else (hosts, buffers)
-        loadmodel(*pairs, casting="no", threads=threads or None)
+        dsts, srcs = (buffers, hosts) if into_buffer else (hosts, buffers)
+        # Not reserved again: the memory is the outer load's, which holds its reservation.
+        _fastload.loadmodel(dsts, srcs, None, True, "no", threads, None, False)
 
 
 def host_to_device(batches: List[List[Piece]], chunk: int, threads: int) -> None:

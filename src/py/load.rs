@@ -18,8 +18,10 @@ const WATCHED_MIN_BYTES: usize = 64 << 20;
 /// Loads `src` into `dst` in place; the Python wrapper validates the arguments.
 ///
 /// `threads == 0` means the default (`FASTLOAD_NUM_THREADS`, else every core).
+/// `reserve = false` is for the loads a load runs itself (staging leaves torch copies),
+/// into memory that the outer load has reserved or that is private to it.
 #[pyfunction]
-#[pyo3(signature = (dst, src, filter, strict, casting, threads, progress))]
+#[pyo3(signature = (dst, src, filter, strict, casting, threads, progress, reserve = true))]
 #[allow(clippy::too_many_arguments)]
 pub fn loadmodel<'py>(
     py: Python<'py>,
@@ -30,6 +32,7 @@ pub fn loadmodel<'py>(
     casting: &str,
     threads: usize,
     progress: Option<Bound<'py, PyAny>>,
+    reserve: bool,
 ) -> PyResult<()> {
     let threads = if threads == 0 {
         threads::default_threads()
@@ -65,10 +68,18 @@ pub fn loadmodel<'py>(
     }
     // Another load into the same memory finishes first (see `core::inflight`); waiting
     // releases the GIL, which that load may need.
-    let span = plan.written_span();
-    let reservation = py
-        .detach(|| inflight::reserve(span))
-        .map_err(PyRuntimeError::new_err)?;
+    // Held until the leaves torch copies are written too: two loads into one model run
+    // one after the other, never mixed.
+    let _reservation = match reserve {
+        true => {
+            let span = plan.written_span();
+            Some(
+                py.detach(|| inflight::reserve(span))
+                    .map_err(PyRuntimeError::new_err)?,
+            )
+        }
+        false => None,
+    };
     if external.is_empty() && progress.is_none() && executor.runs_in_walk_order() {
         // Small leaves, no casts left to NumPy: copied one by one in walk order.
         py.detach(|| executor.copy_in_walk_order(&plan));
@@ -82,9 +93,6 @@ pub fn loadmodel<'py>(
             progress,
         )?;
     }
-    // The leaves torch copies were never part of the reservation, and staging them runs
-    // loads of its own, which may lie inside its span.
-    drop(reservation);
     if let Some(copies) = torch_copies {
         copies.call_method1("run", (threads,))?;
     }

@@ -6,7 +6,6 @@ use super::kinds::{Classifier, Node};
 use super::path::{KeyPath, Segment};
 use crate::core::{LoadFailure, Problem, ProblemKind};
 use numpy::PyUntypedArray;
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -84,28 +83,27 @@ impl<'py> StateBuilder<'py> {
         Ok(out)
     }
 
-    /// A new list of the states of `list`'s items, filled as they are built.
+    /// The states of `list`'s items, as a new list. Each item is read in its turn, so
+    /// user code run meanwhile (a children function) may have resized the list: that is
+    /// an error.
     fn build_list(&mut self, list: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyAny>> {
+        // Built aside, not in a list filled as it goes: that user code must never meet a
+        // list with empty slots (say through `gc`).
         let len = list.len();
-        // SAFETY: `PyList_New` returns a new reference (or null with an exception set).
-        // Its slots start empty, which a list being freed allows.
-        let out = unsafe { Bound::from_owned_ptr_or_err(self.py, ffi::PyList_New(len as isize))? };
+        let mut out = Vec::with_capacity(len);
         for i in 0..len {
             self.path.push(Segment::Index(i));
-            // An item is read only when its turn comes: user code run meanwhile (a children
-            // function) may have shrunk the list.
             let built = match list.get_item(i) {
                 Ok(item) => self.build(&item),
                 Err(_) => Err(self.fail("the list shrank while its state was built".to_owned())),
             };
             self.path.pop();
-            // SAFETY: `out` is a list of `len` slots and `i < len`; `PyList_SetItem` takes
-            // over the reference `into_ptr` hands it.
-            if unsafe { ffi::PyList_SetItem(out.as_ptr(), i as isize, built?.into_ptr()) } != 0 {
-                return Err(PyErr::fetch(self.py));
-            }
+            out.push(built?);
         }
-        Ok(out)
+        if list.len() != len {
+            return Err(self.fail("the list grew while its state was built".to_owned()));
+        }
+        Ok(PyList::new(self.py, out)?.into_any())
     }
 
     fn build_node(&mut self, node: Node<'py>) -> PyResult<Bound<'py, PyAny>> {
