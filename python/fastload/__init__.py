@@ -62,7 +62,9 @@ def loadmodel(
     PyTorch: a ``torch.nn.Module`` is a keyed node of its parameters, persistent buffers
     and submodules under their ``state_dict`` names (a ``None`` parameter is ``False``),
     and tensors are array leaves, written in place (identity and ``requires_grad`` kept).
-    A flat ``state_dict()`` (dotted keys) loads into a module as it is.
+    A flat ``state_dict()`` (dotted keys) loads into a module as it is. Large loads between
+    host memory and a GPU go through pinned buffers that the parallel copy fills (or
+    empties) while the GPU reads (or writes) the other one.
 
     Files: ``src`` may be the path of a safetensors file (or of a sharded checkpoint's
     ``*.safetensors.index.json``). The file is mapped, its header checked, the whole load
