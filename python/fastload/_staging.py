@@ -217,10 +217,12 @@ def _span(tensor: torch.Tensor) -> Optional[Tuple[Tuple[str, int], int, int]]:
 
 def run(copies: Sequence[Tuple[torch.Tensor, torch.Tensor]], threads: int) -> List[tuple]:
     """Copies through pinned buffers what pays to stage; returns the ``(dst, src)`` copies
-    left for torch, in their order. The caller has checked that the copies are
-    :func:`disjoint`."""
+    left for torch, in their order (all of them where staging does not pay, or where
+    the copies are not :func:`disjoint`)."""
     from ._torch import as_numpy
 
+    if _crossing_bytes(copies) < MIN_STAGED_BYTES or not disjoint(copies):
+        return list(copies)
     upload: List[tuple] = []  # (host source, device destination, copy)
     download: List[tuple] = []  # (host destination, device source, copy)
     for copy in copies:
@@ -247,3 +249,9 @@ def run(copies: Sequence[Tuple[torch.Tensor, torch.Tensor]], threads: int) -> Li
                 staged.add(id(copy))
         move(groups(parts, chunk), chunk, threads)
     return [copy for copy in copies if id(copy) not in staged]
+
+
+def _crossing_bytes(copies: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """Bytes that cross between host and GPU: an upper bound of what could be staged."""
+    crossing = (dst for dst, src in copies if dst.is_cuda != src.is_cuda)
+    return sum(dst.numel() * dst.element_size() for dst in crossing)

@@ -189,25 +189,13 @@ class TorchCopies:
     def run(self, threads: int = 0) -> None:
         """Copies every planned leaf (large transfers between host and GPU through pinned
         buffers, on ``threads`` threads, 0 for the default), then waits for the GPUs."""
-        copies = self.copies
         with torch.no_grad():
-            if _worth_staging(copies) and _staging.disjoint(copies):
-                copies = _staging.run(copies, threads)
-            for dst, src in copies:
+            for dst, src in _staging.run(self.copies, threads):
                 upload = dst.is_cuda and src.device.type == "cpu" and src.is_pinned()
                 dst.copy_(src, non_blocking=upload)
         for device in {t.device for pair in self.copies for t in pair if t.is_cuda}:
             torch.cuda.synchronize(device)
         bump_versions(self.written)
-
-
-def _worth_staging(copies: List[Tuple[torch.Tensor, torch.Tensor]]) -> bool:
-    """Whether host <-> GPU copies move enough bytes to pay for pinned buffers."""
-    total = 0
-    for dst, src in copies:
-        if dst.is_cuda != src.is_cuda:
-            total += dst.numel() * dst.element_size()
-    return total >= _staging.MIN_STAGED_BYTES
 
 
 def _same_values(first: torch.Tensor, later: torch.Tensor, dtype: torch.dtype) -> bool:
