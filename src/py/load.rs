@@ -70,15 +70,12 @@ pub fn loadmodel<'py>(
     // releases the GIL, which that load may need.
     // Held until the leaves torch copies are written too: two loads into one model run
     // one after the other, never mixed.
-    let _reservation = match reserve {
-        true => {
-            let span = plan.written_span();
-            Some(
-                py.detach(|| inflight::reserve(span))
-                    .map_err(PyRuntimeError::new_err)?,
-            )
-        }
-        false => None,
+    let _reservation = if reserve {
+        let span = plan.written_span();
+        let reservation = py.detach(|| inflight::reserve(span));
+        Some(reservation.map_err(PyRuntimeError::new_err)?)
+    } else {
+        None
     };
     if external.is_empty() && progress.is_none() && executor.runs_in_walk_order() {
         // Small leaves, no casts left to NumPy: copied one by one in walk order.

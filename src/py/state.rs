@@ -54,17 +54,23 @@ impl<'py> StateBuilder<'py> {
             return Ok(x.clone());
         }
         // Most nodes are lists: read in place, without collecting their items first.
-        let list = x.cast_exact::<PyList>().ok();
-        let node = match list {
-            Some(_) => None,
-            None => match self.classifier.classify(x)? {
-                Node::Array(_) | Node::Tensor(_) | Node::Bool(_) | Node::Data => {
-                    return Ok(x.clone())
-                }
-                Node::Opaque => return Ok(PyTuple::empty(self.py).into_any()),
-                node => Some(node),
-            },
-        };
+        if let Ok(list) = x.cast_exact::<PyList>() {
+            return self.build_once(x, |this| this.build_list(list));
+        }
+        match self.classifier.classify(x)? {
+            Node::Array(_) | Node::Tensor(_) | Node::Bool(_) | Node::Data => Ok(x.clone()),
+            Node::Opaque => Ok(PyTuple::empty(self.py).into_any()),
+            node => self.build_once(x, |this| this.build_node(node)),
+        }
+    }
+
+    /// The state of node `x` by `build`, made once however often `x` is met (a shared
+    /// node stays shared), and refused where `x` contains itself.
+    fn build_once(
+        &mut self,
+        x: &Bound<'py, PyAny>,
+        build: impl FnOnce(&mut Self) -> PyResult<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let id = x.as_ptr() as usize;
         if let Some((_, out)) = self.done.get(&id) {
             return Ok(out.clone());
@@ -72,14 +78,30 @@ impl<'py> StateBuilder<'py> {
         if !self.on_path.insert(id) {
             return Err(self.fail("the tree has a cycle: this node contains itself".to_owned()));
         }
-        let out = match (list, node) {
-            (Some(list), _) => self.build_list(list),
-            (None, Some(node)) => self.build_node(node),
-            (None, None) => unreachable!("a node that is not a list was classified"),
-        };
+        let out = build(self);
         self.on_path.remove(&id);
         let out = out?;
         self.done.insert(id, (x.clone(), out.clone()));
+        Ok(out)
+    }
+
+    /// The states of `len` items, each under its index; `item(i)` reads item `i` only in
+    /// its turn (`None` where there is none any more).
+    fn build_items(
+        &mut self,
+        len: usize,
+        mut item: impl FnMut(usize) -> Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let mut out = Vec::with_capacity(len);
+        for i in 0..len {
+            self.path.push(Segment::Index(i));
+            let built = match item(i) {
+                Some(item) => self.build(&item),
+                None => Err(self.fail("the list shrank while its state was built".to_owned())),
+            };
+            self.path.pop();
+            out.push(built?);
+        }
         Ok(out)
     }
 
@@ -90,16 +112,7 @@ impl<'py> StateBuilder<'py> {
         // Built aside, not in a list filled as it goes: that user code must never meet a
         // list with empty slots (say through `gc`).
         let len = list.len();
-        let mut out = Vec::with_capacity(len);
-        for i in 0..len {
-            self.path.push(Segment::Index(i));
-            let built = match list.get_item(i) {
-                Ok(item) => self.build(&item),
-                Err(_) => Err(self.fail("the list shrank while its state was built".to_owned())),
-            };
-            self.path.pop();
-            out.push(built?);
-        }
+        let out = self.build_items(len, |i| list.get_item(i).ok())?;
         if list.len() != len {
             return Err(self.fail("the list grew while its state was built".to_owned()));
         }
@@ -121,13 +134,7 @@ impl<'py> StateBuilder<'py> {
                 Ok(dict.into_any())
             }
             Node::Seq(items, as_tuple) => {
-                let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    self.path.push(Segment::Index(i));
-                    let built = self.build(item);
-                    self.path.pop();
-                    out.push(built?);
-                }
+                let out = self.build_items(items.len(), |i| items.get(i).cloned())?;
                 Ok(if as_tuple {
                     PyTuple::new(self.py, out)?.into_any()
                 } else {
