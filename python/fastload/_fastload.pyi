@@ -23,7 +23,6 @@ class MappedFile: ...
 
 def read_safetensors(
     path: PathLike[str] | str,
-    populate: bool = False,
 ) -> Tuple[List[Tuple[str, Any]], Optional[Dict[str, str]]]: ...
 def write_safetensors(
     path: PathLike[str] | str,

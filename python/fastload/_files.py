@@ -260,20 +260,17 @@ def _write_text(path: Path, text: str) -> None:
 # ---- loading -----------------------------------------------------------------
 
 
-def read_flat(
-    path: PathLike, populate: bool = False
-) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+def read_flat(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     """The arrays of a file or a sharded checkpoint under their dotted keys, in file order,
-    and its metadata. Every file is opened and checked before this returns. ``populate``
-    maps all pages up front, for a caller about to read every byte."""
+    and its metadata. Every file is opened and checked before this returns."""
     path = Path(os.fspath(path))
     if path.name.endswith(INDEX_SUFFIX):
-        return _read_sharded(path, populate)
-    arrays, metadata = _fastload.read_safetensors(path, populate)
+        return _read_sharded(path)
+    arrays, metadata = _fastload.read_safetensors(path)
     return dict(arrays), dict(metadata or {})
 
 
-def _read_sharded(index: Path, populate: bool) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     try:
         body = json.loads(index.read_text())
         weight_map = body["weight_map"]
@@ -286,7 +283,7 @@ def _read_sharded(index: Path, populate: bool) -> Tuple[Dict[str, np.ndarray], D
     for shard in dict.fromkeys(weight_map.values()):
         if not isinstance(shard, str) or Path(shard).name != shard:
             raise _file_error(index, f"shard {shard!r} is not a file name in the same folder")
-        found, shard_info = _fastload.read_safetensors(index.parent / shard, populate)
+        found, shard_info = _fastload.read_safetensors(index.parent / shard)
         expected = metadata.get(SAVE_ID_KEY)
         if expected is not None and (shard_info or {}).get(SAVE_ID_KEY) != expected:
             raise _file_error(index, f"shard {shard} was written by another save")
@@ -317,15 +314,13 @@ def load(path: PathLike, *, copy: bool = False) -> Any:
 def source_for(dst: Any, path: PathLike) -> Any:
     """What ``loadmodel(dst, path)`` loads from: the file's arrays (ties as shared arrays),
     nested, completed with the parts of ``dst`` that hold no arrays."""
-    flat, _ = _read_tied(path, copy=False, populate=True)
+    flat, _ = _read_tied(path, copy=False)
     return flat_source(dst, flat)
 
 
-def _read_tied(
-    path: PathLike, copy: bool, populate: bool = False
-) -> Tuple[Dict[str, Any], Dict[str, str]]:
+def _read_tied(path: PathLike, copy: bool) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """The arrays of a checkpoint, each tied key holding its first key's array."""
-    arrays, metadata = read_flat(path, populate)
+    arrays, metadata = read_flat(path)
     if copy:
         arrays = {key: np.array(a) for key, a in arrays.items()}
     flat: Dict[str, Any] = dict(arrays)

@@ -3,10 +3,6 @@
 
 use super::python_function;
 use crate::core::checkpoint::{describe, read_header};
-#[cfg(target_os = "linux")]
-use crate::core::threads;
-#[cfg(target_os = "linux")]
-use memmap2::Advice;
 use memmap2::{Mmap, MmapOptions};
 use numpy::npyffi::{self, NpyTypes, PY_ARRAY_API};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
@@ -32,16 +28,11 @@ type FileContents<'py> = (
 );
 
 /// Maps `path` and checks its header (every check of the safetensors format: lengths,
-/// JSON, offsets, dtype and shape against byte length) before any array is made.
-/// `populate` maps every page up front, which is cheaper than faulting them in one by
-/// one when all of the file is about to be read.
+/// JSON, offsets, dtype and shape against byte length) before any array is made. Pages
+/// fault in as a copy first reads them, on its threads and alongside its reading: that
+/// measured faster than mapping every page up front (`MADV_POPULATE_READ`).
 #[pyfunction]
-#[pyo3(signature = (path, populate=false))]
-pub fn read_safetensors<'py>(
-    py: Python<'py>,
-    path: PathBuf,
-    populate: bool,
-) -> PyResult<FileContents<'py>> {
+pub fn read_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<FileContents<'py>> {
     let file = File::open(&path).map_err(|e| file_error(py, &path, &e.to_string()))?;
     let len = file
         .metadata()
@@ -54,16 +45,9 @@ pub fn read_safetensors<'py>(
             &format!("the file is {len} bytes long, too short for a header"),
         ));
     }
-    let map = py
-        .detach(|| {
-            // SAFETY: the map is read-only. A file changed by another process while mapped
-            // is outside what a load can guard against (documented).
-            let map = unsafe { MmapOptions::new().map(&file) }?;
-            if populate {
-                populate_in_parallel(&map);
-            }
-            Ok::<_, std::io::Error>(map)
-        })
+    // SAFETY: the map is read-only. A file changed by another process while mapped is
+    // outside what a load can guard against (documented).
+    let map = unsafe { MmapOptions::new().map(&file) }
         .map_err(|e| file_error(py, &path, &e.to_string()))?;
     let header = read_header(&map).map_err(|reason| file_error(py, &path, &reason))?;
     let mapped = Bound::new(py, MappedFile { map })?;
@@ -79,38 +63,6 @@ pub fn read_safetensors<'py>(
         arrays.push((entry.name, array));
     }
     Ok((arrays, header.metadata))
-}
-
-/// Maps every page of `map` up front: the kernel fills page tables faster in bulk than
-/// fault by fault, and a large file's parts on several threads at once. Where the kernel
-/// cannot (`MADV_POPULATE_READ` came with Linux 5.14), pages fault in as they are read.
-fn populate_in_parallel(map: &Mmap) {
-    #[cfg(target_os = "linux")]
-    {
-        /// Bytes below which one more thread costs more than it saves.
-        const PER_THREAD: usize = 64 << 20;
-        const PAGE: usize = 4096;
-        let threads = threads::default_threads()
-            .min(map.len() / PER_THREAD)
-            .max(1);
-        let part = map.len().div_ceil(threads).next_multiple_of(PAGE);
-        let populate = |start: usize| {
-            let len = part.min(map.len() - start);
-            // Advice only: a failure leaves the pages to fault in.
-            let _ = map.advise_range(Advice::PopulateRead, start, len);
-        };
-        match threads {
-            1 => populate(0),
-            _ => std::thread::scope(|scope| {
-                for start in (0..map.len()).step_by(part).skip(1) {
-                    scope.spawn(move || populate(start));
-                }
-                populate(0);
-            }),
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = map;
 }
 
 /// A read-only C-contiguous array over `addr`, inside the mapped file `base`.
