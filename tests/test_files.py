@@ -195,6 +195,20 @@ CORRUPT = {
         tensor_header(w={"dtype": "F32", "shape": [1 << 62, 1 << 62], "data_offsets": [0, 16]}),
         b"\0" * 16,
     ),
+    "a name with an empty part": lambda p: header_file(
+        p,
+        tensor_header(**{"w..x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}),
+        b"\0" * 16,
+    ),
+    "a name below another tensor": lambda p: header_file(
+        p,
+        tensor_header(
+            w={"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+            **{"w.x": {"dtype": "F32", "shape": [4], "data_offsets": [16, 32]}},
+        ),
+        b"\0" * 32,
+    ),
+    "a directory": lambda p: (p.mkdir(), p)[1],
     "trailing bytes": lambda p: header_file(
         p, tensor_header(w={"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}), b"\0" * 20
     ),

@@ -9,6 +9,7 @@ of the map, so ``loadmodel(dst, path)`` copies straight from the file into ``dst
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import sys
@@ -308,14 +309,41 @@ def load(path: PathLike, *, copy: bool = False) -> Any:
             flat[key] = _decode(pair)
     except (ValueError, KeyError, TypeError, IndexError) as err:
         raise _metadata_error(path, err) from None
-    return unflatten(flat)
+    try:
+        return unflatten(flat)
+    except ValueError:
+        _check_keys(path, flat)
+        raise
 
 
 def source_for(dst: Any, path: PathLike) -> Any:
     """What ``loadmodel(dst, path)`` loads from: the file's arrays (ties as shared arrays),
     nested, completed with the parts of ``dst`` that hold no arrays."""
     flat, _ = _read_tied(path, copy=False)
-    return flat_source(dst, flat)
+    try:
+        return flat_source(dst, flat)
+    except LoadError:
+        raise
+    except ValueError:
+        _check_keys(path, flat)  # only once nesting failed: is the file's naming at fault?
+        raise
+
+
+def _check_keys(path: PathLike, flat: Dict[str, Any]) -> None:
+    """Refuses a file whose keys cannot be the paths of one tree: an empty part (``""``,
+    ``"a..b"``), or a key that is also the prefix of others (``"a"`` and ``"a.b"``). The
+    safetensors format allows any names; such a file is valid, but not a model's state."""
+    names = sorted(flat)
+    for at, key in enumerate(names):
+        if not key or ".." in key or key[0] == "." or key[-1] == ".":
+            reason = f"tensor {key!r} has an empty part in its dotted name"
+        else:
+            # Names below `key` sort after it, possibly behind others such as "key-2".
+            below = bisect.bisect_left(names, key + ".", at + 1)
+            if below == len(names) or not names[below].startswith(key + "."):
+                continue
+            reason = f"tensor {names[below]!r} is below {key!r}, which is a tensor itself"
+        raise _file_error(Path(os.fspath(path)), reason)
 
 
 def _read_tied(path: PathLike, copy: bool) -> Tuple[Dict[str, Any], Dict[str, str]]:

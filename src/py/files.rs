@@ -34,10 +34,13 @@ type FileContents<'py> = (
 #[pyfunction]
 pub fn read_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<FileContents<'py>> {
     let file = File::open(&path).map_err(|e| file_error(py, &path, &e.to_string()))?;
-    let len = file
+    let meta = file
         .metadata()
-        .map_err(|e| file_error(py, &path, &e.to_string()))?
-        .len();
+        .map_err(|e| file_error(py, &path, &e.to_string()))?;
+    if !meta.is_file() {
+        return Err(file_error(py, &path, "not a regular file"));
+    }
+    let len = meta.len();
     if len < 8 {
         return Err(file_error(
             py,
