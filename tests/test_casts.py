@@ -185,3 +185,27 @@ def test_nan_payloads_and_signs_match_numpy_and_ml_dtypes(src_dtype, dst_dtype):
     dst = np.zeros(src.shape, dtype=dst_dtype)
     fastload.loadmodel(dst, src, casting="unsafe")
     assert same_bits(dst, expected(dst_dtype, src))
+
+
+@pytest.mark.parametrize(
+    "src_dtype,dst_dtype",
+    [
+        (np.float32, np.float16),
+        (np.float32, ml_dtypes.bfloat16),
+        (np.float64, np.float32),
+    ],
+    ids=str,
+)
+def test_large_casts_written_past_the_caches_match_numpy(src_dtype, dst_dtype):
+    # Loads writing over 32 MiB store past the caches; destinations start off a cache
+    # line and sizes leave a tail, and the values include NaN payloads and subnormals.
+    n = (33 << 20) // np.dtype(dst_dtype).itemsize + 7
+    uint = {4: np.uint32, 8: np.uint64}[np.dtype(src_dtype).itemsize]
+    rng = np.random.default_rng(3)
+    src = rng.integers(0, np.iinfo(uint).max, n, dtype=uint, endpoint=True).view(src_dtype)
+    for offset in (0, 3):
+        buffer = np.zeros(n + offset, dtype=dst_dtype)
+        dst = buffer[offset:]
+        fastload.loadmodel([dst], [src], casting="unsafe")
+        assert same_bits(dst, expected(dst_dtype, src))
+        assert not buffer[:offset].view(np.uint8).any()

@@ -17,7 +17,9 @@ use half::{bf16, f16};
 const STEP: usize = 4096;
 
 /// Converts `n` contiguous elements from `from` at `s` to `to` at `d`. Returns `false`
-/// (doing nothing) when either run is misaligned for its element type.
+/// (doing nothing) when either run is misaligned for its element type. With `stream`
+/// (a large load), the commonest casts write past the caches: fence (`stream::fence`)
+/// before another thread reads `d`.
 ///
 /// # Safety
 /// `s` must be valid for reads of `n` elements of `from`, `d` for writes of `n` elements
@@ -28,6 +30,7 @@ pub unsafe fn convert_contiguous(
     d: *mut u8,
     s: *const u8,
     n: usize,
+    stream: bool,
 ) -> bool {
     if !(s as usize).is_multiple_of(from.size()) || !(d as usize).is_multiple_of(to.size()) {
         return false;
@@ -36,9 +39,10 @@ pub unsafe fn convert_contiguous(
     // plain old data, so any bit pattern is a valid value.
     unsafe {
         match (from, to) {
-            (Scalar::F32, Scalar::F16) => f32_to_f16(slice(s, n), slice_mut(d, n)),
+            (Scalar::F32, Scalar::F16) => f32_to_f16(slice(s, n), slice_mut(d, n), stream),
             (Scalar::F16, Scalar::F32) => f16_to_f32(slice(s, n), slice_mut(d, n)),
-            (Scalar::F32, Scalar::BF16) => f32_to_bf16(slice(s, n), slice_mut(d, n)),
+            (Scalar::F32, Scalar::BF16) => f32_to_bf16(slice(s, n), slice_mut(d, n), stream),
+            (Scalar::F64, Scalar::F32) => f64_to_f32(slice(s, n), slice_mut(d, n), stream),
             _ => with_element!(from, S => with_element!(to, D => {
                 generic::<S, D>(slice(s, n), slice_mut(d, n))
             })),
@@ -62,9 +66,9 @@ unsafe fn slice_mut<'a, T>(p: *mut u8, n: usize) -> &'a mut [T] {
 }
 
 /// float32 -> float16 in one pass; NaNs then get NumPy's payload bits.
-fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+fn f32_to_f16(src: &[f32], dst: &mut [f16], stream: bool) {
     for (s, d) in src.chunks(STEP).zip(dst.chunks_mut(STEP)) {
-        if f32_to_f16_bulk(s, d) {
+        if f32_to_f16_bulk(s, d, stream) {
             for (x, h) in s.iter().zip(d.iter_mut()) {
                 if x.is_nan() {
                     *h = half_bits::f16_from_f32(*x);
@@ -75,12 +79,12 @@ fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
 }
 
 /// float32 -> float16, NaNs aside; returns whether a NaN may need fixing up.
-fn f32_to_f16_bulk(src: &[f32], dst: &mut [f16]) -> bool {
+fn f32_to_f16_bulk(src: &[f32], dst: &mut [f16], stream: bool) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the processor has AVX-512F.
-            return unsafe { x86::f32_to_f16_avx512(src, dst) };
+            return unsafe { x86::f32_to_f16_avx512(src, dst, stream) };
         }
         if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx")
         {
@@ -88,24 +92,36 @@ fn f32_to_f16_bulk(src: &[f32], dst: &mut [f16]) -> bool {
             return unsafe { x86::f32_to_f16_avx(src, dst) };
         }
     }
+    let _ = stream;
     dst.convert_from_f32_slice(src);
     // Branch-free, so that it vectorises.
     src.iter().fold(false, |found, x| found | x.is_nan())
 }
 
 /// float32 -> bfloat16 with AVX-512 or AVX2 where present.
-fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
+fn f32_to_bf16(src: &[f32], dst: &mut [bf16], stream: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the processor has AVX-512F.
-            return unsafe { x86::f32_to_bf16_avx512(src, dst) };
+            return unsafe { x86::f32_to_bf16_avx512(src, dst, stream) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the processor has AVX2.
             return unsafe { x86::f32_to_bf16_avx2(src, dst) };
         }
     }
+    generic(src, dst)
+}
+
+/// float64 -> float32 with AVX-512 where present.
+fn f64_to_f32(src: &[f64], dst: &mut [f32], stream: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the processor has AVX-512F.
+        return unsafe { x86::f64_to_f32_avx512(src, dst, stream) };
+    }
+    let _ = stream;
     generic(src, dst)
 }
 
@@ -160,24 +176,27 @@ mod tests {
         }
     }
 
+    /// Converts `src` through the caches and past them; both must give the element
+    /// kernels' bits.
     fn check<S: Element + 'static, D: Element + 'static>(src: &[S]) {
-        let mut fast: Vec<D> = src.iter().map(|s| D::from_element(*s)).collect();
-        let slow = fast.clone();
-        for d in fast.iter_mut() {
-            *d = D::from_element(0u8);
+        let slow: Vec<D> = src.iter().map(|s| D::from_element(*s)).collect();
+        for stream in [false, true] {
+            let mut fast: Vec<D> = vec![D::from_element(0u8); src.len()];
+            // SAFETY: both vectors hold `src.len()` aligned elements.
+            let done = unsafe {
+                convert_contiguous(
+                    scalar::<S>(),
+                    scalar::<D>(),
+                    fast.as_mut_ptr() as *mut u8,
+                    src.as_ptr() as *const u8,
+                    src.len(),
+                    stream,
+                )
+            };
+            crate::core::stream::fence();
+            assert!(done);
+            assert_eq!(bytes(&fast), bytes(&slow), "stream: {stream}");
         }
-        // SAFETY: both vectors hold `src.len()` aligned elements.
-        let done = unsafe {
-            convert_contiguous(
-                scalar::<S>(),
-                scalar::<D>(),
-                fast.as_mut_ptr() as *mut u8,
-                src.as_ptr() as *const u8,
-                src.len(),
-            )
-        };
-        assert!(done);
-        assert_eq!(bytes(&fast), bytes(&slow));
     }
 
     fn scalar<T: 'static>() -> Scalar {
@@ -206,6 +225,8 @@ mod tests {
         check::<f32, bf16>(&values);
         check::<f32, f64>(&values);
         check::<f32, i32>(&values);
+        let doubles: Vec<f64> = values.iter().map(|x| f64::from(*x) * 1e30).collect();
+        check::<f64, f32>(&doubles);
         let halves: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
         check::<f16, f32>(&halves);
         check::<f16, bf16>(&halves);
@@ -223,6 +244,7 @@ mod tests {
                 dst.as_mut_ptr(),
                 src.as_ptr().add(1),
                 3,
+                false,
             )
         };
         assert!(!done);

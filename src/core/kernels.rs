@@ -117,7 +117,7 @@ pub unsafe fn copy_run(
             }
             Op::Cast(from, to) => {
                 let contiguous = ds == to.size() as isize && ss == from.size() as isize;
-                if !(contiguous && convert_contiguous(from, to, d, s, n)) {
+                if !(contiguous && convert_contiguous(from, to, d, s, n, streaming)) {
                     with_element!(from, S => with_element!(to, D => cast::<S, D>(d, ds, s, ss, n)))
                 }
             }
