@@ -42,7 +42,9 @@ pub fn fence() {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::PAGE;
-    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
+    use std::arch::x86_64::{
+        __m256i, _mm256_loadu_si256, _mm256_stream_si256, _mm_prefetch, _MM_HINT_T0,
+    };
 
     const LINE: usize = 64;
     const LANE: usize = 32;
@@ -59,7 +61,15 @@ mod x86 {
             std::ptr::copy_nonoverlapping(src, dst, head);
             let (mut d, mut s, mut left) = (dst.add(head), src.add(head), len - head);
             while left >= 4 * PAGE {
+                let next_block = left >= 8 * PAGE;
                 for offset in (0..PAGE).step_by(LINE) {
+                    if next_block {
+                        // The next four pages' lines, a block ahead: the hardware
+                        // prefetcher does not cross pages, and reads bound the copy.
+                        for page in 4..8 {
+                            _mm_prefetch::<_MM_HINT_T0>(s.add(page * PAGE + offset) as *const i8);
+                        }
+                    }
                     for page in 0..4 {
                         let from = s.add(page * PAGE + offset);
                         let to = d.add(page * PAGE + offset);
