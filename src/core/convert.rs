@@ -67,7 +67,13 @@ unsafe fn slice_mut<'a, T>(p: *mut u8, n: usize) -> &'a mut [T] {
 
 /// float32 -> float16 in one pass; NaNs then get NumPy's payload bits.
 fn f32_to_f16(src: &[f32], dst: &mut [f16], stream: bool) {
-    for (s, d) in src.chunks(STEP).zip(dst.chunks_mut(STEP)) {
+    let n = src.len().min(dst.len());
+    // Steps after the first begin on a destination cache line, so that the kernel
+    // converts each in whole lines.
+    let mut end = dst.as_ptr().align_offset(64).saturating_add(STEP).min(n);
+    let mut start = 0;
+    while start < n {
+        let (s, d) = (&src[start..end], &mut dst[start..end]);
         if f32_to_f16_bulk(s, d, stream) {
             for (x, h) in s.iter().zip(d.iter_mut()) {
                 if x.is_nan() {
@@ -75,6 +81,7 @@ fn f32_to_f16(src: &[f32], dst: &mut [f16], stream: bool) {
                 }
             }
         }
+        (start, end) = (end, (end + STEP).min(n));
     }
 }
 
