@@ -8,12 +8,12 @@ A refused load raises before writing anything.
 
 from __future__ import annotations
 
-import gc
 import os
 from typing import Any, Callable, Dict, Optional, TypeVar
 
 from . import _fastload, _files
 from ._flat import flat_source, flatten, is_flat_state_dict, unflatten
+from ._gc import paused
 from ._progress import reporter
 from ._tree import register, register_leaf
 from .errors import ArgumentError, DimensionMismatch, LoadError
@@ -133,13 +133,7 @@ def state(x: Any) -> Any:
     form a cycle (a tree with one is refused), and collecting as they are made would only
     traverse them again and again.
     """
-    if not gc.isenabled():
-        return _fastload.state(x)
-    gc.disable()
-    try:
-        return _fastload.state(x)
-    finally:
-        gc.enable()
+    return paused(_fastload.state, x)
 
 
 def children(x: Any) -> Any:

@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from . import _fastload
+from ._gc import paused
 
 
 def unflatten(flat: Mapping, sep: str = ".") -> Dict[str, Any]:
@@ -81,6 +82,10 @@ def flat_source(dst: Any, flat: Mapping) -> Dict[str, Any]:
     from ``dst`` where that part of ``dst`` holds no arrays, and from the source of the
     parameter it is tied to where it is tied to one the source has.
     """
+    return paused(_nest_for, dst, flat)
+
+
+def _nest_for(dst: Any, flat: Mapping) -> Dict[str, Any]:
     dst_state = _fastload.state(dst)
     flat = dict(flat)
     dst_leaves: Dict[str, Any] = {}
