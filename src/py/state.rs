@@ -46,12 +46,13 @@ impl<'py> StateBuilder<'py> {
     }
 
     fn build(&mut self, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(reason) = too_deep(self.path.depth()) {
-            return Err(self.fail(reason));
-        }
-        // Most leaves are arrays: kept without building their node.
+        // Most leaves are arrays: kept without building their node (and, as they do not
+        // recurse, without asking how much stack is left).
         if x.cast_exact::<PyUntypedArray>().is_ok() {
             return Ok(x.clone());
+        }
+        if let Some(reason) = too_deep(self.path.depth()) {
+            return Err(self.fail(reason));
         }
         // Most nodes are lists: read in place, without collecting their items first.
         if let Ok(list) = x.cast_exact::<PyList>() {
