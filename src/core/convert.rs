@@ -239,6 +239,47 @@ mod tests {
         check::<f16, bf16>(&halves);
     }
 
+    /// Short runs and runs starting and ending anywhere in a cache line: the kernels'
+    /// scalar path, and their unaligned steps overlapping the aligned ones.
+    fn check_lengths<S: Element + 'static, D: Element + 'static>(values: &[S]) {
+        let lengths = [0, 1, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100, 4099];
+        for n in lengths {
+            for offset in [0, 1, 3, 17] {
+                let src = &values[offset..offset + n];
+                let slow: Vec<D> = src.iter().map(|s| D::from_element(*s)).collect();
+                for stream in [false, true] {
+                    let mut buffer: Vec<D> = vec![D::from_element(0u8); n + 64];
+                    let dst = &mut buffer[offset..offset + n];
+                    // SAFETY: both runs hold `n` aligned elements.
+                    let done = unsafe {
+                        convert_contiguous(
+                            scalar::<S>(),
+                            scalar::<D>(),
+                            dst.as_mut_ptr() as *mut u8,
+                            src.as_ptr() as *const u8,
+                            n,
+                            stream,
+                        )
+                    };
+                    crate::core::stream::fence();
+                    assert!(done);
+                    assert_eq!(bytes(dst), bytes(&slow), "n {n}, offset {offset}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn runs_of_any_length_and_start_agree_with_the_element_kernels() {
+        let values: Vec<f32> = (0..4200u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
+            .collect();
+        check_lengths::<f32, f16>(&values);
+        check_lengths::<f32, bf16>(&values);
+        let doubles: Vec<f64> = values.iter().map(|x| f64::from(*x) * 1e30).collect();
+        check_lengths::<f64, f32>(&doubles);
+    }
+
     #[test]
     fn misaligned_runs_are_declined() {
         let src = [0u8; 16];

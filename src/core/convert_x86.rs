@@ -18,16 +18,31 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 /// float32 -> float16, thirty-two at a time, rounding to nearest-even. Returns whether a
-/// NaN was among the elements converted in bulk (the rest are converted exactly).
+/// NaN was among the elements converted.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn f32_to_f16_avx512(src: &[f32], dst: &mut [f16], stream: bool) -> bool {
     let n = src.len().min(dst.len());
-    let (head, whole) = line_runs(dst.as_ptr(), n, 32);
-    convert_tail(&src[..head], &mut dst[..head], half_bits::f16_from_f32);
     let mut nan: u16 = 0;
     let (from, to) = (src.as_ptr(), dst.as_mut_ptr());
-    steps::<f32>(head..whole, 32, stream, |i| {
-        // SAFETY: `i + 32 <= n`, within both slices; `dst + i` is on a line boundary.
+    // Runs shorter than a step (small arrays): sixteen at a time through a buffer.
+    let mut short_nan: u16 = 0;
+    let short = |r: Range<usize>| {
+        for start in r.clone().step_by(16) {
+            let len = (r.end - start).min(16);
+            let mut out = [0u16; 16];
+            // SAFETY: the mask loads only the `len` elements from `start`, inside `src`;
+            // `len` elements are copied out, inside `dst`.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(((1u32 << len) - 1) as u16, from.add(start));
+                short_nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+                let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+                _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, h);
+                std::ptr::copy_nonoverlapping(out.as_ptr(), to.add(start) as *mut u16, len);
+            }
+        }
+    };
+    cover::<f32, f16>(to, n, 32, stream, short, |i, store| {
+        // SAFETY: `i + 32 <= n`, within both slices; `store` fits `dst + i`.
         unsafe {
             let at = from.add(i);
             fetch_ahead(at as *const u8, stream);
@@ -36,11 +51,10 @@ pub unsafe fn f32_to_f16_avx512(src: &[f32], dst: &mut [f16], stream: bool) -> b
                 _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(y, y);
             let lo = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
             let hi = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(y);
-            store_line(to.add(i) as *mut __m512i, join(lo, hi), stream);
+            store_line(to.add(i) as *mut __m512i, join(lo, hi), store);
         }
     });
-    convert_tail(&src[whole..n], &mut dst[whole..n], half_bits::f16_from_f32);
-    nan != 0
+    (nan | short_nan) != 0
 }
 
 /// float32 -> float16, eight at a time, rounding to nearest-even. Returns whether a NaN
@@ -68,20 +82,19 @@ pub unsafe fn f32_to_f16_avx(src: &[f32], dst: &mut [f16]) -> bool {
 #[target_feature(enable = "avx512f")]
 pub unsafe fn f32_to_bf16_avx512(src: &[f32], dst: &mut [bf16], stream: bool) {
     let n = src.len().min(dst.len());
-    let (head, whole) = line_runs(dst.as_ptr(), n, 32);
-    convert_tail(&src[..head], &mut dst[..head], half_bits::bf16_from_f32);
     let (from, to) = (src.as_ptr(), dst.as_mut_ptr());
-    steps::<f32>(head..whole, 32, stream, |i| {
-        // SAFETY: `i + 32 <= n`, within both slices; `dst + i` is on a line boundary.
+    let scalar =
+        |r: Range<usize>| convert_tail(&src[r.clone()], &mut dst[r], half_bits::bf16_from_f32);
+    cover::<f32, bf16>(to, n, 32, stream, scalar, |i, store| {
+        // SAFETY: `i + 32 <= n`, within both slices; `store` fits `dst + i`.
         unsafe {
             let at = from.add(i);
             fetch_ahead(at as *const u8, stream);
             let lo = bf16_bits(_mm512_loadu_si512(at as *const __m512i));
             let hi = bf16_bits(_mm512_loadu_si512(at.add(16) as *const __m512i));
-            store_line(to.add(i) as *mut __m512i, join(lo, hi), stream);
+            store_line(to.add(i) as *mut __m512i, join(lo, hi), store);
         }
     });
-    convert_tail(&src[whole..n], &mut dst[whole..n], half_bits::bf16_from_f32);
 }
 
 /// Sixteen float32 bit patterns rounded to bfloat16 bits as ml_dtypes rounds them.
@@ -106,63 +119,90 @@ fn bf16_bits(x: __m512i) -> __m256i {
 #[target_feature(enable = "avx512f")]
 pub unsafe fn f64_to_f32_avx512(src: &[f64], dst: &mut [f32], stream: bool) {
     let n = src.len().min(dst.len());
-    let (head, whole) = line_runs(dst.as_ptr(), n, 16);
-    convert_tail(&src[..head], &mut dst[..head], |x| x as f32);
     let (from, to) = (src.as_ptr(), dst.as_mut_ptr());
-    steps::<f64>(head..whole, 16, stream, |i| {
-        // SAFETY: `i + 16 <= n`, within both slices; `dst + i` is on a line boundary.
+    let scalar = |r: Range<usize>| convert_tail(&src[r.clone()], &mut dst[r], |x| x as f32);
+    cover::<f64, f32>(to, n, 16, stream, scalar, |i, store| {
+        // SAFETY: `i + 16 <= n`, within both slices; `store` fits `dst + i`.
         unsafe {
             let at = from.add(i);
             fetch_ahead(at as *const u8, stream);
             let lo = _mm256_castps_si256(_mm512_cvtpd_ps(_mm512_loadu_pd(at)));
             let hi = _mm256_castps_si256(_mm512_cvtpd_ps(_mm512_loadu_pd(at.add(8))));
-            store_line(to.add(i) as *mut __m512i, join(lo, hi), stream);
+            store_line(to.add(i) as *mut __m512i, join(lo, hi), store);
         }
     });
-    convert_tail(&src[whole..n], &mut dst[whole..n], |x| x as f32);
 }
 
 /// Bytes in a cache line.
 const LINE: usize = 64;
 
-/// Bytes of source in a page, the unit of [`steps`]' interleaving.
+/// Bytes of source in a page, the unit of [`cover`]'s interleaving when streaming.
 const PAGE: usize = 4096;
 
 /// How far ahead of its loads a streaming kernel fetches: the next four pages, at the same
 /// offset.
 const FETCH_AHEAD: usize = 4 * PAGE;
 
-/// Calls `step(i)` for each step of `step` elements (of source type `S`) in `range`. When
-/// streaming, four pages of the source are read side by side, a step from each in turn,
-/// as streaming copies do (`stream`): several open DRAM pages, and a prefetcher stream
-/// each, read faster than one (measured: float32 -> float16 on two cores moved 28 GB/s
-/// reading one page at a time, 36 GB/s four at a time, where a copy moves 33).
+/// How a step stores its line of the destination.
+#[derive(Clone, Copy)]
+enum Store {
+    /// On a line boundary, through the caches.
+    Cached,
+    /// On a line boundary, past the caches.
+    Streamed,
+    /// Anywhere: a step at either end of a destination that starts or ends off a line.
+    Unaligned,
+}
+
+/// Converts elements `0..n` written to `dst` by calling `convert(i, store)` for steps of
+/// `step` elements (one destination line each), or `scalar` for fewer than `step`.
+///
+/// The steps between the destination's first and last line boundaries store whole
+/// lines; a step at each end, where the destination starts or ends off a line,
+/// overlaps them, converting a few elements twice to the same value. When streaming,
+/// four pages of the source are read side by side, a step from each in turn, as
+/// streaming copies do (`stream`): several open DRAM pages, and a prefetcher stream each,
+/// read faster than one (measured: float32 -> float16 on two cores moved 28 GB/s reading
+/// one page at a time, 36 GB/s four at a time, where a copy moves 33).
 #[inline(always)]
-fn steps<S>(range: Range<usize>, step: usize, stream: bool, mut convert: impl FnMut(usize)) {
-    let page = PAGE / std::mem::size_of::<S>();
-    debug_assert!(page.is_multiple_of(step) && range.len().is_multiple_of(step));
-    let mut at = range.start;
+fn cover<S, D>(
+    dst: *const D,
+    n: usize,
+    step: usize,
+    stream: bool,
+    scalar: impl FnOnce(Range<usize>),
+    mut convert: impl FnMut(usize, Store),
+) {
+    if n < step {
+        return scalar(0..n);
+    }
+    let head = dst.align_offset(LINE).min(n);
+    if head > 0 {
+        convert(0, Store::Unaligned);
+    }
+    let whole = head + (n - head) / step * step;
+    let (aligned, page) = match stream {
+        true => (Store::Streamed, PAGE / std::mem::size_of::<S>()),
+        false => (Store::Cached, 0),
+    };
+    debug_assert!(page.is_multiple_of(step));
+    let mut at = head;
     if stream {
-        while at + 4 * page <= range.end {
+        while at + 4 * page <= whole {
             for offset in (0..page).step_by(step) {
                 for p in 0..4 {
-                    convert(at + p * page + offset);
+                    convert(at + p * page + offset, aligned);
                 }
             }
             at += 4 * page;
         }
     }
-    for i in (at..range.end).step_by(step) {
-        convert(i);
+    for i in (at..whole).step_by(step) {
+        convert(i, aligned);
     }
-}
-
-/// Splits `n` elements written from `dst` into a head converted one by one (up to the
-/// first line boundary), then whole steps of `step` elements (a line each), then a tail:
-/// returns where the steps start and end.
-fn line_runs<T>(dst: *const T, n: usize, step: usize) -> (usize, usize) {
-    let head = dst.align_offset(LINE).min(n);
-    (head, head + (n - head) / step * step)
+    if whole < n {
+        convert(n - step, Store::Unaligned);
+    }
 }
 
 /// Asks for the two lines `FETCH_AHEAD` bytes past `from` (a step's read), when streaming.
@@ -182,18 +222,18 @@ fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
-/// Stores one line at `to`, past the caches when streaming.
+/// Stores one line's worth of bytes at `to`, as `store` says.
 ///
 /// # Safety
-/// `to` is on a line boundary and valid for writes of a line.
+/// `to` is valid for writes of 64 bytes, and on a line boundary unless `Unaligned`.
 #[target_feature(enable = "avx512f")]
-unsafe fn store_line(to: *mut __m512i, line: __m512i, stream: bool) {
+unsafe fn store_line(to: *mut __m512i, line: __m512i, store: Store) {
     // SAFETY: per this function's contract.
     unsafe {
-        if stream {
-            _mm512_stream_si512(to, line)
-        } else {
-            _mm512_store_si512(to, line)
+        match store {
+            Store::Cached => _mm512_store_si512(to, line),
+            Store::Streamed => _mm512_stream_si512(to, line),
+            Store::Unaligned => _mm512_storeu_si512(to, line),
         }
     }
 }
