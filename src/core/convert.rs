@@ -183,25 +183,35 @@ mod tests {
         }
     }
 
+    /// Converts `src` into `dst` by [`convert_contiguous`], which must take the run.
+    fn convert_into<S: Element + 'static, D: Element + 'static>(
+        src: &[S],
+        dst: &mut [D],
+        stream: bool,
+    ) {
+        assert_eq!(src.len(), dst.len());
+        // SAFETY: both slices hold `src.len()` aligned elements and are disjoint.
+        let done = unsafe {
+            convert_contiguous(
+                scalar::<S>(),
+                scalar::<D>(),
+                dst.as_mut_ptr() as *mut u8,
+                src.as_ptr() as *const u8,
+                src.len(),
+                stream,
+            )
+        };
+        crate::core::stream::fence();
+        assert!(done);
+    }
+
     /// Converts `src` through the caches and past them; both must give the element
     /// kernels' bits.
     fn check<S: Element + 'static, D: Element + 'static>(src: &[S]) {
         let slow: Vec<D> = src.iter().map(|s| D::from_element(*s)).collect();
         for stream in [false, true] {
             let mut fast: Vec<D> = vec![D::from_element(0u8); src.len()];
-            // SAFETY: both vectors hold `src.len()` aligned elements.
-            let done = unsafe {
-                convert_contiguous(
-                    scalar::<S>(),
-                    scalar::<D>(),
-                    fast.as_mut_ptr() as *mut u8,
-                    src.as_ptr() as *const u8,
-                    src.len(),
-                    stream,
-                )
-            };
-            crate::core::stream::fence();
-            assert!(done);
+            convert_into(src, &mut fast, stream);
             assert_eq!(bytes(&fast), bytes(&slow), "stream: {stream}");
         }
     }
@@ -222,18 +232,26 @@ mod tests {
         }
     }
 
+    /// `n` floats of every kind: normals, subnormals, infinities, NaNs with payloads.
+    fn floats(n: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
+            .collect()
+    }
+
+    /// Doubles beyond float32's range and below its subnormals too.
+    fn doubles(values: &[f32]) -> Vec<f64> {
+        values.iter().map(|x| f64::from(*x) * 1e30).collect()
+    }
+
     #[test]
     fn vectorised_paths_agree_with_the_element_kernels_bit_for_bit() {
-        // Every kind of float32: normals, subnormals, infinities, NaNs with payloads.
-        let values: Vec<f32> = (0..20_000u32)
-            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
-            .collect();
+        let values = floats(20_000);
         check::<f32, f16>(&values);
         check::<f32, bf16>(&values);
         check::<f32, f64>(&values);
         check::<f32, i32>(&values);
-        let doubles: Vec<f64> = values.iter().map(|x| f64::from(*x) * 1e30).collect();
-        check::<f64, f32>(&doubles);
+        check::<f64, f32>(&doubles(&values));
         let halves: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
         check::<f16, f32>(&halves);
         check::<f16, bf16>(&halves);
@@ -250,19 +268,7 @@ mod tests {
                 for stream in [false, true] {
                     let mut buffer: Vec<D> = vec![D::from_element(0u8); n + 64];
                     let dst = &mut buffer[offset..offset + n];
-                    // SAFETY: both runs hold `n` aligned elements.
-                    let done = unsafe {
-                        convert_contiguous(
-                            scalar::<S>(),
-                            scalar::<D>(),
-                            dst.as_mut_ptr() as *mut u8,
-                            src.as_ptr() as *const u8,
-                            n,
-                            stream,
-                        )
-                    };
-                    crate::core::stream::fence();
-                    assert!(done);
+                    convert_into(src, dst, stream);
                     assert_eq!(bytes(dst), bytes(&slow), "n {n}, offset {offset}");
                 }
             }
@@ -271,13 +277,10 @@ mod tests {
 
     #[test]
     fn runs_of_any_length_and_start_agree_with_the_element_kernels() {
-        let values: Vec<f32> = (0..4200u32)
-            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
-            .collect();
+        let values = floats(4200);
         check_lengths::<f32, f16>(&values);
         check_lengths::<f32, bf16>(&values);
-        let doubles: Vec<f64> = values.iter().map(|x| f64::from(*x) * 1e30).collect();
-        check_lengths::<f64, f32>(&doubles);
+        check_lengths::<f64, f32>(&doubles(&values));
     }
 
     #[test]
