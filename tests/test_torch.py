@@ -52,6 +52,22 @@ def test_same_values_as_load_state_dict(name, source):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("writer", ["fastload.save", "safetensors save_model"])
+def test_same_values_from_files_as_load_state_dict(name, writer, tmp_path):
+    dst, src = build(MODELS[name], 0), build(MODELS[name], 1)
+    expected = copy.deepcopy(dst)
+    expected.load_state_dict(src.state_dict())
+    path = tmp_path / "model.safetensors"
+    if writer == "fastload.save":
+        fastload.save(path, src)
+    else:
+        save_model = pytest.importorskip("safetensors.torch").save_model
+        save_model(src, str(path))  # a tied tensor under one of its names only
+    assert fastload.loadmodel(dst, path) is dst
+    assert_same_state(dst, expected)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_parameters_keep_identity_grad_flags_and_optimizer(name):
     dst, src = build(MODELS[name], 0), build(MODELS[name], 1)
     before = {k: (p, p.requires_grad) for k, p in dst.named_parameters()}

@@ -60,7 +60,28 @@ def lstm():
     return nn.LSTM(5, 7, num_layers=2)
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "gpt": TinyGPT, "lstm": lstm}
+MODELS = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "gpt": TinyGPT,
+    "lstm": lstm,
+    # More of torch.nn's own layouts: fused and split projections, recurrent weights of
+    # both directions, parametrizations, absent affine parameters, padding rows.
+    "transformer": lambda: nn.Transformer(8, 2, 1, 1, 16, batch_first=True),
+    "attention with kdim and vdim": lambda: nn.MultiheadAttention(8, 2, kdim=4, vdim=6),
+    "bidirectional gru": lambda: nn.GRU(4, 6, num_layers=2, bidirectional=True),
+    "lstm with projections": lambda: nn.LSTM(4, 6, proj_size=3),
+    "grouped conv": lambda: nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.BatchNorm2d(8)),
+    "norms without parameters": lambda: nn.Sequential(
+        nn.LayerNorm(4, elementwise_affine=False),
+        nn.BatchNorm1d(4, track_running_stats=False),
+        nn.Linear(4, 4),
+    ),
+    "embedding with padding": lambda: nn.Embedding(10, 4, padding_idx=0),
+    "weight norm": lambda: nn.utils.parametrizations.weight_norm(nn.Linear(5, 7)),
+    "spectral norm": lambda: nn.utils.spectral_norm(nn.Linear(5, 7)),
+    "prelu and bilinear": lambda: nn.Sequential(nn.PReLU(3), nn.Bilinear(3, 3, 2)),
+}
 
 
 def build(factory, seed: int):
