@@ -13,6 +13,7 @@
 //! float16 on two cores, where a copy moves 33 (see [`cover`]). The caller fences after.
 
 use super::half_bits;
+use super::stream::{fetch_next_block, four_pages_at_a_time, PAGE};
 use half::{bf16, f16};
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -136,13 +137,6 @@ pub unsafe fn f64_to_f32_avx512(src: &[f64], dst: &mut [f32], stream: bool) {
 /// Bytes in a cache line.
 const LINE: usize = 64;
 
-/// Bytes of source in a page, the unit of [`cover`]'s interleaving when streaming.
-const PAGE: usize = 4096;
-
-/// How far ahead of its loads a streaming kernel fetches: the next four pages, at the same
-/// offset.
-const FETCH_AHEAD: usize = 4 * PAGE;
-
 /// How a step stores its line of the destination.
 #[derive(Clone, Copy)]
 enum Store {
@@ -161,8 +155,8 @@ enum Store {
 /// lines; a step at each end, where the destination starts or ends off a line,
 /// overlaps them, converting a few elements twice to the same value. When streaming,
 /// four pages of the source are read side by side, a step from each in turn, as
-/// streaming copies do (`stream`): several open DRAM pages, and a prefetcher stream each,
-/// read faster than one (measured: float32 -> float16 on two cores moved 28 GB/s reading
+/// streaming copies do (`stream::four_pages_at_a_time`): several open DRAM pages, and a
+/// prefetcher stream each, read faster than one (measured: float32 -> float16 on two cores moved 28 GB/s reading
 /// one page at a time, 36 GB/s four at a time, where a copy moves 33).
 #[inline(always)]
 fn cover<S, D>(
@@ -184,38 +178,24 @@ fn cover<S, D>(
         convert(0, Store::Unaligned);
     }
     let whole = head + (n - head) / step * step;
-    let (aligned, page) = match stream {
-        true => (Store::Streamed, PAGE / std::mem::size_of::<S>()),
-        false => (Store::Cached, 0),
-    };
-    debug_assert!(page.is_multiple_of(step));
-    let mut at = head;
     if stream {
-        while at + 4 * page <= whole {
-            for offset in (0..page).step_by(step) {
-                for p in 0..4 {
-                    convert(at + p * page + offset, aligned);
-                }
-            }
-            at += 4 * page;
+        let page = PAGE / std::mem::size_of::<S>();
+        four_pages_at_a_time(head..whole, page, step, |i| convert(i, Store::Streamed));
+    } else {
+        for i in (head..whole).step_by(step) {
+            convert(i, Store::Cached);
         }
-    }
-    for i in (at..whole).step_by(step) {
-        convert(i, aligned);
     }
     if whole < n {
         convert(n - step, Store::Unaligned);
     }
 }
 
-/// Asks for the two lines `FETCH_AHEAD` bytes past `from` (a step's read), when streaming.
-#[target_feature(enable = "avx512f")]
+/// Asks for the two lines a step reads from `from`, a block of pages ahead, when streaming.
+#[inline(always)]
 fn fetch_ahead(from: *const u8, stream: bool) {
     if stream {
-        // A prefetch never faults, wherever it points.
-        let ahead = from.wrapping_add(FETCH_AHEAD) as *const i8;
-        _mm_prefetch::<_MM_HINT_T0>(ahead);
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(LINE));
+        fetch_next_block(from, 2);
     }
 }
 

@@ -7,10 +7,56 @@
 //! machine's bandwidth (the same scheme as glibc's own large `memcpy`, which it only uses
 //! past a size threshold that a load's leaves and chunks are often below).
 
-/// Runs shorter than this are left to `memcpy`.
-pub const STREAM_MIN_BYTES: usize = 4 * PAGE;
+use std::ops::Range;
 
-const PAGE: usize = 4096;
+/// Runs shorter than this are left to `memcpy`.
+pub const STREAM_MIN_BYTES: usize = PAGES * PAGE;
+
+/// Bytes in a page.
+pub const PAGE: usize = 4096;
+
+/// Pages read side by side.
+const PAGES: usize = 4;
+
+/// Visits `range` in steps of `step` units, a block of four pages of `page` units at a
+/// time, a step from each page in turn; what follows the last whole block, in order.
+/// Streaming copies and casts read in this order (see the module's documentation).
+#[inline(always)]
+pub fn four_pages_at_a_time(
+    range: Range<usize>,
+    page: usize,
+    step: usize,
+    mut visit: impl FnMut(usize),
+) {
+    debug_assert!(page.is_multiple_of(step) && range.len().is_multiple_of(step));
+    let mut at = range.start;
+    while at + PAGES * page <= range.end {
+        for offset in (0..page).step_by(step) {
+            for p in 0..PAGES {
+                visit(at + p * page + offset);
+            }
+        }
+        at += PAGES * page;
+    }
+    for i in (at..range.end).step_by(step) {
+        visit(i);
+    }
+}
+
+/// Asks for the `lines` cache lines at the same offset one block of pages past `at`: the
+/// hardware prefetcher does not cross pages, and reads bound a streaming copy or cast.
+#[inline(always)]
+pub fn fetch_next_block(at: *const u8, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for line in 0..lines {
+        let ahead = at.wrapping_add(PAGES * PAGE + 64 * line) as *const i8;
+        // SAFETY: a prefetch never faults, wherever it points; SSE is part of the x86_64
+        // baseline.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ahead) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (at, lines);
+}
 
 /// Copies `len` bytes from `src` to `dst`, streaming where the processor allows.
 /// Call [`fence`] before another thread reads `dst`.
@@ -41,10 +87,8 @@ pub fn fence() {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::PAGE;
-    use std::arch::x86_64::{
-        __m256i, _mm256_loadu_si256, _mm256_stream_si256, _mm_prefetch, _MM_HINT_T0,
-    };
+    use super::{fetch_next_block, four_pages_at_a_time, PAGE};
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
 
     const LINE: usize = 64;
     const LANE: usize = 32;
@@ -59,42 +103,19 @@ mod x86 {
         unsafe {
             let head = dst.align_offset(LINE).min(len);
             std::ptr::copy_nonoverlapping(src, dst, head);
-            let (mut d, mut s, mut left) = (dst.add(head), src.add(head), len - head);
-            while left >= 4 * PAGE {
-                let next_block = left >= 8 * PAGE;
-                for offset in (0..PAGE).step_by(LINE) {
-                    if next_block {
-                        // The next four pages' lines, a block ahead: the hardware
-                        // prefetcher does not cross pages, and reads bound the copy.
-                        for page in 4..8 {
-                            _mm_prefetch::<_MM_HINT_T0>(s.add(page * PAGE + offset) as *const i8);
-                        }
-                    }
-                    for page in 0..4 {
-                        let from = s.add(page * PAGE + offset);
-                        let to = d.add(page * PAGE + offset);
-                        let a = _mm256_loadu_si256(from as *const __m256i);
-                        let b = _mm256_loadu_si256(from.add(LANE) as *const __m256i);
-                        _mm256_stream_si256(to as *mut __m256i, a);
-                        _mm256_stream_si256(to.add(LANE) as *mut __m256i, b);
-                    }
-                }
-                d = d.add(4 * PAGE);
-                s = s.add(4 * PAGE);
-                left -= 4 * PAGE;
-            }
-            // The rest, line by line: streamed too, since a leaf of 64 KiB that is not
-            // aligned to a line leaves a quarter of itself here.
-            while left >= LINE {
-                let a = _mm256_loadu_si256(s as *const __m256i);
-                let b = _mm256_loadu_si256(s.add(LANE) as *const __m256i);
-                _mm256_stream_si256(d as *mut __m256i, a);
-                _mm256_stream_si256(d.add(LANE) as *mut __m256i, b);
-                d = d.add(LINE);
-                s = s.add(LINE);
-                left -= LINE;
-            }
-            std::ptr::copy_nonoverlapping(s, d, left);
+            let (d, s, left) = (dst.add(head), src.add(head), len - head);
+            // Whole lines, streamed, the last block's worth line by line: a leaf of 64 KiB
+            // that is not aligned to a line leaves a quarter of itself there.
+            let lines = left - left % LINE;
+            four_pages_at_a_time(0..lines, PAGE, LINE, |at| {
+                let (from, to) = (s.add(at), d.add(at));
+                fetch_next_block(from, 1);
+                let a = _mm256_loadu_si256(from as *const __m256i);
+                let b = _mm256_loadu_si256(from.add(LANE) as *const __m256i);
+                _mm256_stream_si256(to as *mut __m256i, a);
+                _mm256_stream_si256(to.add(LANE) as *mut __m256i, b);
+            });
+            std::ptr::copy_nonoverlapping(s.add(lines), d.add(lines), left - lines);
         }
     }
 }
