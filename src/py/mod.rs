@@ -9,6 +9,7 @@ mod kinds;
 mod leaf;
 mod load;
 mod path;
+mod room;
 mod state;
 mod torch;
 mod walk;

@@ -4,18 +4,18 @@ use super::depth::too_deep;
 use super::errors::load_error;
 use super::kinds::{Classifier, Node};
 use super::path::{KeyPath, Segment};
+use super::room::LastSize;
 use crate::core::{LoadFailure, Problem, ProblemKind};
 use numpy::PyUntypedArray;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The state of `x`: keyed nodes become dicts, lists stay lists, tuples stay tuples,
 /// arrays and plain data are kept as they are, and every other leaf becomes `()`.
 #[pyfunction]
 pub fn state<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let room = LAST_NODES.load(Ordering::Relaxed);
+    let room = STATE_NODES.room();
     let mut builder = StateBuilder {
         py,
         classifier: Classifier::new(py)?,
@@ -24,18 +24,13 @@ pub fn state<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py,
         done: FxHashMap::with_capacity_and_hasher(room, Default::default()),
     };
     let out = builder.build(x);
-    LAST_NODES.store(
-        builder.done.len().min(MAX_RESERVED_NODES),
-        Ordering::Relaxed,
-    );
+    STATE_NODES.remember(builder.done.len());
     out
 }
 
 /// Nodes of the last state built, as the room to make in the next one's table of nodes
-/// done: the states of one model, taken again and again, then never grow it. Capped, so
-/// that one huge tree does not make every later small one reserve as much.
-static LAST_NODES: AtomicUsize = AtomicUsize::new(0);
-const MAX_RESERVED_NODES: usize = 1 << 16;
+/// done.
+static STATE_NODES: LastSize = LastSize::new(1 << 16);
 
 struct StateBuilder<'py> {
     py: Python<'py>,

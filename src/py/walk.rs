@@ -8,6 +8,7 @@ use super::depth::too_deep;
 use super::kinds::{ArrayLeaf, Classifier, Keyed, Node};
 use super::leaf::DtypeInfo;
 use super::path::{describe, KeyPath, Segment};
+use super::room::LastSize;
 use crate::core::{Op, Plan, Problem, ProblemKind};
 use numpy::{PyArrayDescr, PyUntypedArray};
 use pyo3::exceptions::PyException;
@@ -15,16 +16,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How many keys a structure message lists.
 const LISTED_KEYS: usize = 10;
 
-/// Leaves of the last plan built, as the room to make in the next one: repeated loads of
-/// one model then never grow their plans. Capped, so that one huge load does not make
-/// every later small one reserve as much.
-static LAST_PLAN_LEAVES: AtomicUsize = AtomicUsize::new(0);
-const MAX_RESERVED_LEAVES: usize = 1 << 18;
+/// Leaves of the last plan built, as the room to make in the next one.
+static PLAN_LEAVES: LastSize = LastSize::new(1 << 18);
 
 /// What a finished walk hands to the copy.
 pub struct Walked<'py> {
@@ -81,7 +78,7 @@ impl<'py> Walker<'py> {
         strict: bool,
         casting: &str,
     ) -> PyResult<Self> {
-        let room = LAST_PLAN_LEAVES.load(Ordering::Relaxed);
+        let room = PLAN_LEAVES.room();
         Ok(Walker {
             py,
             classifier: Classifier::new(py)?,
@@ -116,8 +113,7 @@ impl<'py> Walker<'py> {
         src: &Bound<'py, PyAny>,
     ) -> PyResult<Walked<'py>> {
         self.visit(dst, src)?;
-        let leaves = self.out.plan.leaves().len().min(MAX_RESERVED_LEAVES);
-        LAST_PLAN_LEAVES.store(leaves, Ordering::Relaxed);
+        PLAN_LEAVES.remember(self.out.plan.leaves().len());
         self.out.ran_user_code = self.classifier.ran_user_code || self.filter.is_some();
         self.out.met_torch = self.classifier.met_torch();
         Ok(self.out)
