@@ -35,12 +35,19 @@ def assert_same_state(a, b):
         assert torch.equal(sa[key], sb[key]), key
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("source", ["module", "state_dict", "state", "numpy"])
-def test_same_values_as_load_state_dict(name, source):
+def with_load_state_dict(name):
+    """Two models ``name`` (to load into, to load from), and a copy of the first that
+    ``load_state_dict`` loaded the second into."""
     dst, src = build(MODELS[name], 0), build(MODELS[name], 1)
     expected = copy.deepcopy(dst)
     expected.load_state_dict(src.state_dict())
+    return dst, src, expected
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("source", ["module", "state_dict", "state", "numpy"])
+def test_same_values_as_load_state_dict(name, source):
+    dst, src, expected = with_load_state_dict(name)
     feed = {
         "module": src,
         "state_dict": src.state_dict(),
@@ -54,9 +61,7 @@ def test_same_values_as_load_state_dict(name, source):
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("writer", ["fastload.save", "safetensors save_model"])
 def test_same_values_from_files_as_load_state_dict(name, writer, tmp_path):
-    dst, src = build(MODELS[name], 0), build(MODELS[name], 1)
-    expected = copy.deepcopy(dst)
-    expected.load_state_dict(src.state_dict())
+    dst, src, expected = with_load_state_dict(name)
     path = tmp_path / "model.safetensors"
     if writer == "fastload.save":
         fastload.save(path, src)
