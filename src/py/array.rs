@@ -85,14 +85,24 @@ pub fn dtype_key(descr: &Bound<'_, PyArrayDescr>) -> u64 {
 /// Called for every array of a load, so the array's fields are read once, in place.
 #[inline(always)]
 pub fn view_of(array: &Bound<'_, PyUntypedArray>) -> ArrayView {
+    view_with_itemsize(array, descr_of(array).itemsize())
+}
+
+/// [`view_of`] for an array whose dtype's item size the caller knows.
+#[inline(always)]
+pub fn view_with_itemsize(array: &Bound<'_, PyUntypedArray>, itemsize: usize) -> ArrayView {
     // SAFETY: `array` is a live ndarray, so its fields are initialised, and its shape and
-    // strides hold `nd` entries each.
+    // strides hold `nd` entries each; a 0-d array may have null pointers there instead.
     let (fields, shape, strides) = unsafe {
         let fields = &*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr());
-        let nd = fields.nd.max(0) as usize;
-        let shape = std::slice::from_raw_parts(fields.dimensions as *const usize, nd);
-        let strides = std::slice::from_raw_parts(fields.strides as *const isize, nd);
-        (fields, shape, strides)
+        match fields.nd.max(0) as usize {
+            0 => (fields, &[][..], &[][..]),
+            nd => (
+                fields,
+                std::slice::from_raw_parts(fields.dimensions as *const usize, nd),
+                std::slice::from_raw_parts(fields.strides as *const isize, nd),
+            ),
+        }
     };
     let owner = if fields.base.is_null() {
         let owns = fields.flags & npyffi::NPY_ARRAY_OWNDATA != 0;
@@ -104,13 +114,14 @@ pub fn view_of(array: &Bound<'_, PyUntypedArray>) -> ArrayView {
         addr: fields.data as usize,
         shape: small_copy(shape),
         strides: small_copy(strides),
-        itemsize: descr_of(array).itemsize(),
+        itemsize,
         owner,
     }
 }
 
 /// `values` as a `SmallVec`, built in place while they fit inline (the common case, where
 /// a bulk copy would cost more than the elements).
+#[inline(always)]
 fn small_copy<T: Copy + Default>(values: &[T]) -> SmallVec<[T; 2]> {
     match *values {
         [] => SmallVec::new(),
@@ -177,9 +188,17 @@ pub fn raw_descr(array: &Bound<'_, PyUntypedArray>) -> usize {
 }
 
 pub fn is_writeable(array: &Bound<'_, PyUntypedArray>) -> bool {
+    flags_of(array) & npyffi::NPY_ARRAY_WRITEABLE != 0
+}
+
+/// Whether NumPy has found the array's elements to lie in C order with no gaps.
+pub fn is_c_contiguous(array: &Bound<'_, PyUntypedArray>) -> bool {
+    flags_of(array) & npyffi::NPY_ARRAY_C_CONTIGUOUS != 0
+}
+
+fn flags_of(array: &Bound<'_, PyUntypedArray>) -> std::os::raw::c_int {
     // SAFETY: `array` is a live ndarray, so its fields are initialised.
-    let flags = unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).flags };
-    flags & npyffi::NPY_ARRAY_WRITEABLE != 0
+    unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).flags }
 }
 
 /// `(3, 4)`, `(3,)` or `()`: a shape as Python prints it.

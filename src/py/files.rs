@@ -206,7 +206,7 @@ fn write_file(
         let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
         out.write_all(prefix).map_err(failed)?;
         done += prefix.len();
-        for &(addr, len) in chunks {
+        for &(addr, len) in chunks.iter().filter(|c| c.1 > 0) {
             // SAFETY: each chunk is the whole memory of a C-contiguous array kept alive by
             // the caller for the duration of the write.
             let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
