@@ -3,7 +3,7 @@
 use super::kernels::{copy_range, gather, Op};
 use super::layout::{ArrayView, PairLayout};
 use super::overlap::{ordered_leaves, reads_own_destination};
-use super::plan::{LeafCopy, Plan};
+use super::plan::{LeafCopy, Plan, Run};
 use super::problem::Problem;
 use super::stream::{copy_streaming, fence};
 use super::threads::pool;
@@ -87,9 +87,14 @@ impl Executor {
     /// defined by, so that no overlap analysis is needed. The plan must hold no
     /// [`Op::External`] leaf (those are skipped).
     pub fn copy_in_walk_order(&self, plan: &Plan) {
-        for (leaf, &noop) in plan.leaves.iter().zip(&plan.noop) {
-            if !noop && leaf.op != Op::External {
-                copy_ordered(leaf);
+        for (i, (&run, &noop)) in plan.runs.iter().zip(&plan.noop).enumerate() {
+            match run {
+                _ if noop => {}
+                // The common leaf, copied from the compact table alone.
+                // SAFETY: the plan holds both arrays alive; the runs do not overlap.
+                Some(run) if run.apart() => unsafe { copy_run(run) },
+                _ if plan.leaves[i].op == Op::External => {}
+                _ => copy_ordered(&plan.leaves[i], run),
             }
         }
     }
@@ -211,7 +216,7 @@ impl Executor {
                     }
                     if independent(i, leaf) {
                         // SAFETY: an independent leaf shares no bytes with any other copy.
-                        unsafe { copy_leaf(leaf, None, self.streaming) };
+                        unsafe { copy_leaf(leaf, plan.runs[i], None, self.streaming) };
                         progress.add(leaf.nbytes());
                     }
                 }
@@ -234,7 +239,7 @@ impl Executor {
             if leaf.op == Op::External {
                 external(i)?;
             } else if ordered[i] {
-                copy_ordered(leaf);
+                copy_ordered(leaf, plan.runs[i]);
             }
         }
         Ok(())
@@ -280,30 +285,37 @@ fn run_task(plan: &Plan, task: &Task, streaming: bool) -> usize {
         let leaf = &plan.leaves[*i];
         // SAFETY: independent leaves share no bytes with any other copy, and tasks of one
         // leaf cover disjoint element ranges of a destination without self-overlap.
-        unsafe { copy_leaf(leaf, Some(range.clone()), streaming) };
+        unsafe { copy_leaf(leaf, plan.runs[*i], Some(range.clone()), streaming) };
         bytes += range.len() * leaf.dst.itemsize;
     }
     fence(); // before rayon hands the finished task back
     bytes
 }
 
-/// Copies elements `range` of a leaf (all of them for `None`) on the calling thread.
+/// Copies elements `range` of a leaf (all of them for `None`) on the calling thread;
+/// `run` is the leaf's [`LeafCopy::run`].
 ///
 /// # Safety
 /// No other thread may touch those elements' bytes, and the leaf's source must not
 /// overlap its destination.
-unsafe fn copy_leaf(leaf: &LeafCopy, range: Option<Range<usize>>, streaming: bool) {
+unsafe fn copy_leaf(
+    leaf: &LeafCopy,
+    run: Option<Run>,
+    range: Option<Range<usize>>,
+    streaming: bool,
+) {
     let whole = range
         .as_ref()
         .is_none_or(|r| r.start == 0 && r.end == leaf.dst.len());
-    if let (true, Some((d, s, n))) = (whole, contiguous_run(leaf)) {
+    if let (true, Some(run)) = (whole, run) {
         // The common case: one plain copy, without working out a layout.
-        // SAFETY: per this function's contract; both runs are `n` contiguous bytes.
+        let (d, s) = (run.dst as *mut u8, run.src as *const u8);
+        // SAFETY: per this function's contract; both runs are `run.len` contiguous bytes.
         unsafe {
             if streaming {
-                copy_streaming(d, s, n)
+                copy_streaming(d, s, run.len)
             } else {
-                std::ptr::copy_nonoverlapping(s, d, n)
+                std::ptr::copy_nonoverlapping(s, d, run.len)
             }
         }
         return;
@@ -324,40 +336,31 @@ unsafe fn copy_leaf(leaf: &LeafCopy, range: Option<Range<usize>>, streaming: boo
     };
 }
 
-/// A leaf's copy as one run of bytes `(dst, src, len)`, when it is one: a plain copy
-/// between two C-contiguous arrays.
-fn contiguous_run(leaf: &LeafCopy) -> Option<(*mut u8, *const u8, usize)> {
-    let src = leaf.src.as_ref()?;
-    if leaf.op != Op::Bytes || !leaf.dst.is_c_contiguous() || !src.is_c_contiguous() {
-        return None;
-    }
-    Some((
-        leaf.dst.addr as *mut u8,
-        src.addr as *const u8,
-        leaf.nbytes(),
-    ))
+/// Copies a run whose bytes lie apart.
+///
+/// # Safety
+/// Both runs must be valid for `run.len` bytes, and apart ([`Run::apart`]).
+#[inline(always)]
+unsafe fn copy_run(run: Run) {
+    // SAFETY: per this function's contract.
+    unsafe { std::ptr::copy_nonoverlapping(run.src as *const u8, run.dst as *mut u8, run.len) }
 }
 
 /// Copies a leaf on the calling thread, in walk order with every leaf it may share bytes
-/// with. A source that overlaps its own destination is read in full first, as
-/// `numpy.copyto` does.
-fn copy_ordered(leaf: &LeafCopy) {
+/// with; `run` is its [`LeafCopy::run`]. A source that overlaps its own destination is
+/// read in full first, as `numpy.copyto` does.
+fn copy_ordered(leaf: &LeafCopy, run: Option<Run>) {
     // One contiguous run whose source lies apart from its destination: checked without
     // the byte spans below, since a load of many small leaves spends its time in them.
-    if let Some((d, s, n)) = contiguous_run(leaf) {
-        let (d_at, s_at) = (d as usize, s as usize);
-        let apart = d_at.checked_add(n).is_some_and(|end| end <= s_at)
-            || s_at.checked_add(n).is_some_and(|end| end <= d_at);
-        if apart {
-            // SAFETY: the plan holds both arrays alive; the runs do not overlap.
-            return unsafe { std::ptr::copy_nonoverlapping(s, d, n) };
-        }
+    if let Some(run) = run.filter(Run::apart) {
+        // SAFETY: the plan holds both arrays alive; the runs do not overlap.
+        return unsafe { copy_run(run) };
     }
     let src = match &leaf.src {
         Some(src) if reads_own_destination(leaf) => src,
         // SAFETY: ordered leaves run one at a time on this thread, and this one's source
         // does not overlap its destination.
-        _ => return unsafe { copy_leaf(leaf, None, false) },
+        _ => return unsafe { copy_leaf(leaf, run, None, false) },
     };
     let (len, itemsize) = (leaf.dst.len(), leaf.dst.itemsize);
     let mut staged = vec![0u8; len * itemsize];
@@ -370,7 +373,7 @@ fn copy_ordered(leaf: &LeafCopy) {
         op: Op::Bytes,
     };
     // SAFETY: `staged` is a private buffer, so it cannot overlap the destination.
-    unsafe { copy_leaf(&from_staged, None, false) };
+    unsafe { copy_leaf(&from_staged, from_staged.run(), None, false) };
 }
 
 #[cfg(test)]

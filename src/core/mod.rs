@@ -25,5 +25,5 @@ pub use dtype::Scalar;
 pub use execute::Executor;
 pub use kernels::Op;
 pub use layout::ArrayView;
-pub use plan::{LeafCopy, Plan, TieEntry};
+pub use plan::{LeafCopy, Plan, Run, TieEntry};
 pub use problem::{merge_in_walk_order, LoadFailure, Problem, ProblemKind};

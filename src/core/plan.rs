@@ -14,7 +14,40 @@ pub struct LeafCopy {
     pub op: Op,
 }
 
+/// A leaf's copy as one run of bytes: a plain copy between two C-contiguous arrays,
+/// the common leaf, which the copy then needs no layout for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub dst: usize,
+    pub src: usize,
+    pub len: usize,
+}
+
+impl Run {
+    /// Whether the source's bytes lie apart from the destination's.
+    pub fn apart(&self) -> bool {
+        self.dst
+            .checked_add(self.len)
+            .is_some_and(|end| end <= self.src)
+            || self
+                .src
+                .checked_add(self.len)
+                .is_some_and(|end| end <= self.dst)
+    }
+}
+
 impl LeafCopy {
+    /// The copy as one [`Run`], when it is one.
+    pub fn run(&self) -> Option<Run> {
+        let src = self.src.as_ref()?;
+        let plain = self.op == Op::Bytes && self.dst.is_c_contiguous() && src.is_c_contiguous();
+        plain.then(|| Run {
+            dst: self.dst.addr,
+            src: src.addr,
+            len: self.nbytes(),
+        })
+    }
+
     /// Whether the copy changes nothing: the source is the destination itself.
     pub fn is_noop(&self) -> bool {
         self.dst.is_empty() || (self.op == Op::Bytes && self.src.as_ref() == Some(&self.dst))
@@ -41,6 +74,9 @@ pub struct Plan {
     pub(crate) leaves: Vec<LeafCopy>,
     /// For each leaf, whether its copy changes nothing (see [`LeafCopy::is_noop`]).
     pub(crate) noop: Vec<bool>,
+    /// For each leaf, its copy as one run of bytes if it is one (see [`LeafCopy::run`]):
+    /// a load of many small leaves then copies from this compact table.
+    pub(crate) runs: Vec<Option<Run>>,
     nbytes: usize,
     /// The lowest to the highest byte the copies write (see [`Plan::written_span`]).
     written: Option<Range<usize>>,
@@ -58,6 +94,7 @@ impl Plan {
         Plan {
             leaves: Vec::with_capacity(leaves),
             noop: Vec::with_capacity(leaves),
+            runs: Vec::with_capacity(leaves),
             ties: TieCache::with_capacity(leaves),
             ..Self::default()
         }
@@ -67,18 +104,21 @@ impl Plan {
     /// shape, strides and `dtype_key`): then the copy is dropped and the first one stands.
     #[inline(always)]
     pub fn add(&mut self, leaf: LeafCopy, dtype_key: u64) -> TieEntry {
-        let written = leaf.dst.byte_span();
-        self.add_spanned(leaf, dtype_key, written)
+        let (written, run) = (leaf.dst.byte_span(), leaf.run());
+        self.add_spanned(leaf, dtype_key, written, run)
     }
 
-    /// [`Plan::add`] for a leaf whose destination's byte span the caller has worked out.
+    /// [`Plan::add`] for a leaf whose destination's byte span and [`LeafCopy::run`] the
+    /// caller has worked out.
     #[inline(always)]
     pub fn add_spanned(
         &mut self,
         leaf: LeafCopy,
         dtype_key: u64,
         written: Option<Range<usize>>,
+        run: Option<Run>,
     ) -> TieEntry {
+        debug_assert_eq!(run, leaf.run());
         // Into the plan first, checked there: a leaf is moved once, and a tied one (rare)
         // is taken back out.
         let next = self.leaves.len();
@@ -106,6 +146,7 @@ impl Plan {
             }
         }
         self.noop.push(noop);
+        self.runs.push(run);
         self.nbytes += leaf.nbytes();
         TieEntry::New(next)
     }
@@ -159,6 +200,7 @@ impl Plan {
         let copy = &mut self.leaves[leaf];
         copy.src = Some(staged);
         copy.op = Op::Bytes;
+        self.runs[leaf] = copy.run();
     }
 
     /// The later source of each tie check, in the order the checks were added.

@@ -9,6 +9,7 @@ use numpy::PyUntypedArray;
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::type_object::PyTypeInfo;
 use pyo3::types::{
     PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType,
 };
@@ -166,6 +167,8 @@ pub struct Classifier<'py> {
     pub ran_user_code: bool,
     /// `fastload._torch.as_numpy`, once a tensor has been met.
     as_numpy: Option<Bound<'py, PyAny>>,
+    /// `numpy.ndarray`, looked up once: the walk asks about every leaf.
+    ndarray: *mut pyo3::ffi::PyTypeObject,
 }
 
 impl<'py> Classifier<'py> {
@@ -176,7 +179,20 @@ impl<'py> Classifier<'py> {
             cache: FxHashMap::default(),
             ran_user_code: false,
             as_numpy: None,
+            ndarray: PyUntypedArray::type_object_raw(py),
         })
+    }
+
+    /// `obj` as an array when its type is exactly `numpy.ndarray`.
+    #[inline(always)]
+    pub fn exact_array<'a>(
+        &self,
+        obj: &'a Bound<'py, PyAny>,
+    ) -> Option<&'a Bound<'py, PyUntypedArray>> {
+        // SAFETY: an object whose type is `numpy.ndarray` is an ndarray.
+        let exact = unsafe { pyo3::ffi::Py_TYPE(obj.as_ptr()) } == self.ndarray;
+        // SAFETY: checked just above.
+        exact.then(|| unsafe { obj.cast_unchecked::<PyUntypedArray>() })
     }
 
     /// Whether a tensor was met: its memory may then have been written through NumPy

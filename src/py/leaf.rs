@@ -2,47 +2,94 @@
 //! (with ties) of the arrays that pass it.
 
 use super::array::{
-    dtype_class, dtype_key, dtype_text, is_writeable, raw_descr, shape_text, view_of, DtypeClass,
+    dtype_class, dtype_key, dtype_text, is_c_contiguous, is_writeable, raw_descr, shape_text,
+    view_of, view_with_itemsize, DtypeClass,
 };
 use super::kinds::{ArrayLeaf, Node};
 use super::path::describe;
 use super::python_function;
 use super::walk::{LeafArrays, Walker};
 use crate::core::layout::{fits, span};
-use crate::core::{LeafCopy, Op, Plan, Problem, ProblemKind, TieEntry};
-use numpy::{PyUntypedArray, PyUntypedArrayMethods};
+use crate::core::{LeafCopy, Op, Plan, Problem, ProblemKind, Run, TieEntry};
+use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use std::ops::Range;
 
-/// A dtype's class (for the leaf table) and its key (for recognising tied parameters).
+/// A dtype's class (for the leaf table), its key (for recognising tied parameters) and
+/// its item size.
 #[derive(Clone, Copy)]
 pub struct DtypeInfo {
     class: DtypeClass,
     tie_key: u64,
+    itemsize: usize,
+}
+
+/// The common leaf, found by [`Walker::same_layout_arrays`].
+pub(super) struct SameLayout<'a, 'py> {
+    dst: &'a Bound<'py, PyUntypedArray>,
+    src: &'a Bound<'py, PyUntypedArray>,
+    dtype: DtypeInfo,
+    /// Whether both arrays are C-contiguous, so that the copy is one run of bytes.
+    contiguous: bool,
 }
 
 impl<'py> Walker<'py> {
     /// Two exact ndarrays with the same dtype object and shape, the destination writeable
     /// and not of object dtype: the common leaf, planned without the checks of
     /// `load_array` (which every other pair goes through).
-    ///
-    /// Returns the two arrays and the dtype's tie key.
+    #[inline(always)]
     pub(super) fn same_layout_arrays<'a>(
         &mut self,
         dst: &'a Bound<'py, PyAny>,
         src: &'a Bound<'py, PyAny>,
-    ) -> Option<(
-        &'a Bound<'py, PyUntypedArray>,
-        &'a Bound<'py, PyUntypedArray>,
-        u64,
-    )> {
-        let dst = dst.cast_exact::<PyUntypedArray>().ok()?;
-        let src = src.cast_exact::<PyUntypedArray>().ok()?;
+    ) -> Option<SameLayout<'a, 'py>> {
+        let dst = self.classifier.exact_array(dst)?;
+        let src = self.classifier.exact_array(src)?;
         let same_dtype = raw_descr(dst) == raw_descr(src);
         if !same_dtype || !is_writeable(dst) || !same_shape(dst.shape(), src.shape()) {
             return None;
         }
-        let info = self.dtype_info(dst);
-        (info.class != DtypeClass::Object).then_some((dst, src, info.tie_key))
+        let dtype = self.dtype_info(dst);
+        (dtype.class != DtypeClass::Object).then(|| SameLayout {
+            dst,
+            src,
+            dtype,
+            contiguous: is_c_contiguous(dst) && is_c_contiguous(src),
+        })
+    }
+
+    /// Plans the common leaf (see [`Walker::same_layout_arrays`]). Two C-contiguous
+    /// arrays need no layout worked out: their bytes are one run each, which NumPy has
+    /// checked lies in memory.
+    #[inline(always)]
+    pub(super) fn plan_same_layout(&mut self, pair: SameLayout<'_, 'py>) -> PyResult<()> {
+        let SameLayout {
+            dst,
+            src,
+            dtype,
+            contiguous,
+        } = pair;
+        if !contiguous {
+            return self.plan_leaf(dst, Some(src), Op::Bytes, dtype.tie_key);
+        }
+        let leaf = LeafCopy {
+            dst: view_with_itemsize(dst, dtype.itemsize),
+            src: Some(view_with_itemsize(src, dtype.itemsize)),
+            op: Op::Bytes,
+        };
+        let len = leaf.nbytes();
+        let (written, run) = if len == 0 {
+            (None, None)
+        } else {
+            let at = leaf.dst.addr;
+            let run = leaf.src.as_ref().map(|s| Run {
+                dst: at,
+                src: s.addr,
+                len,
+            });
+            (Some(at..at + len), run)
+        };
+        self.add_to_plan(dst, Some(src), leaf, dtype.tie_key, written, run)
     }
 
     /// What the walk needs of an array's dtype, worked out once per dtype object.
@@ -66,6 +113,7 @@ impl<'py> Walker<'py> {
         let info = DtypeInfo {
             class: dtype_class(&dtype),
             tie_key: dtype_key(&dtype),
+            itemsize: dtype.itemsize(),
         };
         // The entry holds the dtype, so that its address is not reused meanwhile.
         self.dtypes.push((dtype, info));
@@ -220,7 +268,23 @@ impl<'py> Walker<'py> {
             );
             return Ok(());
         }
-        match self.out.plan.add_spanned(leaf, tie_key, span(extent)) {
+        let run = leaf.run();
+        self.add_to_plan(dst, src, leaf, tie_key, span(extent), run)
+    }
+
+    /// Adds a leaf to the plan: a new parameter, or a later source of a tied one.
+    #[inline(always)]
+    fn add_to_plan(
+        &mut self,
+        dst: &Bound<'py, PyUntypedArray>,
+        src: Option<&Bound<'py, PyUntypedArray>>,
+        leaf: LeafCopy,
+        tie_key: u64,
+        written: Option<Range<usize>>,
+        run: Option<Run>,
+    ) -> PyResult<()> {
+        let op = leaf.op;
+        match self.out.plan.add_spanned(leaf, tie_key, written, run) {
             TieEntry::New(leaf) => {
                 self.out.leaf_arrays.push((dst.clone(), src.cloned()));
                 if let (Op::External, Some(src)) = (op, src) {

@@ -9,7 +9,7 @@ use super::kinds::{ArrayLeaf, Classifier, Keyed, Node};
 use super::leaf::DtypeInfo;
 use super::path::{describe, KeyPath, Segment};
 use super::room::LastSize;
-use crate::core::{Op, Plan, Problem, ProblemKind};
+use crate::core::{Plan, Problem, ProblemKind};
 use numpy::{PyArrayDescr, PyUntypedArray};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -149,7 +149,7 @@ impl<'py> Walker<'py> {
     ) -> PyResult<()> {
         self.path.push(segment);
         let result = match self.same_layout_arrays(dst, src) {
-            Some((dst, src, tie_key)) => self.plan_leaf(dst, Some(src), Op::Bytes, tie_key),
+            Some(pair) => self.plan_same_layout(pair),
             None => self.visit(dst, src),
         };
         self.path.pop();
