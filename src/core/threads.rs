@@ -18,8 +18,12 @@ pub fn default_threads() -> usize {
 }
 
 /// The processor's core count: more copy threads than cores only contend for them.
+///
+/// Asked once: the standard library reads the process's CPU quota from its cgroup files
+/// each time, which costs more than a small load itself.
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// A pool of `threads` workers (at most one per core), built once per size and kept for

@@ -6,7 +6,6 @@ use super::kinds::{Classifier, Node};
 use super::path::{KeyPath, Segment};
 use super::room::LastSize;
 use crate::core::{LoadFailure, Problem, ProblemKind};
-use numpy::PyUntypedArray;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -56,7 +55,7 @@ impl<'py> StateBuilder<'py> {
     fn build(&mut self, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         // Most leaves are arrays: kept without building their node (and, as they do not
         // recurse, without asking how much stack is left).
-        if x.cast_exact::<PyUntypedArray>().is_ok() {
+        if self.classifier.exact_array(x).is_some() {
             return Ok(x.clone());
         }
         if let Some(reason) = too_deep(self.path.depth()) {
