@@ -259,11 +259,32 @@ def test_filter_can_skip_arrays_by_shape():
     ],
     ids=["c", "fortran", "reversed", "transposed", "big-endian"],
 )
-def test_any_layout_loads_into_any_layout(make_dst, make_src):
+@pytest.mark.parametrize("wrap", [lambda a: a, lambda a: {"w": [a]}], ids=["root", "child"])
+def test_any_layout_loads_into_any_layout(make_dst, make_src, wrap):
     values = np.arange(35.0).reshape(5, 7) * 1.5
     dst = make_dst()
-    fastload.loadmodel(dst, make_src(values))
+    fastload.loadmodel(wrap(dst), wrap(make_src(values)))
     np.testing.assert_array_equal(dst, values)
+
+
+def test_contiguous_arrays_with_any_stride_on_unit_axes_load_exactly():
+    # NumPy calls these C-contiguous whatever the strides of their length-1 axes.
+    as_strided = np.lib.stride_tricks.as_strided
+    src = as_strided(np.arange(6, dtype=np.float32), shape=(1, 6, 1), strides=(4000, 4, -8))
+    target = np.full(20, -1, np.float32)
+    dst = as_strided(target[7:], shape=(1, 6, 1), strides=(12, 4, 4096), writeable=True)
+    assert src.flags.c_contiguous and dst.flags.c_contiguous
+    fastload.loadmodel({"w": dst}, {"w": src})
+    np.testing.assert_array_equal(target[7:13], np.arange(6))
+    assert (target[:7] == -1).all() and (target[13:] == -1).all()
+
+
+def test_a_source_shifted_over_its_destination_reads_before_writing():
+    a = np.arange(8, dtype=np.float32)
+    expected = a.copy()
+    np.copyto(expected[1:], expected[:-1])
+    fastload.loadmodel({"w": a[1:]}, {"w": a[:-1]})
+    np.testing.assert_array_equal(a, expected)
 
 
 def test_zero_size_and_zero_dimensional_arrays():
