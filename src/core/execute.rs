@@ -309,7 +309,7 @@ unsafe fn copy_leaf(
         .is_none_or(|r| r.start == 0 && r.end == leaf.dst.len());
     if let (true, Some(run)) = (whole, run) {
         // The common case: one plain copy, without working out a layout.
-        let (d, s) = (run.dst as *mut u8, run.src as *const u8);
+        let (d, s) = (run.dst.get() as *mut u8, run.src as *const u8);
         // SAFETY: per this function's contract; both runs are `run.len` contiguous bytes.
         unsafe {
             if streaming {
@@ -343,7 +343,9 @@ unsafe fn copy_leaf(
 #[inline(always)]
 unsafe fn copy_run(run: Run) {
     // SAFETY: per this function's contract.
-    unsafe { std::ptr::copy_nonoverlapping(run.src as *const u8, run.dst as *mut u8, run.len) }
+    unsafe {
+        std::ptr::copy_nonoverlapping(run.src as *const u8, run.dst.get() as *mut u8, run.len)
+    }
 }
 
 /// Copies a leaf on the calling thread, in walk order with every leaf it may share bytes

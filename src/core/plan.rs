@@ -3,6 +3,7 @@
 use super::kernels::Op;
 use super::layout::ArrayView;
 use super::ties::{TieCache, TieCheck};
+use std::num::NonZeroUsize;
 use std::ops::Range;
 
 /// One destination array and what goes into it.
@@ -14,25 +15,28 @@ pub struct LeafCopy {
     pub op: Op,
 }
 
-/// A leaf's copy as one run of bytes: a plain copy between two C-contiguous arrays,
-/// the common leaf, which the copy then needs no layout for.
+/// A leaf's copy as one run of bytes: a plain copy between two non-empty C-contiguous
+/// arrays, the common leaf, which the copy then needs no layout for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
-    pub dst: usize,
+    /// Never 0 (a non-empty array's address), so that `Option<Run>` takes no more room.
+    pub dst: NonZeroUsize,
     pub src: usize,
     pub len: usize,
 }
 
 impl Run {
+    /// The run of `len` bytes from `src` to `dst`; `None` when there is nothing to copy.
+    pub fn new(dst: usize, src: usize, len: usize) -> Option<Run> {
+        let dst = NonZeroUsize::new(dst).filter(|_| len > 0)?;
+        Some(Run { dst, src, len })
+    }
+
     /// Whether the source's bytes lie apart from the destination's.
     pub fn apart(&self) -> bool {
-        self.dst
-            .checked_add(self.len)
-            .is_some_and(|end| end <= self.src)
-            || self
-                .src
-                .checked_add(self.len)
-                .is_some_and(|end| end <= self.dst)
+        let dst = self.dst.get();
+        dst.checked_add(self.len).is_some_and(|end| end <= self.src)
+            || self.src.checked_add(self.len).is_some_and(|end| end <= dst)
     }
 }
 
@@ -41,11 +45,7 @@ impl LeafCopy {
     pub fn run(&self) -> Option<Run> {
         let src = self.src.as_ref()?;
         let plain = self.op == Op::Bytes && self.dst.is_c_contiguous() && src.is_c_contiguous();
-        plain.then(|| Run {
-            dst: self.dst.addr,
-            src: src.addr,
-            len: self.nbytes(),
-        })
+        Run::new(self.dst.addr, src.addr, self.nbytes()).filter(|_| plain)
     }
 
     /// Whether the copy changes nothing: the source is the destination itself.

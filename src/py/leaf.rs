@@ -77,18 +77,9 @@ impl<'py> Walker<'py> {
             src: Some(view_with_itemsize(src, dtype.itemsize)),
             op: Op::Bytes,
         };
-        let len = leaf.nbytes();
-        let (written, run) = if len == 0 {
-            (None, None)
-        } else {
-            let at = leaf.dst.addr;
-            let run = leaf.src.as_ref().map(|s| Run {
-                dst: at,
-                src: s.addr,
-                len,
-            });
-            (Some(at..at + len), run)
-        };
+        let (at, len) = (leaf.dst.addr, leaf.nbytes());
+        let run = leaf.src.as_ref().and_then(|s| Run::new(at, s.addr, len));
+        let written = (len > 0).then_some(at..at + len);
         self.add_to_plan(dst, Some(src), leaf, dtype.tie_key, written, run)
     }
 
