@@ -305,6 +305,57 @@ def test_strides_reaching_outside_memory_are_refused_not_followed(snapshot):
     snap.assert_unchanged()
 
 
+def test_contiguous_arrays_claiming_more_than_memory_are_refused_not_followed(snapshot):
+    # C-contiguous (so the common leaf's path), as long as the address space.
+    as_strided = np.lib.stride_tricks.as_strided
+    length = 2**63 - 1
+    wild_dst = as_strided(np.zeros(16, np.uint8), shape=(length,), strides=(1,), writeable=True)
+    wild_src = as_strided(np.ones(16, np.uint8), shape=(length,), strides=(1,))
+    dst = {"ok": np.zeros(2), "wild": wild_dst}
+    snap = snapshot({"ok": dst["ok"]})
+    for src in ({"ok": np.ones(2), "wild": wild_src}, {"ok": np.ones(2), "wild": wild_dst}):
+        with pytest.raises(LoadError) as info:
+            fastload.loadmodel(dst, src, threads=1)
+        assert info.value.problems == [
+            ("wild", "the array's strides reach outside the address space")
+        ]
+        snap.assert_unchanged()
+
+
+class _ResizingKey:
+    """A dict key whose hash or comparison, once armed, resizes an array (one planned
+    earlier in the walk)."""
+
+    def __init__(self, name):
+        self.name, self.victim = name, None
+
+    def _fire(self):
+        if self.victim is not None:
+            self.victim.resize(1, refcheck=False)
+            self.victim = None
+
+    def __hash__(self):
+        self._fire()
+        return hash(self.name)
+
+    def __eq__(self, other):
+        self._fire()
+        return isinstance(other, _ResizingKey) and other.name == self.name
+
+
+@pytest.mark.parametrize("side", ["dst", "src"])
+def test_dict_keys_that_change_planned_arrays_are_caught(side):
+    victim = np.zeros(1 << 16)
+    quiet, hostile = _ResizingKey("z"), _ResizingKey("z")
+    dst = {"x": {"a": victim}, "y": {hostile if side == "dst" else quiet: np.zeros(2)}}
+    src = {"x": {"a": np.ones(1 << 16)}, "y": {hostile if side == "src" else quiet: np.ones(2)}}
+    hostile.victim = victim  # armed only now that the dicts are built
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(dst, src)
+    assert "changed while the trees were walked" in str(info.value)
+    assert victim.shape == (1,) and victim[0] == 0
+
+
 def test_casts_from_several_threads_leave_the_warning_filters_alone():
     import warnings
 

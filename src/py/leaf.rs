@@ -59,8 +59,9 @@ impl<'py> Walker<'py> {
     }
 
     /// Plans the common leaf (see [`Walker::same_layout_arrays`]). Two C-contiguous
-    /// arrays need no layout worked out: their bytes are one run each, which NumPy has
-    /// checked lies in memory.
+    /// arrays need no layout worked out: their bytes are one run each. Runs that reach
+    /// outside the address space (`as_strided` can claim any shape) go through
+    /// [`Walker::plan_leaf`], which refuses them.
     #[inline(always)]
     pub(super) fn plan_same_layout(&mut self, pair: SameLayout<'_, 'py>) -> PyResult<()> {
         let SameLayout {
@@ -78,7 +79,15 @@ impl<'py> Walker<'py> {
             op: Op::Bytes,
         };
         let (at, len) = (leaf.dst.addr, leaf.nbytes());
-        let run = leaf.src.as_ref().and_then(|s| Run::new(at, s.addr, len));
+        let src_at = leaf.src.as_ref().map_or(0, |s| s.addr);
+        let in_memory = |addr: usize| {
+            addr.checked_add(len)
+                .is_some_and(|end| end <= isize::MAX as usize)
+        };
+        if !in_memory(at) || !in_memory(src_at) {
+            return self.plan_leaf(dst, Some(src), Op::Bytes, dtype.tie_key);
+        }
+        let run = Run::new(at, src_at, len);
         let written = (len > 0).then_some(at..at + len);
         self.add_to_plan(dst, Some(src), leaf, dtype.tie_key, written, run)
     }

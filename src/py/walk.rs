@@ -245,6 +245,10 @@ impl<'py> Walker<'py> {
 
     fn match_keys(&mut self, dst: Keyed<'py>, mut src: Keyed<'py>) -> PyResult<()> {
         let index = src.index(self.py)?;
+        // Looking keys up runs their `__hash__` and `__eq__`: the user's code, unless every
+        // key on both sides is a `str` or an `int`.
+        let plain = dst.pairs.iter().all(|(key, _)| plain_key(key)) && plain_keys(&index);
+        self.classifier.ran_user_code |= !plain;
         let mut matched = Vec::with_capacity(dst.pairs.len());
         let mut missing = Vec::new();
         for (key, d) in &dst.pairs {
@@ -294,6 +298,9 @@ impl<'py> Walker<'py> {
         mut src: Keyed<'py>,
     ) -> PyResult<()> {
         let index = src.index(self.py)?;
+        if !plain_keys(&index) {
+            self.classifier.ran_user_code = true; // see `match_keys`
+        }
         let mut found = Vec::with_capacity(dst.len());
         if src.len() == dst.len() {
             for i in 0..dst.len() {
@@ -358,6 +365,27 @@ impl<'py> Walker<'py> {
         }
         Ok(())
     }
+}
+
+/// Whether a key is an exact `str` or `int`, whose hashing and comparison run no Python code.
+fn plain_key(key: &Bound<'_, PyAny>) -> bool {
+    key.is_exact_instance_of::<PyString>() || key.is_exact_instance_of::<PyInt>()
+}
+
+/// Whether every key of `dict` is a [`plain_key`].
+fn plain_keys(dict: &Bound<'_, PyDict>) -> bool {
+    let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: `dict` is a live dict; `PyDict_Next` hands out borrowed references, used
+    // only while the dict is not changed (no Python code runs in this loop).
+    unsafe {
+        while pyo3::ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+            let key = Borrowed::from_ptr(dict.py(), key);
+            if !plain_key(&key) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The index a key stands for: an `int`, or a `str` of decimal digits without leading zeros.
