@@ -350,7 +350,7 @@ unsafe fn copy_run(run: Run) {
 
 /// Copies a leaf on the calling thread, in walk order with every leaf it may share bytes
 /// with; `run` is its [`LeafCopy::run`]. A source that overlaps its own destination is
-/// read in full first, as `numpy.copyto` does.
+/// read in full first: the result is that of copying the whole source before writing.
 fn copy_ordered(leaf: &LeafCopy, run: Option<Run>) {
     // One contiguous run whose source lies apart from its destination: checked without
     // the byte spans below, since a load of many small leaves spends its time in them.
@@ -429,7 +429,7 @@ mod tests {
     #[test]
     fn a_small_load_copied_in_walk_order_needs_no_overlap_analysis() {
         // As above, plus a leaf whose source overlaps its own destination (a[1..5] from
-        // a[0..4]), which must read its source in full first, as `numpy.copyto` does.
+        // a[0..4]), which must read its source in full before writing.
         let mut a = [0f32; 6];
         let src = [10f32, 11., 12., 13.];
         let p = a.as_mut_ptr();
