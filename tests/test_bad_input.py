@@ -113,6 +113,21 @@ def test_state_of_a_list_resized_while_it_is_read_is_an_argument_error(resize, m
         fastload.state(layers)
 
 
+def test_a_list_shrunk_while_it_is_loaded_is_a_problem_not_a_crash(snapshot):
+    class Shrinker:
+        def __init__(self, target):
+            self.target = target
+
+    layers = []
+    layers.extend([Shrinker(layers), np.zeros(2), np.zeros(3)])
+    snap = snapshot({"1": layers[1], "2": layers[2]})
+    fastload.register(Shrinker, children=lambda r: (r.target.pop(), {})[1])
+    with pytest.raises(ArgumentError) as info:
+        fastload.loadmodel(layers, [{}, np.ones(2), np.ones(3)])
+    assert info.value.problems == [("<root>", "a list changed size while the trees were walked")]
+    snap.assert_unchanged()
+
+
 def test_user_code_run_by_state_meets_only_whole_containers():
     # A children function may look at anything the garbage collector tracks, such as the
     # containers state() is building: none of them may have empty slots.

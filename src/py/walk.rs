@@ -161,6 +161,9 @@ impl<'py> Walker<'py> {
             self.problem(ProblemKind::Structure, reason);
             return Ok(());
         }
+        if let (None, Ok(d), Ok(s)) = (&self.filter, dst.cast_exact(), src.cast_exact()) {
+            return self.load_lists(dst, src, d, s);
+        }
         match self.classifier.classify(dst)? {
             Node::Array(array) => self.load_array(&array, src),
             Node::Tensor(tensor) => match self.classifier.tensor(&tensor)? {
@@ -215,6 +218,55 @@ impl<'py> Walker<'py> {
         result
     }
 
+    /// Two lists, matched by position; their items are read in place, one pair at a time,
+    /// without a copy of either list. Code of the user's that the walk runs may resize
+    /// them meanwhile: that is a problem, not a crash.
+    fn load_lists(
+        &mut self,
+        dst: &Bound<'py, PyAny>,
+        src: &Bound<'py, PyAny>,
+        dst_list: &Bound<'py, PyList>,
+        src_list: &Bound<'py, PyList>,
+    ) -> PyResult<()> {
+        let pair = (dst.as_ptr() as usize, src.as_ptr() as usize);
+        if !self.on_path.insert(pair) {
+            self.problem(
+                ProblemKind::Structure,
+                "the tree has a cycle: this node contains itself",
+            );
+            return Ok(());
+        }
+        let result = self.match_lists(dst_list, src_list);
+        self.on_path.remove(&pair);
+        result
+    }
+
+    fn match_lists(&mut self, dst: &Bound<'py, PyList>, src: &Bound<'py, PyList>) -> PyResult<()> {
+        let len = dst.len();
+        if src.len() != len {
+            self.sequence_lengths_differ(src.len(), len);
+            return Ok(());
+        }
+        for i in 0..len {
+            let (Ok(d), Ok(s)) = (dst.get_item(i), src.get_item(i)) else {
+                self.problem(
+                    ProblemKind::Structure,
+                    "a list changed size while the trees were walked",
+                );
+                break;
+            };
+            self.child(Segment::Index(i), &d, &s)?;
+        }
+        Ok(())
+    }
+
+    fn sequence_lengths_differ(&mut self, src_len: usize, dst_len: usize) {
+        let message = format!(
+            "Tried to load a sequence of {src_len} children into a sequence of {dst_len}; the structures do not match"
+        );
+        self.problem(ProblemKind::Structure, message);
+    }
+
     fn match_children(&mut self, mut dst: Node<'py>, mut src: Node<'py>) -> PyResult<()> {
         if let Some(filter) = self.filter.clone() {
             retain(&mut dst, &filter)?;
@@ -224,12 +276,7 @@ impl<'py> Walker<'py> {
             (Node::Keyed(d), Node::Keyed(s)) => self.match_keys(d, s),
             (Node::Seq(d, _), Node::Seq(s, _)) => {
                 if d.len() != s.len() {
-                    let message = format!(
-                        "Tried to load a sequence of {} children into a sequence of {}; the structures do not match",
-                        s.len(),
-                        d.len()
-                    );
-                    self.problem(ProblemKind::Structure, message);
+                    self.sequence_lengths_differ(s.len(), d.len());
                     return Ok(());
                 }
                 for (i, (d, s)) in d.iter().zip(&s).enumerate() {
