@@ -50,7 +50,14 @@ impl LeafCopy {
 
     /// Whether the copy changes nothing: the source is the destination itself.
     pub fn is_noop(&self) -> bool {
-        self.dst.is_empty() || (self.op == Op::Bytes && self.src.as_ref() == Some(&self.dst))
+        self.dst.is_empty() || self.reads_itself()
+    }
+
+    /// Whether the copy is of the destination's bytes onto themselves.
+    #[inline(always)]
+    fn reads_itself(&self) -> bool {
+        // The addresses first: they nearly always differ, and settle it.
+        matches!(&self.src, Some(src) if src.addr == self.dst.addr && self.op == Op::Bytes && *src == self.dst)
     }
 
     pub fn nbytes(&self) -> usize {
@@ -135,7 +142,9 @@ impl Plan {
                 leaf: Box::new(leaf),
             };
         }
-        let noop = leaf.is_noop();
+        // As `leaf.is_noop()`, with the element count worked out once.
+        let len = leaf.dst.len();
+        let noop = len == 0 || leaf.reads_itself();
         if !noop {
             // Worked out here, while the leaf is in cache, not in a pass of its own.
             if let Some(span) = written {
@@ -147,7 +156,7 @@ impl Plan {
         }
         self.noop.push(noop);
         self.runs.push(run);
-        self.nbytes += leaf.nbytes();
+        self.nbytes += len * leaf.dst.itemsize;
         TieEntry::New(next)
     }
 
