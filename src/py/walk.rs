@@ -205,17 +205,7 @@ impl<'py> Walker<'py> {
         dst_node: Node<'py>,
         src_node: Node<'py>,
     ) -> PyResult<()> {
-        let pair = (dst.as_ptr() as usize, src.as_ptr() as usize);
-        if !self.on_path.insert(pair) {
-            self.problem(
-                ProblemKind::Structure,
-                "the tree has a cycle: this node contains itself",
-            );
-            return Ok(());
-        }
-        let result = self.match_children(dst_node, src_node);
-        self.on_path.remove(&pair);
-        result
+        self.unless_cycle(dst, src, |this| this.match_children(dst_node, src_node))
     }
 
     /// Two lists, matched by position; their items are read in place, one pair at a time,
@@ -228,6 +218,17 @@ impl<'py> Walker<'py> {
         dst_list: &Bound<'py, PyList>,
         src_list: &Bound<'py, PyList>,
     ) -> PyResult<()> {
+        self.unless_cycle(dst, src, |this| this.match_lists(dst_list, src_list))
+    }
+
+    /// Runs `walk` on the node pair `(dst, src)`, unless the pair is already on the path
+    /// (the tree contains itself), which is a problem.
+    fn unless_cycle(
+        &mut self,
+        dst: &Bound<'py, PyAny>,
+        src: &Bound<'py, PyAny>,
+        walk: impl FnOnce(&mut Self) -> PyResult<()>,
+    ) -> PyResult<()> {
         let pair = (dst.as_ptr() as usize, src.as_ptr() as usize);
         if !self.on_path.insert(pair) {
             self.problem(
@@ -236,7 +237,7 @@ impl<'py> Walker<'py> {
             );
             return Ok(());
         }
-        let result = self.match_lists(dst_list, src_list);
+        let result = walk(self);
         self.on_path.remove(&pair);
         result
     }
