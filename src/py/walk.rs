@@ -140,6 +140,10 @@ impl<'py> Walker<'py> {
 
     /// Inlined into the loops over children: most children are leaves, and a call per leaf
     /// (returning a `PyResult` through memory) costs more than the leaf's own checks.
+    ///
+    /// `dst` and `src` may be borrowed from their containers: planning the common leaf
+    /// runs no Python code (the plan then holds its own references), and anything else is
+    /// visited through references of its own, since a visit may run the user's code.
     #[inline(always)]
     fn child(
         &mut self,
@@ -150,7 +154,7 @@ impl<'py> Walker<'py> {
         self.path.push(segment);
         let result = match self.same_layout_arrays(dst, src) {
             Some(pair) => self.plan_same_layout(pair),
-            None => self.visit(dst, src),
+            None => self.visit(&dst.clone(), &src.clone()),
         };
         self.path.pop();
         result
@@ -249,7 +253,7 @@ impl<'py> Walker<'py> {
             return Ok(());
         }
         for i in 0..len {
-            let (Ok(d), Ok(s)) = (dst.get_item(i), src.get_item(i)) else {
+            let (Some(d), Some(s)) = (borrowed_item(dst, i), borrowed_item(src, i)) else {
                 self.problem(
                     ProblemKind::Structure,
                     "a list changed size while the trees were walked",
@@ -413,6 +417,24 @@ impl<'py> Walker<'py> {
         }
         Ok(())
     }
+}
+
+/// Item `i` of `list`, borrowed from it (see [`Walker::child`] for how long that is safe);
+/// `None` past its end.
+fn borrowed_item<'a, 'py>(
+    list: &'a Bound<'py, PyList>,
+    i: usize,
+) -> Option<Borrowed<'a, 'py, PyAny>> {
+    let i = isize::try_from(i).ok()?;
+    // SAFETY: `list` is a live list; `PyList_GetItem` returns a borrowed reference, or null
+    // (with an `IndexError` set, cleared below) past the end.
+    let item = unsafe { pyo3::ffi::PyList_GetItem(list.as_ptr(), i) };
+    if item.is_null() {
+        drop(PyErr::take(list.py()));
+        return None;
+    }
+    // SAFETY: non-null, and alive while the list holds it.
+    Some(unsafe { Borrowed::from_ptr(list.py(), item) })
 }
 
 /// Whether a key is an exact `str` or `int`, whose hashing and comparison run no Python code.
