@@ -40,6 +40,7 @@ impl TieCache {
 
     /// The leaf of `leaves` already planned for `dst`, or `None` after recording `leaf`
     /// (which must be `leaves.len()`, the next one) as its first.
+    #[inline(always)]
     pub(crate) fn first_or_insert(
         &mut self,
         leaves: &[LeafCopy],
