@@ -49,7 +49,8 @@ impl<'py> Walker<'py> {
         if !same_dtype || !is_writeable(dst) || !same_shape(dst.shape(), src.shape()) {
             return None;
         }
-        let dtype = self.dtype_info(dst);
+        // A dtype not met before takes the general path once, which learns it.
+        let dtype = self.known_dtype_info(dst)?;
         (dtype.class != DtypeClass::Object).then(|| SameLayout {
             dst,
             src,
@@ -93,21 +94,9 @@ impl<'py> Walker<'py> {
     }
 
     /// What the walk needs of an array's dtype, worked out once per dtype object.
-    #[inline(always)]
     fn dtype_info(&mut self, array: &Bound<'py, PyUntypedArray>) -> DtypeInfo {
-        let descr = raw_descr(array);
-        // Neighbouring leaves nearly always share their dtype.
-        match self.last_dtype {
-            Some((last, info)) if last == descr => info,
-            _ => self.look_up_dtype(array, descr),
-        }
-    }
-
-    /// [`Walker::dtype_info`] for a dtype other than the last one.
-    fn look_up_dtype(&mut self, array: &Bound<'py, PyUntypedArray>, descr: usize) -> DtypeInfo {
-        if let Some(known) = self.dtypes.iter().find(|d| d.0.as_ptr() as usize == descr) {
-            self.last_dtype = Some((descr, known.1));
-            return known.1;
+        if let Some(info) = self.known_dtype_info(array) {
+            return info;
         }
         let dtype = array.dtype();
         let info = DtypeInfo {
@@ -117,8 +106,27 @@ impl<'py> Walker<'py> {
         };
         // The entry holds the dtype, so that its address is not reused meanwhile.
         self.dtypes.push((dtype, info));
-        self.last_dtype = Some((descr, info));
+        self.last_dtype = Some((raw_descr(array), info));
         info
+    }
+
+    /// [`Walker::dtype_info`] of a dtype met before in this walk, without Python code:
+    /// working out a new one may call into Python (a date's unit is read from its text),
+    /// which the common leaf's path must not (see [`Walker::child`]).
+    #[inline(always)]
+    fn known_dtype_info(&mut self, array: &Bound<'py, PyUntypedArray>) -> Option<DtypeInfo> {
+        let descr = raw_descr(array);
+        // Neighbouring leaves nearly always share their dtype.
+        if let Some((_, info)) = self.last_dtype.filter(|&(last, _)| last == descr) {
+            return Some(info);
+        }
+        let known = self
+            .dtypes
+            .iter()
+            .find(|d| d.0.as_ptr() as usize == descr)?
+            .1;
+        self.last_dtype = Some((descr, known));
+        Some(known)
     }
 
     /// A non-array leaf destination: only an array source can be a problem.
