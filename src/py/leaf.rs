@@ -81,10 +81,7 @@ impl<'py> Walker<'py> {
         };
         let (at, len) = (leaf.dst.addr, leaf.nbytes());
         let src_at = leaf.src.as_ref().map_or(0, |s| s.addr);
-        let in_memory = |addr: usize| {
-            addr.checked_add(len)
-                .is_some_and(|end| end <= isize::MAX as usize)
-        };
+        let in_memory = |addr: usize| fits(Some((addr as i128, addr as i128 + len as i128)));
         if !in_memory(at) || !in_memory(src_at) {
             return self.plan_leaf(dst, Some(src), Op::Bytes, dtype.tie_key);
         }

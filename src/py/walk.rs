@@ -166,7 +166,7 @@ impl<'py> Walker<'py> {
             return Ok(());
         }
         if let (None, Ok(d), Ok(s)) = (&self.filter, dst.cast_exact(), src.cast_exact()) {
-            return self.load_lists(dst, src, d, s);
+            return self.unless_cycle(dst, src, |this| this.match_lists(d, s));
         }
         match self.classifier.classify(dst)? {
             Node::Array(array) => self.load_array(&array, src),
@@ -177,7 +177,7 @@ impl<'py> Walker<'py> {
             mut node @ (Node::Keyed(_) | Node::Seq(..)) => {
                 let src_node = self.classifier.classify_source(src)?;
                 if src_node.is_node() {
-                    return self.load_node(dst, src, node, src_node);
+                    return self.unless_cycle(dst, src, |this| this.match_children(node, src_node));
                 }
                 // Against a leaf, an empty node is a leaf too, as in Flux: an array cannot
                 // load into `()`.
@@ -202,29 +202,6 @@ impl<'py> Walker<'py> {
         }
     }
 
-    fn load_node(
-        &mut self,
-        dst: &Bound<'py, PyAny>,
-        src: &Bound<'py, PyAny>,
-        dst_node: Node<'py>,
-        src_node: Node<'py>,
-    ) -> PyResult<()> {
-        self.unless_cycle(dst, src, |this| this.match_children(dst_node, src_node))
-    }
-
-    /// Two lists, matched by position; their items are read in place, one pair at a time,
-    /// without a copy of either list. Code of the user's that the walk runs may resize
-    /// them meanwhile: that is a problem, not a crash.
-    fn load_lists(
-        &mut self,
-        dst: &Bound<'py, PyAny>,
-        src: &Bound<'py, PyAny>,
-        dst_list: &Bound<'py, PyList>,
-        src_list: &Bound<'py, PyList>,
-    ) -> PyResult<()> {
-        self.unless_cycle(dst, src, |this| this.match_lists(dst_list, src_list))
-    }
-
     /// Runs `walk` on the node pair `(dst, src)`, unless the pair is already on the path
     /// (the tree contains itself), which is a problem.
     fn unless_cycle(
@@ -246,6 +223,9 @@ impl<'py> Walker<'py> {
         result
     }
 
+    /// Two lists, matched by position; their items are read in place, one pair at a time,
+    /// without a copy of either list. Code of the user's that the walk runs may resize
+    /// them meanwhile: that is a problem, not a crash.
     fn match_lists(&mut self, dst: &Bound<'py, PyList>, src: &Bound<'py, PyList>) -> PyResult<()> {
         let len = dst.len();
         if src.len() != len {
