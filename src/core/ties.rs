@@ -18,22 +18,30 @@ const END: u32 = u32::MAX;
 
 /// First leaf of each destination parameter, and staged values for tie checks.
 ///
-/// A parameter is an address, shape, strides and dtype. Leaves are looked up by address
-/// and dtype, then by shape and strides along the chain of leaves sharing those, so that
-/// the common case (one leaf per address) costs one hash lookup and no allocation.
+/// A parameter is an address, shape, strides and dtype. A load meets its destinations
+/// roughly in the order they were allocated, so nearly every leaf lies above every leaf
+/// before it: such a leaf is new without a lookup, and goes on the end of `ascending`,
+/// which stays sorted. Any other leaf is looked up there (see [`TieCache::ascending_at`])
+/// and in `heads`, by address and dtype, then by shape and strides along the chain of
+/// leaves sharing those.
 #[derive(Default, Debug)]
 pub struct TieCache {
+    /// `(address, dtype key, leaf)` of leaves that lay above all before them, ascending.
+    ascending: Vec<(usize, u64, u32)>,
+    /// The other leaves: at each address and dtype, the start of a chain in `chained`.
     heads: HashMap<(usize, u64), u32, BuildHasherDefault<AddressHasher>>,
-    /// For each leaf, the next leaf with the same address and dtype.
-    chain: Vec<u32>,
+    /// `(leaf, next)`: a leaf of `heads`, and the position in `chained` of the next leaf
+    /// with the same address and dtype.
+    chained: Vec<(u32, u32)>,
     pub(crate) staged: FxHashMap<usize, ArrayView>,
 }
 
 impl TieCache {
     pub(crate) fn with_capacity(leaves: usize) -> Self {
         TieCache {
-            heads: HashMap::with_capacity_and_hasher(leaves, Default::default()),
-            chain: Vec::with_capacity(leaves),
+            ascending: Vec::with_capacity(leaves),
+            heads: HashMap::default(),
+            chained: Vec::new(),
             staged: FxHashMap::default(),
         }
     }
@@ -48,19 +56,58 @@ impl TieCache {
         dtype_key: u64,
         leaf: usize,
     ) -> Option<usize> {
-        debug_assert_eq!(leaf, self.chain.len());
-        let head = self.heads.entry((dst.addr, dtype_key)).or_insert(END);
+        debug_assert_eq!(leaf, leaves.len());
+        let addr = dst.addr;
+        if self.ascending.last().is_none_or(|&(top, _, _)| addr > top) {
+            self.ascending.push((addr, dtype_key, leaf as u32));
+            return None;
+        }
+        self.first_or_insert_below(leaves, dst, dtype_key, leaf)
+    }
+
+    /// [`TieCache::first_or_insert`] for a leaf at or below an address met before.
+    #[inline(never)]
+    fn first_or_insert_below(
+        &mut self,
+        leaves: &[LeafCopy],
+        dst: &ArrayView,
+        dtype_key: u64,
+        leaf: usize,
+    ) -> Option<usize> {
+        let addr = dst.addr;
+        if let Some(&(_, key, first)) = self.ascending_at(addr) {
+            if key == dtype_key && leaves[first as usize].dst.same_elements(dst) {
+                return Some(first as usize);
+            }
+        }
+        let head = self.heads.entry((addr, dtype_key)).or_insert(END);
         let mut at = *head;
         while at != END {
-            let other = &leaves[at as usize].dst;
-            if other.same_elements(dst) {
-                return Some(at as usize);
+            let (other, next) = self.chained[at as usize];
+            if leaves[other as usize].dst.same_elements(dst) {
+                return Some(other as usize);
             }
-            at = self.chain[at as usize];
+            at = next;
         }
-        self.chain.push(*head);
-        *head = leaf as u32;
+        self.chained.push((leaf as u32, *head));
+        *head = (self.chained.len() - 1) as u32;
         None
+    }
+
+    /// The entry of `ascending` at `addr`, if any. Searched from the top, in steps that
+    /// double: a leaf below the top is nearly always a little below it, among entries
+    /// still in cache.
+    fn ascending_at(&self, addr: usize) -> Option<&(usize, u64, u32)> {
+        let entries = &self.ascending;
+        // Every entry from `above` on lies above `addr`.
+        let (mut above, mut step) = (entries.len(), 1);
+        while step <= above && entries[above - step].0 > addr {
+            above -= step;
+            step *= 2;
+        }
+        let from = above.saturating_sub(step);
+        let at = entries[from..above].partition_point(|&(a, _, _)| a < addr) + from;
+        entries.get(at).filter(|&&(a, _, _)| a == addr)
     }
 
     pub(crate) fn stage(&mut self, leaf: usize, staged: ArrayView) {
@@ -302,6 +349,45 @@ mod tests {
             assert!(
                 matches!(plan.add(leaf(addr), key), TieEntry::Tied { first, .. } if first == n)
             );
+        }
+    }
+
+    #[test]
+    fn parameters_met_in_any_order_are_tied_to_their_first_leaf() {
+        // Addresses rising, falling and shuffled, each with two shapes: a leaf above all
+        // before it skips the lookup, and must still be found by any later leaf.
+        let n = 2000usize;
+        let shuffled = |i: usize| (i * 769) % n; // 769 is prime to 2000: a permutation
+        let orders: [&dyn Fn(usize) -> usize; 3] = [&|i| i, &|i| n - 1 - i, &shuffled];
+        for first_order in orders {
+            let mut plan = Plan::new();
+            let leaf = |slot: usize, len: usize| LeafCopy {
+                dst: ArrayView::contiguous(4096 + slot * 64, &[len], 4),
+                src: None,
+                op: Op::Zeros,
+            };
+            let mut first = vec![[0usize; 2]; n];
+            for (round, len) in [4, 2].into_iter().enumerate() {
+                for i in 0..n {
+                    let slot = first_order(i);
+                    let TieEntry::New(at) = plan.add(leaf(slot, len), 1) else {
+                        panic!("slot {slot} of length {len} taken for a tie");
+                    };
+                    first[slot][round] = at;
+                }
+            }
+            for then in orders {
+                for (round, len) in [4, 2].into_iter().enumerate() {
+                    for i in 0..n {
+                        let slot = then(i);
+                        let entry = plan.add(leaf(slot, len), 1);
+                        assert!(
+                            matches!(entry, TieEntry::Tied { first: f, .. } if f == first[slot][round]),
+                            "slot {slot} of length {len} not tied to its first leaf"
+                        );
+                    }
+                }
+            }
         }
     }
 
