@@ -103,6 +103,11 @@ impl ArrayView {
         self.addr == other.addr && self.shape == other.shape && self.strides == other.strides
     }
 
+    /// Whether the shape or strides are on the heap (more dimensions than fit inline).
+    pub fn spilled(&self) -> bool {
+        self.shape.spilled() || self.strides.spilled()
+    }
+
     /// Whether the elements lie in C order with no gaps.
     pub fn is_c_contiguous(&self) -> bool {
         let mut step = self.itemsize as isize;

@@ -63,6 +63,11 @@ impl LeafCopy {
     pub fn nbytes(&self) -> usize {
         self.dst.nbytes()
     }
+
+    /// Whether a shape or strides of the copy are on the heap.
+    fn spilled(&self) -> bool {
+        self.dst.spilled() || self.src.as_ref().is_some_and(ArrayView::spilled)
+    }
 }
 
 /// Where [`Plan::add`] put a destination.
@@ -89,6 +94,19 @@ pub struct Plan {
     written: Option<Range<usize>>,
     pub(crate) ties: TieCache,
     pub(crate) tie_checks: Vec<TieCheck>,
+    /// Whether a leaf's shape or strides are on the heap (more than two dimensions).
+    spilled: bool,
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        // Without shapes on the heap, the leaves own nothing to free: dropping them one
+        // by one would only read every entry again, a cache miss per leaf of a large plan.
+        if !self.spilled {
+            // SAFETY: no entries is always valid; forgetting them frees nothing they own.
+            unsafe { self.leaves.set_len(0) };
+        }
+    }
 }
 
 impl Plan {
@@ -98,13 +116,12 @@ impl Plan {
 
     /// A plan with room for `leaves` leaves before it reallocates.
     pub fn with_capacity(leaves: usize) -> Self {
-        Plan {
-            leaves: Vec::with_capacity(leaves),
-            noop: Vec::with_capacity(leaves),
-            runs: Vec::with_capacity(leaves),
-            ties: TieCache::with_capacity(leaves),
-            ..Self::default()
-        }
+        let mut plan = Self::default();
+        plan.leaves = Vec::with_capacity(leaves);
+        plan.noop = Vec::with_capacity(leaves);
+        plan.runs = Vec::with_capacity(leaves);
+        plan.ties = TieCache::with_capacity(leaves);
+        plan
     }
 
     /// Plans a copy, unless its destination is a parameter already planned (same address,
@@ -129,6 +146,7 @@ impl Plan {
         // Into the plan first, checked there: a leaf is moved once, and a tied one (rare)
         // is taken back out.
         let next = self.leaves.len();
+        self.spilled |= leaf.spilled();
         self.leaves.push(leaf);
         let (planned, added) = self.leaves.split_at(next);
         let leaf = &added[0];
@@ -207,6 +225,7 @@ impl Plan {
     /// a cast done before the copy starts, so that the copy itself cannot fail.
     pub fn restage(&mut self, leaf: usize, staged: ArrayView) {
         let copy = &mut self.leaves[leaf];
+        self.spilled |= staged.spilled();
         copy.src = Some(staged);
         copy.op = Op::Bytes;
         self.runs[leaf] = copy.run();

@@ -21,9 +21,9 @@ const END: u32 = u32::MAX;
 /// A parameter is an address, shape, strides and dtype. A load meets its destinations
 /// roughly in the order they were allocated, so nearly every leaf lies above every leaf
 /// before it: such a leaf is new without a lookup, and goes on the end of `ascending`,
-/// which stays sorted. Any other leaf is looked up there (see [`TieCache::ascending_at`])
-/// and in `heads`, by address and dtype, then by shape and strides along the chain of
-/// leaves sharing those.
+/// which stays sorted. Any other leaf is looked up there (searched from the top) and in
+/// `heads`, by address and dtype, then by shape and strides along the chain of leaves
+/// sharing those.
 #[derive(Default, Debug)]
 pub struct TieCache {
     /// `(address, dtype key, leaf)` of leaves that lay above all before them, ascending.
