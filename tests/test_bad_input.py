@@ -418,6 +418,68 @@ def test_an_array_resized_by_code_the_walk_runs_is_caught_not_written():
     assert not dst["b"].w.any()
 
 
+class Meddler:
+    """A node whose children function changes an array planned before it."""
+
+    def __init__(self, change):
+        self.change = change
+        self.w = np.zeros(2)
+
+
+def meddler_children(obj):
+    obj.change()
+    return {"w": obj.w}
+
+
+def _resize(a):
+    a.resize(100_000, refcheck=False)  # frees the memory planned for it
+
+
+def _reshape(a):
+    a.shape = (3, 2)
+
+
+def _freeze(a):
+    a.flags.writeable = False
+
+
+def _retype(a):
+    a.dtype = np.int64
+
+
+@pytest.mark.parametrize("change", [_resize, _reshape, _freeze, _retype])
+@pytest.mark.parametrize("side", ["dst", "src"])
+def test_common_leaves_changed_by_code_the_walk_runs_are_caught_not_written(change, side):
+    # Arrays after the first of their dtype take the walk's fastest path, whose plan keeps
+    # only their bytes: a change must be caught there too.
+    fastload.register(Meddler, children=meddler_children)
+    dst_victim, src_victim = np.zeros((2, 3)), np.ones((2, 3))
+    victim = dst_victim if side == "dst" else src_victim
+    dst = {"first": np.zeros(2), "a": dst_victim, "b": Meddler(lambda: change(victim))}
+    src = {"first": np.ones(2), "a": src_victim, "b": {"w": np.ones(2)}}
+    if change is _freeze and side == "src":  # a read-only source is still a source
+        fastload.loadmodel(dst, src)
+        assert (dst["a"] == 1).all()
+        return
+    with pytest.raises(LoadError, match="changed while the trees were walked"):
+        fastload.loadmodel(dst, src)
+    assert not dst["first"].any() and not dst["b"].w.any()
+    assert not dst_victim.view(np.uint8).any()
+
+
+def test_a_tied_source_freed_by_code_the_walk_runs_is_not_read():
+    # The tie is checked after the walk, by reading its later source: one freed meanwhile
+    # must not be read (its memory is returned to the system), only reported.
+    fastload.register(Meddler, children=meddler_children)
+    n = 1 << 20
+    shared, later = np.zeros(n), np.ones(n)
+    dst = {"a": shared, "c": shared, "z": Meddler(lambda: later.resize(1, refcheck=False))}
+    src = {"a": np.ones(n), "c": later, "z": {"w": np.ones(2)}}
+    with pytest.raises(LoadError, match="changed while the trees were walked"):
+        fastload.loadmodel(dst, src)
+    assert not shared.any()
+
+
 def test_only_types_whose_children_run_python_code_trigger_the_recheck():
     from collections import OrderedDict
     from dataclasses import dataclass

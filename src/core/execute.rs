@@ -85,7 +85,8 @@ impl Executor {
 
     /// Copies every leaf in walk order on the calling thread, the order the result is
     /// defined by, so that no overlap analysis is needed. The plan must hold no
-    /// [`Op::External`] leaf (those are skipped).
+    /// [`Op::External`] leaf (those are skipped); its compact leaves need not be written
+    /// out (see [`Plan::write_out`]).
     pub fn copy_in_walk_order(&self, plan: &Plan) {
         for (i, (&run, &noop)) in plan.runs.iter().zip(&plan.noop).enumerate() {
             match run {
@@ -93,8 +94,16 @@ impl Executor {
                 // The common leaf, copied from the compact table alone.
                 // SAFETY: the plan holds both arrays alive; the runs do not overlap.
                 Some(run) if run.apart() => unsafe { copy_run(run) },
-                _ if plan.leaves[i].op == Op::External => {}
-                _ => copy_ordered(&plan.leaves[i], run),
+                // A source that overlaps its own destination, moved as `memmove` does:
+                // every source byte is read before it is written over.
+                // SAFETY: the plan holds both arrays alive, `run.len` bytes each.
+                Some(run) => unsafe {
+                    std::ptr::copy(run.src as *const u8, run.dst.get() as *mut u8, run.len)
+                },
+                None => match plan.leaf(i) {
+                    Some(leaf) if leaf.op != Op::External => copy_ordered(leaf, None),
+                    _ => {}
+                },
             }
         }
     }
@@ -102,7 +111,7 @@ impl Executor {
     /// For each leaf, whether it must run in walk order on the calling thread (see
     /// [`ordered_leaves`]); what [`Executor::execute`] takes.
     pub fn ordered(&self, plan: &Plan) -> Vec<bool> {
-        ordered_leaves(&plan.leaves, &plan.noop)
+        ordered_leaves(plan.leaves(), &plan.noop)
     }
 
     /// Copies every leaf of a checked plan; `ordered` comes from [`Executor::ordered`].
@@ -210,7 +219,7 @@ impl Executor {
                 });
             }
             None => {
-                for (i, leaf) in plan.leaves.iter().enumerate() {
+                for (i, leaf) in plan.leaves().iter().enumerate() {
                     if progress.cancelled() {
                         break;
                     }
@@ -232,7 +241,7 @@ impl Executor {
         ordered: &[bool],
         external: &mut impl FnMut(usize) -> Result<(), E>,
     ) -> Result<(), E> {
-        for (i, leaf) in plan.leaves.iter().enumerate() {
+        for (i, leaf) in plan.leaves().iter().enumerate() {
             if plan.noop[i] {
                 continue;
             }
@@ -250,7 +259,7 @@ impl Executor {
 fn parallel_tasks(plan: &Plan, independent: &dyn Fn(usize, &LeafCopy) -> bool) -> Vec<Task> {
     let mut tasks = Vec::new();
     let (mut batch, mut batch_bytes): (Task, usize) = (Vec::new(), 0);
-    for (i, leaf) in plan.leaves.iter().enumerate() {
+    for (i, leaf) in plan.leaves().iter().enumerate() {
         if !independent(i, leaf) {
             continue;
         }
@@ -282,7 +291,7 @@ fn parallel_tasks(plan: &Plan, independent: &dyn Fn(usize, &LeafCopy) -> bool) -
 fn run_task(plan: &Plan, task: &Task, streaming: bool) -> usize {
     let mut bytes = 0;
     for (i, range) in task {
-        let leaf = &plan.leaves[*i];
+        let leaf = &plan.leaves()[*i];
         // SAFETY: independent leaves share no bytes with any other copy, and tasks of one
         // leaf cover disjoint element ranges of a destination without self-overlap.
         unsafe { copy_leaf(leaf, plan.runs[*i], Some(range.clone()), streaming) };
@@ -440,6 +449,27 @@ mod tests {
         assert!(exec.runs_in_walk_order());
         exec.copy_in_walk_order(&plan);
         assert_eq!(a, [10., 10., 11., 10., 11., 13.]);
+    }
+
+    #[test]
+    fn a_compact_leaf_over_its_own_source_is_copied_as_if_read_first() {
+        // loadmodel(a[1:], a[:-1]) through the plan's runs alone: a = [1, 1, 2, 3].
+        let mut a = [1f32, 2., 3., 4.];
+        let p = a.as_mut_ptr() as usize;
+        let mut plan = Plan::new();
+        let run = Run::new(p + 4, p, 12).unwrap();
+        let views = |_: usize| unreachable!();
+        plan.add_compact(
+            run,
+            1,
+            &views,
+            || f32_view(p as *const f32, 1, 3),
+            || unreachable!(),
+        );
+        let exec = Executor::new(&plan, 1).unwrap();
+        assert!(exec.runs_in_walk_order() && !plan.written_out());
+        exec.copy_in_walk_order(&plan);
+        assert_eq!(a, [1., 1., 2., 3.]);
     }
 
     #[test]

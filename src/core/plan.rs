@@ -3,6 +3,7 @@
 use super::kernels::Op;
 use super::layout::ArrayView;
 use super::ties::{TieCache, TieCheck};
+use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::ops::Range;
 
@@ -80,10 +81,25 @@ pub enum TieEntry {
     Tied { first: usize, leaf: Box<LeafCopy> },
 }
 
+/// The destination of a compact leaf (see [`Plan::add_compact`]) by leaf number: the plan
+/// keeps only its run, and asks for its view when a tie must be told apart.
+pub type CompactViews<'a> = &'a dyn Fn(usize) -> ArrayView;
+
+/// The [`CompactViews`] of a plan that has no compact leaves.
+pub fn no_compact_leaves(leaf: usize) -> ArrayView {
+    unreachable!("leaf {leaf} is compact, and no view was given for it")
+}
+
 /// Every copy of a load, in walk order, and the checks its tied parameters need.
 #[derive(Default, Debug)]
 pub struct Plan {
-    pub(crate) leaves: Vec<LeafCopy>,
+    /// The copies of the leaves, in walk order; while some are compact (see
+    /// [`Plan::add_compact`]), only the others, numbered by `numbers`.
+    leaves: Vec<LeafCopy>,
+    /// While there are compact leaves: the leaf number of each entry of `leaves`.
+    numbers: Vec<u32>,
+    /// Compact leaves not yet written out as copies (see [`Plan::write_out`]).
+    compact: usize,
     /// For each leaf, whether its copy changes nothing (see [`LeafCopy::is_noop`]).
     pub(crate) noop: Vec<bool>,
     /// For each leaf, its copy as one run of bytes if it is one (see [`LeafCopy::run`]):
@@ -117,7 +133,6 @@ impl Plan {
     /// A plan with room for `leaves` leaves before it reallocates.
     pub fn with_capacity(leaves: usize) -> Self {
         let mut plan = Self::default();
-        plan.leaves = Vec::with_capacity(leaves);
         plan.noop = Vec::with_capacity(leaves);
         plan.runs = Vec::with_capacity(leaves);
         plan.ties = TieCache::with_capacity(leaves);
@@ -129,11 +144,11 @@ impl Plan {
     #[inline(always)]
     pub fn add(&mut self, leaf: LeafCopy, dtype_key: u64) -> TieEntry {
         let (written, run) = (leaf.dst.byte_span(), leaf.run());
-        self.add_spanned(leaf, dtype_key, written, run)
+        self.add_spanned(leaf, dtype_key, written, run, &no_compact_leaves)
     }
 
     /// [`Plan::add`] for a leaf whose destination's byte span and [`LeafCopy::run`] the
-    /// caller has worked out.
+    /// caller has worked out; `views` gives the destinations of compact leaves.
     #[inline(always)]
     pub fn add_spanned(
         &mut self,
@@ -141,20 +156,22 @@ impl Plan {
         dtype_key: u64,
         written: Option<Range<usize>>,
         run: Option<Run>,
+        views: CompactViews,
     ) -> TieEntry {
         debug_assert_eq!(run, leaf.run());
-        // Into the plan first, checked there: a leaf is moved once, and a tied one (rare)
-        // is taken back out.
-        let next = self.leaves.len();
-        self.spilled |= leaf.spilled();
-        self.leaves.push(leaf);
-        let (planned, added) = self.leaves.split_at(next);
-        let leaf = &added[0];
-        if let Some(first) = self
+        let next = self.len();
+        let planned = Planned {
+            leaves: &self.leaves,
+            numbers: &self.numbers,
+            compact: self.compact > 0,
+            views,
+        };
+        let first = self
             .ties
-            .first_or_insert(planned, &leaf.dst, dtype_key, next)
-        {
-            let leaf = self.leaves.pop().expect("the leaf pushed above");
+            .first_or_insert(leaf.dst.addr, dtype_key, next, |at| {
+                planned.dst(at).same_elements(&leaf.dst)
+            });
+        if let Some(first) = first {
             return TieEntry::Tied {
                 first,
                 leaf: Box::new(leaf),
@@ -163,6 +180,63 @@ impl Plan {
         // As `leaf.is_noop()`, with the element count worked out once.
         let len = leaf.dst.len();
         let noop = len == 0 || leaf.reads_itself();
+        self.count(noop, written, run, len * leaf.dst.itemsize);
+        self.spilled |= leaf.spilled();
+        if self.compact > 0 {
+            self.numbers.push(next as u32);
+        }
+        self.leaves.push(leaf);
+        TieEntry::New(next)
+    }
+
+    /// Plans the common leaf, a plain copy of `run` between two C-contiguous arrays of one
+    /// shape and dtype, without its [`LeafCopy`]: a load of many small leaves would spend
+    /// much of its time writing those. `dst` makes the destination's view, needed only to
+    /// tell ties apart, and `copy` the leaf's copy, needed only when it is a tie.
+    /// [`Plan::write_out`] makes the copies of these leaves, which most uses of a plan need.
+    #[inline(always)]
+    pub fn add_compact(
+        &mut self,
+        run: Run,
+        dtype_key: u64,
+        views: CompactViews,
+        dst: impl Fn() -> ArrayView,
+        copy: impl FnOnce() -> LeafCopy,
+    ) -> TieEntry {
+        let next = self.len();
+        let planned = Planned {
+            leaves: &self.leaves,
+            numbers: &self.numbers,
+            compact: self.compact > 0,
+            views,
+        };
+        let mut mine = None;
+        let first = self
+            .ties
+            .first_or_insert(run.dst.get(), dtype_key, next, |at| {
+                let mine = mine.get_or_insert_with(&dst);
+                planned.dst(at).same_elements(mine)
+            });
+        if let Some(first) = first {
+            return TieEntry::Tied {
+                first,
+                leaf: Box::new(copy()),
+            };
+        }
+        if self.compact == 0 {
+            self.numbers = (0..self.leaves.len() as u32).collect();
+        }
+        self.compact += 1;
+        let (at, len) = (run.dst.get(), run.len);
+        // A source at the destination's address, in the same layout, is its own bytes.
+        let noop = run.src == at;
+        self.count(noop, Some(at..at + len), Some(run), len);
+        TieEntry::New(next)
+    }
+
+    /// Records a new leaf in the per-leaf tables and the totals.
+    #[inline(always)]
+    fn count(&mut self, noop: bool, written: Option<Range<usize>>, run: Option<Run>, bytes: usize) {
         if !noop {
             // Worked out here, while the leaf is in cache, not in a pass of its own.
             if let Some(span) = written {
@@ -174,8 +248,62 @@ impl Plan {
         }
         self.noop.push(noop);
         self.runs.push(run);
-        self.nbytes += len * leaf.dst.itemsize;
-        TieEntry::New(next)
+        self.nbytes += bytes;
+    }
+
+    /// Makes the copy of every compact leaf with `copy(leaf number)`: afterwards
+    /// [`Plan::leaves`] holds every leaf.
+    pub fn write_out(&mut self, mut copy: impl FnMut(usize) -> LeafCopy) {
+        if self.compact == 0 {
+            return;
+        }
+        let mut planned = std::mem::take(&mut self.leaves).into_iter();
+        let mut numbers = std::mem::take(&mut self.numbers).into_iter().peekable();
+        let mut leaves = Vec::with_capacity(self.len());
+        for i in 0..self.len() {
+            let leaf = match numbers.next_if(|&n| n as usize == i) {
+                Some(_) => planned.next().expect("a copy for every numbered leaf"),
+                None => copy(i),
+            };
+            self.spilled |= leaf.spilled();
+            leaves.push(leaf);
+        }
+        self.leaves = leaves;
+        self.compact = 0;
+    }
+
+    /// Whether every leaf's copy is in [`Plan::leaves`] (see [`Plan::write_out`]).
+    pub fn written_out(&self) -> bool {
+        self.compact == 0
+    }
+
+    /// The number of leaves.
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The copy of leaf `leaf`, unless it is compact and not written out.
+    pub fn leaf(&self, leaf: usize) -> Option<&LeafCopy> {
+        if self.compact == 0 {
+            return self.leaves.get(leaf);
+        }
+        let at = self.numbers.binary_search(&(leaf as u32)).ok()?;
+        Some(&self.leaves[at])
+    }
+
+    /// The copy of each leaf in walk order, `None` for a compact leaf not written out.
+    pub fn each_leaf(&self) -> impl Iterator<Item = Option<&LeafCopy>> + '_ {
+        let mut numbered = self.numbers.iter().zip(&self.leaves).peekable();
+        (0..self.len()).map(move |i| match self.compact {
+            0 => self.leaves.get(i),
+            _ => numbered
+                .next_if(|(&n, _)| n as usize == i)
+                .map(|(_, leaf)| leaf),
+        })
     }
 
     /// The addresses from the lowest to the highest byte the copy writes, if any.
@@ -224,6 +352,10 @@ impl Plan {
     /// Replaces the source of leaf `leaf` by `staged`, already in the destination's dtype:
     /// a cast done before the copy starts, so that the copy itself cannot fail.
     pub fn restage(&mut self, leaf: usize, staged: ArrayView) {
+        assert!(
+            self.written_out(),
+            "restaged before the compact leaves were written out"
+        );
         let copy = &mut self.leaves[leaf];
         self.spilled |= staged.spilled();
         copy.src = Some(staged);
@@ -236,12 +368,165 @@ impl Plan {
         self.tie_checks.iter().map(|check| check.src.as_ref())
     }
 
+    /// Every leaf's copy, in walk order; the compact ones must have been written out.
     pub fn leaves(&self) -> &[LeafCopy] {
+        assert!(self.written_out(), "compact leaves not written out");
         &self.leaves
     }
 
     /// Bytes written by the plan.
     pub fn nbytes(&self) -> usize {
         self.nbytes
+    }
+}
+
+/// The copies planned so far, and the views of the compact ones, for telling ties apart.
+struct Planned<'a> {
+    leaves: &'a [LeafCopy],
+    numbers: &'a [u32],
+    compact: bool,
+    views: CompactViews<'a>,
+}
+
+impl<'a> Planned<'a> {
+    /// The destination of leaf `leaf`.
+    fn dst(&self, leaf: usize) -> Cow<'a, ArrayView> {
+        let at = match self.compact {
+            false => Some(leaf),
+            true => self.numbers.binary_search(&(leaf as u32)).ok(),
+        };
+        match at {
+            Some(at) => Cow::Borrowed(&self.leaves[at].dst),
+            None => Cow::Owned((self.views)(leaf)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four f32 at `addr`, as a destination.
+    fn view(addr: usize) -> ArrayView {
+        ArrayView::contiguous(addr, &[4], 4)
+    }
+
+    fn full(dst: usize, src: usize) -> LeafCopy {
+        LeafCopy {
+            dst: view(dst),
+            src: Some(view(src)),
+            op: Op::Bytes,
+        }
+    }
+
+    fn run(dst: usize, src: usize) -> Run {
+        Run::new(dst, src, 16).unwrap()
+    }
+
+    /// A plan of leaves at these destination addresses, compact or not, each reading
+    /// from 1 MiB above its destination.
+    fn mixed(addrs: &[(usize, bool)]) -> (Plan, Vec<TieEntry>) {
+        let mut plan = Plan::new();
+        let mut entries = Vec::new();
+        for &(addr, compact) in addrs {
+            let views = |_: usize| panic!("no view asked for a leaf without a tie");
+            let entry = match compact {
+                true => plan.add_compact(
+                    run(addr, addr + (1 << 20)),
+                    1,
+                    &views,
+                    || view(addr),
+                    || full(addr, addr + (1 << 20)),
+                ),
+                false => plan.add(full(addr, addr + (1 << 20)), 1),
+            };
+            entries.push(entry);
+        }
+        (plan, entries)
+    }
+
+    #[test]
+    fn written_out_leaves_are_in_walk_order() {
+        let (mut plan, entries) = mixed(&[(64, false), (128, true), (256, false), (512, true)]);
+        assert!(entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| matches!(e, TieEntry::New(n) if *n == i)));
+        assert!(!plan.written_out());
+        let seen: Vec<_> = plan.each_leaf().map(|l| l.map(|l| l.dst.addr)).collect();
+        assert_eq!(seen, [Some(64), None, Some(256), None]);
+        assert_eq!(plan.leaf(2).map(|l| l.dst.addr), Some(256));
+        assert!(plan.leaf(1).is_none());
+        assert_eq!(plan.nbytes(), 64);
+        plan.write_out(|i| full([64, 128, 256, 512][i], 0));
+        let addrs: Vec<_> = plan.leaves().iter().map(|l| l.dst.addr).collect();
+        assert_eq!(addrs, [64, 128, 256, 512]);
+        assert_eq!(plan.runs[1], Some(run(128, 128 + (1 << 20))));
+    }
+
+    #[test]
+    fn compact_and_full_leaves_are_tied_to_each_other() {
+        // Every pairing of kinds, the first leaf above or below those before it.
+        for (first, later) in [(true, true), (true, false), (false, true), (false, false)] {
+            for ascending in [true, false] {
+                let (low, high) = (4096, 8192);
+                let order = if ascending { [low, high] } else { [high, low] };
+                let (mut plan, _) = mixed(&[(order[0], first), (order[1], first)]);
+                let views = |leaf: usize| view(order[leaf]);
+                for (n, &addr) in order.iter().enumerate() {
+                    let entry = match later {
+                        true => plan.add_compact(
+                            run(addr, 1),
+                            1,
+                            &views,
+                            || view(addr),
+                            || full(addr, 1),
+                        ),
+                        false => {
+                            let leaf = full(addr, 1);
+                            let (written, run) = (leaf.dst.byte_span(), leaf.run());
+                            plan.add_spanned(leaf, 1, written, run, &views)
+                        }
+                    };
+                    let TieEntry::Tied { first: f, leaf } = entry else {
+                        panic!("{addr} not tied ({first}, {later}, {ascending})");
+                    };
+                    assert_eq!((f, leaf.src.map(|s| s.addr)), (n, Some(1)));
+                }
+                // Another shape at the same address is another parameter.
+                let other = ArrayView::contiguous(order[0], &[2], 4);
+                let leaf = LeafCopy {
+                    dst: other.clone(),
+                    src: None,
+                    op: Op::Zeros,
+                };
+                assert!(matches!(
+                    plan.add_spanned(leaf, 1, None, None, &views),
+                    TieEntry::New(2)
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn a_compact_leaf_reading_its_own_bytes_changes_nothing() {
+        let mut plan = Plan::new();
+        let views = |_: usize| unreachable!();
+        plan.add_compact(
+            run(4096, 4096),
+            1,
+            &views,
+            || view(4096),
+            || full(4096, 4096),
+        );
+        plan.add_compact(
+            run(8192, 4096),
+            1,
+            &views,
+            || view(8192),
+            || full(8192, 4096),
+        );
+        assert_eq!(plan.noop, [true, false]);
+        assert_eq!(plan.written_span(), Some(8192..8208));
     }
 }

@@ -46,37 +46,35 @@ impl TieCache {
         }
     }
 
-    /// The leaf of `leaves` already planned for `dst`, or `None` after recording `leaf`
-    /// (which must be `leaves.len()`, the next one) as its first.
+    /// The leaf already planned for the destination at `addr` with `dtype_key` whose
+    /// elements are the same (`same(leaf)`), or `None` after recording `leaf` (the next
+    /// leaf number) as its first.
     #[inline(always)]
     pub(crate) fn first_or_insert(
         &mut self,
-        leaves: &[LeafCopy],
-        dst: &ArrayView,
+        addr: usize,
         dtype_key: u64,
         leaf: usize,
+        same: impl FnMut(usize) -> bool,
     ) -> Option<usize> {
-        debug_assert_eq!(leaf, leaves.len());
-        let addr = dst.addr;
         if self.ascending.last().is_none_or(|&(top, _, _)| addr > top) {
             self.ascending.push((addr, dtype_key, leaf as u32));
             return None;
         }
-        self.first_or_insert_below(leaves, dst, dtype_key, leaf)
+        self.first_or_insert_below(addr, dtype_key, leaf, same)
     }
 
     /// [`TieCache::first_or_insert`] for a leaf at or below an address met before.
     #[inline(never)]
     fn first_or_insert_below(
         &mut self,
-        leaves: &[LeafCopy],
-        dst: &ArrayView,
+        addr: usize,
         dtype_key: u64,
         leaf: usize,
+        mut same: impl FnMut(usize) -> bool,
     ) -> Option<usize> {
-        let addr = dst.addr;
         if let Some(&(_, key, first)) = self.ascending_at(addr) {
-            if key == dtype_key && leaves[first as usize].dst.same_elements(dst) {
+            if key == dtype_key && same(first as usize) {
                 return Some(first as usize);
             }
         }
@@ -84,7 +82,7 @@ impl TieCache {
         let mut at = *head;
         while at != END {
             let (other, next) = self.chained[at as usize];
-            if leaves[other as usize].dst.same_elements(dst) {
+            if same(other as usize) {
                 return Some(other as usize);
             }
             at = next;
@@ -186,7 +184,7 @@ impl Plan {
     pub fn check_ties(&self, parallel: bool) -> Vec<(usize, Problem)> {
         let mut problems = Vec::new();
         for check in &self.tie_checks {
-            let leaf = &self.leaves[check.first];
+            let leaf = &self.leaves()[check.first];
             let first = match (leaf.op, &leaf.src, self.ties.staged.get(&check.first)) {
                 (_, _, Some(staged)) => TieValue::Array(staged, Op::Bytes),
                 (Op::Zeros, _, _) | (_, None, _) => TieValue::Zeros,

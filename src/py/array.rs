@@ -187,6 +187,12 @@ pub fn raw_descr(array: &Bound<'_, PyUntypedArray>) -> usize {
     unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).descr as usize }
 }
 
+/// The address of an array's first element.
+pub fn data_address(array: &Bound<'_, PyUntypedArray>) -> usize {
+    // SAFETY: `array` is a live ndarray, so its fields are initialised.
+    unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).data as usize }
+}
+
 pub fn is_writeable(array: &Bound<'_, PyUntypedArray>) -> bool {
     flags_of(array) & npyffi::NPY_ARRAY_WRITEABLE != 0
 }

@@ -2,18 +2,17 @@
 //! (with ties) of the arrays that pass it.
 
 use super::array::{
-    dtype_class, dtype_key, dtype_text, is_c_contiguous, is_writeable, raw_descr, shape_text,
-    view_of, view_with_itemsize, DtypeClass,
+    data_address, dtype_class, dtype_key, dtype_text, is_c_contiguous, is_writeable, raw_descr,
+    shape_text, view_of, view_with_itemsize, DtypeClass,
 };
 use super::kinds::{ArrayLeaf, Node};
 use super::path::describe;
 use super::python_function;
-use super::walk::{LeafArrays, Walker};
+use super::walk::{LeafArrays, Walked, Walker};
 use crate::core::layout::{fits, span};
-use crate::core::{LeafCopy, Op, Plan, Problem, ProblemKind, Run, TieEntry};
+use crate::core::{ArrayView, LeafCopy, Op, Plan, Problem, ProblemKind, Run, TieEntry};
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use std::ops::Range;
 
 /// A dtype's class (for the leaf table), its key (for recognising tied parameters) and
 /// its item size.
@@ -60,9 +59,10 @@ impl<'py> Walker<'py> {
     }
 
     /// Plans the common leaf (see [`Walker::same_layout_arrays`]). Two C-contiguous
-    /// arrays need no layout worked out: their bytes are one run each. Runs that reach
-    /// outside the address space (`as_strided` can claim any shape) go through
-    /// [`Walker::plan_leaf`], which refuses them.
+    /// arrays need no layout worked out: their bytes are one run each, which is all the
+    /// plan keeps of them (see [`Plan::add_compact`]). Other layouts, empty arrays, and
+    /// runs that reach outside the address space (`as_strided` can claim any shape) go
+    /// through [`Walker::plan_leaf`], which refuses the last.
     #[inline(always)]
     pub(super) fn plan_same_layout(&mut self, pair: SameLayout<'_, 'py>) -> PyResult<()> {
         let SameLayout {
@@ -71,23 +71,30 @@ impl<'py> Walker<'py> {
             dtype,
             contiguous,
         } = pair;
-        if !contiguous {
-            return self.plan_leaf(dst, Some(src), Op::Bytes, dtype.tie_key);
-        }
-        let leaf = LeafCopy {
-            dst: view_with_itemsize(dst, dtype.itemsize),
-            src: Some(view_with_itemsize(src, dtype.itemsize)),
-            op: Op::Bytes,
-        };
-        let (at, len) = (leaf.dst.addr, leaf.nbytes());
-        let src_at = leaf.src.as_ref().map_or(0, |s| s.addr);
+        let itemsize = dtype.itemsize;
+        let len = dst.shape().iter().product::<usize>() * itemsize;
+        let (at, src_at) = (data_address(dst), data_address(src));
         let in_memory = |addr: usize| fits(Some((addr as i128, addr as i128 + len as i128)));
-        if !in_memory(at) || !in_memory(src_at) {
+        let run =
+            Run::new(at, src_at, len).filter(|_| contiguous && in_memory(at) && in_memory(src_at));
+        let Some(run) = run else {
             return self.plan_leaf(dst, Some(src), Op::Bytes, dtype.tie_key);
-        }
-        let run = Run::new(at, src_at, len);
-        let written = (len > 0).then_some(at..at + len);
-        self.add_to_plan(dst, Some(src), leaf, dtype.tie_key, written, run)
+        };
+        let Walked {
+            plan, leaf_arrays, ..
+        } = &mut self.out;
+        let entry = plan.add_compact(
+            run,
+            dtype.tie_key,
+            &|leaf| view_of(&leaf_arrays[leaf].0),
+            || view_with_itemsize(dst, itemsize),
+            || LeafCopy {
+                dst: view_with_itemsize(dst, itemsize),
+                src: Some(view_with_itemsize(src, itemsize)),
+                op: Op::Bytes,
+            },
+        );
+        self.settle(entry, dst, Some(src), Op::Bytes)
     }
 
     /// What the walk needs of an array's dtype, worked out once per dtype object.
@@ -274,22 +281,24 @@ impl<'py> Walker<'py> {
             return Ok(());
         }
         let run = leaf.run();
-        self.add_to_plan(dst, src, leaf, tie_key, span(extent), run)
+        let Walked {
+            plan, leaf_arrays, ..
+        } = &mut self.out;
+        let views = |leaf: usize| view_of(&leaf_arrays[leaf].0);
+        let entry = plan.add_spanned(leaf, tie_key, span(extent), run, &views);
+        self.settle(entry, dst, src, op)
     }
 
-    /// Adds a leaf to the plan: a new parameter, or a later source of a tied one.
+    /// Records where the plan put a leaf: a new parameter, or a later source of a tied one.
     #[inline(always)]
-    fn add_to_plan(
+    fn settle(
         &mut self,
+        entry: TieEntry,
         dst: &Bound<'py, PyUntypedArray>,
         src: Option<&Bound<'py, PyUntypedArray>>,
-        leaf: LeafCopy,
-        tie_key: u64,
-        written: Option<Range<usize>>,
-        run: Option<Run>,
+        op: Op,
     ) -> PyResult<()> {
-        let op = leaf.op;
-        match self.out.plan.add_spanned(leaf, tie_key, written, run) {
+        match entry {
             TieEntry::New(leaf) => {
                 self.out.leaf_arrays.push((dst.clone(), src.cloned()));
                 if let (Op::External, Some(src)) = (op, src) {
@@ -371,18 +380,22 @@ pub fn changed_arrays(
     leaf_arrays: &LeafArrays<'_>,
     tie_arrays: &[Option<Bound<'_, PyUntypedArray>>],
 ) -> Vec<Problem> {
-    let leaves = plan
-        .leaves()
-        .iter()
-        .zip(leaf_arrays)
-        .flat_map(|(leaf, (dst, src))| {
-            let dst_ok = view_of(dst) == leaf.dst && is_writeable(dst);
-            let src_ok = match (src, &leaf.src) {
-                (Some(array), Some(view)) => view_of(array) == *view,
-                _ => true,
-            };
-            [dst_ok, src_ok]
-        });
+    let leaves =
+        plan.each_leaf()
+            .zip(&plan.runs)
+            .zip(leaf_arrays)
+            .flat_map(|((leaf, run), (dst, src))| match (leaf, run, src) {
+                (Some(leaf), _, _) => {
+                    let dst_ok = view_of(dst) == leaf.dst && is_writeable(dst);
+                    let src_ok = match (src, &leaf.src) {
+                        (Some(array), Some(view)) => view_of(array) == *view,
+                        _ => true,
+                    };
+                    [dst_ok, src_ok]
+                }
+                (None, Some(run), Some(src)) => still_one_run(run, dst, src),
+                (None, _, _) => [false, false], // a compact leaf is a run between two arrays
+            });
     let ties = plan
         .tie_sources()
         .zip(tie_arrays)
@@ -399,4 +412,34 @@ pub fn changed_arrays(
          read-only by code the walk ran); load again once they stay put"
     );
     vec![Problem::new(ProblemKind::Leaf, "<walk>", message)]
+}
+
+/// Whether `dst` and `src`, planned as the compact leaf `run`, still are: the same bytes,
+/// C-contiguous, of one shape and dtype, the destination writeable. The copy of `run` is
+/// then what planning them again would give.
+fn still_one_run(
+    run: &Run,
+    dst: &Bound<'_, PyUntypedArray>,
+    src: &Bound<'_, PyUntypedArray>,
+) -> [bool; 2] {
+    let (dst_view, src_view) = (view_of(dst), view_of(src));
+    let one_run = |view: &ArrayView, at: usize| {
+        view.addr == at && view.is_c_contiguous() && view.nbytes() == run.len
+    };
+    let dst_ok = one_run(&dst_view, run.dst.get()) && is_writeable(dst);
+    let alike = raw_descr(dst) == raw_descr(src) && dst_view.shape == src_view.shape;
+    [dst_ok, one_run(&src_view, run.src) && alike]
+}
+
+/// Writes out the plan's compact leaves (see [`Plan::write_out`]) from the arrays they
+/// were planned from.
+pub fn write_out_compact(plan: &mut Plan, leaf_arrays: &LeafArrays<'_>) {
+    plan.write_out(|leaf| {
+        let (dst, src) = &leaf_arrays[leaf];
+        LeafCopy {
+            dst: view_of(dst),
+            src: src.as_ref().map(view_of),
+            op: Op::Bytes,
+        }
+    });
 }

@@ -2,7 +2,7 @@
 
 use super::array::{memory_owner, view_of};
 use super::errors::load_error;
-use super::leaf::{changed_arrays, stage_cast};
+use super::leaf::{changed_arrays, stage_cast, write_out_compact};
 use super::python_function;
 use super::walk::{Walked, Walker};
 use crate::core::{
@@ -50,9 +50,12 @@ pub fn loadmodel<'py>(
         met_torch,
         torch_copies,
     } = Walker::new(py, filter, strict, casting)?.walk(dst, src)?;
-    if ran_user_code {
-        problems.extend(changed_arrays(&plan, &leaf_arrays, &tie_arrays));
-    }
+    let changed = match ran_user_code {
+        true => changed_arrays(&plan, &leaf_arrays, &tie_arrays),
+        false => Vec::new(),
+    };
+    let arrays_changed = !changed.is_empty();
+    problems.extend(changed);
     if let Some(copies) = &torch_copies {
         let tied: Vec<(String, String)> = copies.call_method0("check_ties")?.extract()?;
         problems.extend(
@@ -61,7 +64,18 @@ pub fn loadmodel<'py>(
         );
     }
     let executor = Executor::new(&plan, threads).map_err(PyRuntimeError::new_err)?;
-    let tie_problems = py.detach(|| executor.check_ties(&plan));
+    // Small loads in walk order copy from the plan's runs alone; everything else reads
+    // every leaf's copy.
+    let in_walk_order = external.is_empty() && progress.is_none() && executor.runs_in_walk_order();
+    if !in_walk_order || plan.has_tie_checks() || met_torch {
+        write_out_compact(&mut plan, &leaf_arrays);
+    }
+    // Tie checks read sources through the plan's views, which changed arrays may no
+    // longer match; the load is refused anyway.
+    let tie_problems = match arrays_changed {
+        true => Vec::new(),
+        false => py.detach(|| executor.check_ties(&plan)),
+    };
     if !problems.is_empty() || !tie_problems.is_empty() {
         let problems = merge_in_walk_order(problems, tie_problems);
         return Err(load_error(py, &LoadFailure { problems }));
@@ -77,7 +91,7 @@ pub fn loadmodel<'py>(
     } else {
         None
     };
-    if external.is_empty() && progress.is_none() && executor.runs_in_walk_order() {
+    if in_walk_order {
         // Small leaves, no casts left to NumPy: copied one by one in walk order.
         py.detach(|| executor.copy_in_walk_order(&plan));
     } else {

@@ -113,7 +113,7 @@ impl<'py> Walker<'py> {
         src: &Bound<'py, PyAny>,
     ) -> PyResult<Walked<'py>> {
         self.visit(dst, src)?;
-        PLAN_LEAVES.remember(self.out.plan.leaves().len());
+        PLAN_LEAVES.remember(self.out.plan.len());
         self.out.ran_user_code = self.classifier.ran_user_code || self.filter.is_some();
         self.out.met_torch = self.classifier.met_torch();
         Ok(self.out)
