@@ -16,6 +16,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// No further leaf in a chain.
 const END: u32 = u32::MAX;
 
+/// See [`TieCache::ascending`].
+pub(crate) type Ascending = Vec<(usize, u64, u32)>;
+
 /// First leaf of each destination parameter, and staged values for tie checks.
 ///
 /// A parameter is an address, shape, strides and dtype. A load meets its destinations
@@ -27,7 +30,7 @@ const END: u32 = u32::MAX;
 #[derive(Default, Debug)]
 pub struct TieCache {
     /// `(address, dtype key, leaf)` of leaves that lay above all before them, ascending.
-    ascending: Vec<(usize, u64, u32)>,
+    ascending: Ascending,
     /// The other leaves: at each address and dtype, the start of a chain in `chained`.
     heads: HashMap<(usize, u64), u32, BuildHasherDefault<AddressHasher>>,
     /// `(leaf, next)`: a leaf of `heads`, and the position in `chained` of the next leaf
@@ -37,13 +40,21 @@ pub struct TieCache {
 }
 
 impl TieCache {
-    pub(crate) fn with_capacity(leaves: usize) -> Self {
+    /// A cache with room for `leaves` leaves, in `ascending` (emptied first) if it is
+    /// given: the table of an earlier plan (see [`TieCache::take_ascending`]).
+    pub(crate) fn with_capacity(leaves: usize, ascending: Option<Ascending>) -> Self {
+        let mut ascending = ascending.unwrap_or_default();
+        ascending.clear();
+        ascending.reserve(leaves);
         TieCache {
-            ascending: Vec::with_capacity(leaves),
-            heads: HashMap::default(),
-            chained: Vec::new(),
-            staged: FxHashMap::default(),
+            ascending,
+            ..Self::default()
         }
+    }
+
+    /// The table of leaves above all before them, for a later [`TieCache::with_capacity`].
+    pub(crate) fn take_ascending(&mut self) -> Ascending {
+        std::mem::take(&mut self.ascending)
     }
 
     /// The leaf already planned for the destination at `addr` with `dtype_key` whose
