@@ -467,6 +467,22 @@ def test_common_leaves_changed_by_code_the_walk_runs_are_caught_not_written(chan
     assert not dst_victim.view(np.uint8).any()
 
 
+def test_a_tied_parameter_reshaped_by_code_the_walk_runs_is_caught():
+    # Both arrays of the first leaf reshaped alike still make one run of the same bytes,
+    # but the tie found before compares sources of the old shape.
+    fastload.register(Meddler, children=meddler_children)
+    shared, first_src = np.zeros((2, 3)), np.ones((2, 3))
+
+    def reshape():
+        shared.shape = first_src.shape = (3, 2)
+
+    dst = {"first": np.zeros(2), "a": shared, "b": shared, "z": Meddler(reshape)}
+    src = {"first": np.ones(2), "a": first_src, "b": np.ones((2, 3)), "z": {"w": np.ones(2)}}
+    with pytest.raises(LoadError, match="changed while the trees were walked"):
+        fastload.loadmodel(dst, src)
+    assert not shared.any() and not dst["first"].any()
+
+
 def test_a_tied_source_freed_by_code_the_walk_runs_is_not_read():
     # The tie is checked after the walk, by reading its later source: one freed meanwhile
     # must not be read (its memory is returned to the system), only reported.

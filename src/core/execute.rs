@@ -102,7 +102,8 @@ impl Executor {
                 },
                 None => match plan.leaf(i) {
                     Some(leaf) if leaf.op != Op::External => copy_ordered(leaf, None),
-                    _ => {}
+                    Some(_) => {}
+                    None => unreachable!("compact leaf {i} has no run"),
                 },
             }
         }

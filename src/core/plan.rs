@@ -359,7 +359,8 @@ impl Plan {
         self.written.clone()
     }
 
-    /// Requires the later source of tied leaf `first` to give the same value.
+    /// Requires the later source of tied leaf `first`, whose destination is `dst` now, to
+    /// give the same value.
     ///
     /// `src` is `None` for a `False` source (all zeros); `op` converts it into the
     /// destination's dtype and must not be [`Op::External`]. `position` is the number of
@@ -367,6 +368,7 @@ impl Plan {
     pub fn check_tie(
         &mut self,
         first: usize,
+        dst: ArrayView,
         src: Option<ArrayView>,
         op: Op,
         path: String,
@@ -374,6 +376,7 @@ impl Plan {
     ) {
         self.tie_checks.push(TieCheck {
             first,
+            dst,
             src,
             op,
             path,
@@ -414,6 +417,13 @@ impl Plan {
     /// The later source of each tie check, in the order the checks were added.
     pub fn tie_sources(&self) -> impl Iterator<Item = Option<&ArrayView>> {
         self.tie_checks.iter().map(|check| check.src.as_ref())
+    }
+
+    /// The first leaf of each tie check, and its destination when the tie was found.
+    pub fn tie_destinations(&self) -> impl Iterator<Item = (usize, &ArrayView)> {
+        self.tie_checks
+            .iter()
+            .map(|check| (check.first, &check.dst))
     }
 
     /// Every leaf's copy, in walk order; the compact ones must have been written out.

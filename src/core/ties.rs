@@ -168,6 +168,8 @@ const MIX: u64 = 0xf135_7aea_2e62_a9c5;
 #[derive(Clone, Debug)]
 pub(crate) struct TieCheck {
     pub first: usize,
+    /// The first leaf's destination when the tie was found.
+    pub dst: ArrayView,
     pub src: Option<ArrayView>,
     pub op: Op,
     pub path: String,
@@ -219,6 +221,15 @@ impl Plan {
 }
 
 fn same_value(leaf: &LeafCopy, a: TieValue, b: TieValue, parallel: bool) -> bool {
+    // Both are read over the destination's shape: a source of another shape (its arrays
+    // reshaped since it was planned) could be read out of bounds, and is not the same.
+    let fits = |value: TieValue| match value {
+        TieValue::Array(src, _) => src.shape == leaf.dst.shape,
+        TieValue::Zeros => true,
+    };
+    if !fits(a) || !fits(b) {
+        return false;
+    }
     if let (TieValue::Array(x, op_x), TieValue::Array(y, op_y)) = (a, b) {
         if x == y && op_x == op_y {
             return true; // the same buffer read the same way
@@ -288,7 +299,7 @@ mod tests {
         let a = [1.0, f32::NAN, 3.0];
         let b = a;
         let mut plan = tied_plan(&dst, &a);
-        plan.check_tie(0, Some(view(&b)), Op::Bytes, "b".into(), 0);
+        plan.check_tie(0, dst.clone(), Some(view(&b)), Op::Bytes, "b".into(), 0);
         assert!(plan.check_ties(false).is_empty());
     }
 
@@ -299,10 +310,35 @@ mod tests {
         let a = [1.0, 2.0];
         let b = [1.0, 2.5];
         let mut plan = tied_plan(&dst, &a);
-        plan.check_tie(0, Some(view(&b)), Op::Bytes, "head.weight".into(), 0);
+        plan.check_tie(
+            0,
+            dst.clone(),
+            Some(view(&b)),
+            Op::Bytes,
+            "head.weight".into(),
+            0,
+        );
         let problems = plan.check_ties(false);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].1.path, "head.weight");
+    }
+
+    #[test]
+    fn a_later_source_of_another_shape_is_a_mismatch_not_read() {
+        let dst_buf = [0f32; 6];
+        let dst = ArrayView::contiguous(dst_buf.as_ptr() as usize, &[2, 3], 4);
+        let a = [1f32; 6];
+        let mut plan = Plan::new();
+        let leaf = LeafCopy {
+            dst: dst.clone(),
+            src: Some(ArrayView::contiguous(a.as_ptr() as usize, &[2, 3], 4)),
+            op: Op::Bytes,
+        };
+        plan.add(leaf, 1);
+        let b = [1f32; 6];
+        let other = ArrayView::contiguous(b.as_ptr() as usize, &[3, 2], 4);
+        plan.check_tie(0, dst, Some(other), Op::Bytes, "b".into(), 0);
+        assert_eq!(plan.check_ties(false).len(), 1);
     }
 
     #[test]
@@ -311,11 +347,11 @@ mod tests {
         let dst = view(&dst_buf);
         let zeros = [0.0f32, 0.0];
         let mut plan = tied_plan(&dst, &zeros);
-        plan.check_tie(0, None, Op::Zeros, "a".into(), 0);
+        plan.check_tie(0, dst.clone(), None, Op::Zeros, "a".into(), 0);
         assert!(plan.check_ties(false).is_empty());
         let ones = [1.0f32, 0.0];
         let mut plan = tied_plan(&dst, &ones);
-        plan.check_tie(0, None, Op::Zeros, "a".into(), 0);
+        plan.check_tie(0, dst.clone(), None, Op::Zeros, "a".into(), 0);
         assert_eq!(plan.check_ties(false).len(), 1);
     }
 
@@ -329,6 +365,7 @@ mod tests {
         let b_view = ArrayView::contiguous(b.as_ptr() as usize, &[2], 8);
         plan.check_tie(
             0,
+            dst.clone(),
             Some(b_view),
             Op::Cast(Scalar::F64, Scalar::F32),
             "b".into(),

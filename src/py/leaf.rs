@@ -310,19 +310,26 @@ impl<'py> Walker<'py> {
                 }
             }
             TieEntry::Tied { first, leaf } => {
+                let LeafCopy {
+                    dst: first_dst,
+                    src: later,
+                    ..
+                } = *leaf;
                 let (view, op, read) = match (op, src) {
                     (Op::External, Some(src)) => {
                         let staged = self.stage(src.as_any(), dst.as_any())?;
                         (Some(view_of(&staged)), Op::Bytes, None)
                     }
-                    _ => (leaf.src, op, src.cloned()),
+                    _ => (later, op, src.cloned()),
                 };
-                self.out.tie_arrays.push(read);
                 self.stage_first_value(first)?;
+                // Only once nothing can fail: one entry per tie check.
+                self.out.tie_arrays.push(read);
                 let position = self.out.problems.len();
+                let path = self.path.render();
                 self.out
                     .plan
-                    .check_tie(first, view, op, self.path.render(), position);
+                    .check_tie(first, first_dst, view, op, path, position);
             }
         }
         Ok(())
@@ -403,7 +410,12 @@ pub fn changed_arrays(
             (Some(view), Some(array)) => view_of(array) == *view,
             _ => true,
         });
-    let changed = leaves.chain(ties).filter(|ok| !ok).count();
+    // A tie's first destination as it was when the tie was found: a compact leaf's own
+    // check does not see its arrays reshaped alike, which a tie check would read wrongly.
+    let tied = plan
+        .tie_destinations()
+        .map(|(first, dst)| view_of(&leaf_arrays[first].0).same_elements(dst));
+    let changed = leaves.chain(ties).chain(tied).filter(|ok| !ok).count();
     if changed == 0 {
         return Vec::new();
     }
