@@ -2,7 +2,7 @@
 
 use super::kernels::Op;
 use super::layout::ArrayView;
-use super::ties::{Ascending, TieCache, TieCheck};
+use super::ties::{TieCache, TieCheck};
 use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::ops::Range;
@@ -120,7 +120,7 @@ pub struct Plan {
 struct Tables {
     noop: Vec<bool>,
     runs: Vec<Option<Run>>,
-    ascending: Ascending,
+    ties: TieCache,
 }
 
 /// The largest per-leaf tables a dropped plan left, for the next plan to fill. The
@@ -143,10 +143,12 @@ impl Drop for Plan {
                 .as_ref()
                 .is_none_or(|kept| kept.runs.capacity() < capacity)
             {
+                let mut ties = std::mem::take(&mut self.ties);
+                ties.reset(0); // nothing of this load is kept, only the memory
                 *spare = Some(Tables {
                     noop: std::mem::take(&mut self.noop),
                     runs: std::mem::take(&mut self.runs),
-                    ascending: self.ties.take_ascending(),
+                    ties,
                 });
             }
         }
@@ -174,16 +176,17 @@ impl Plan {
         let Tables {
             mut noop,
             mut runs,
-            ascending,
+            mut ties,
         } = spare.unwrap_or_default();
         noop.clear();
         noop.reserve(leaves);
         runs.clear();
         runs.reserve(leaves);
+        ties.reset(leaves);
         let mut plan = Self::default();
         plan.noop = noop;
         plan.runs = runs;
-        plan.ties = TieCache::with_capacity(leaves, Some(ascending));
+        plan.ties = ties;
         plan
     }
 

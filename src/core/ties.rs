@@ -16,9 +16,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// No further leaf in a chain.
 const END: u32 = u32::MAX;
 
-/// See [`TieCache::ascending`].
-pub(crate) type Ascending = Vec<(usize, u64, u32)>;
-
 /// First leaf of each destination parameter, and staged values for tie checks.
 ///
 /// A parameter is an address, shape, strides and dtype. A load meets its destinations
@@ -30,7 +27,7 @@ pub(crate) type Ascending = Vec<(usize, u64, u32)>;
 #[derive(Default, Debug)]
 pub struct TieCache {
     /// `(address, dtype key, leaf)` of leaves that lay above all before them, ascending.
-    ascending: Ascending,
+    ascending: Vec<(usize, u64, u32)>,
     /// The other leaves: at each address and dtype, the start of a chain in `chained`.
     heads: HashMap<(usize, u64), u32, BuildHasherDefault<AddressHasher>>,
     /// `(leaf, next)`: a leaf of `heads`, and the position in `chained` of the next leaf
@@ -40,21 +37,14 @@ pub struct TieCache {
 }
 
 impl TieCache {
-    /// A cache with room for `leaves` leaves, in `ascending` (emptied first) if it is
-    /// given: the table of an earlier plan (see [`TieCache::take_ascending`]).
-    pub(crate) fn with_capacity(leaves: usize, ascending: Option<Ascending>) -> Self {
-        let mut ascending = ascending.unwrap_or_default();
-        ascending.clear();
-        ascending.reserve(leaves);
-        TieCache {
-            ascending,
-            ..Self::default()
-        }
-    }
-
-    /// The table of leaves above all before them, for a later [`TieCache::with_capacity`].
-    pub(crate) fn take_ascending(&mut self) -> Ascending {
-        std::mem::take(&mut self.ascending)
+    /// Empties the cache for a plan of about `leaves` leaves, keeping its memory: the
+    /// next plan then fills tables already in place (see `plan::SPARE`).
+    pub(crate) fn reset(&mut self, leaves: usize) {
+        self.ascending.clear();
+        self.ascending.reserve(leaves);
+        self.heads.clear();
+        self.chained.clear();
+        self.staged.clear();
     }
 
     /// The leaf already planned for the destination at `addr` with `dtype_key` whose
