@@ -211,17 +211,9 @@ impl Plan {
     ) -> TieEntry {
         debug_assert_eq!(run, leaf.run());
         let next = self.len();
-        let planned = Planned {
-            leaves: &self.leaves,
-            numbers: &self.numbers,
-            compact: self.compact > 0,
-            views,
-        };
-        let first = self
-            .ties
-            .first_or_insert(leaf.dst.addr, dtype_key, next, |at| {
-                planned.dst(at).same_elements(&leaf.dst)
-            });
+        let first = self.tied_to(leaf.dst.addr, dtype_key, views, |other| {
+            other.same_elements(&leaf.dst)
+        });
         if let Some(first) = first {
             return TieEntry::Tied {
                 first,
@@ -255,19 +247,10 @@ impl Plan {
         copy: impl FnOnce() -> LeafCopy,
     ) -> TieEntry {
         let next = self.len();
-        let planned = Planned {
-            leaves: &self.leaves,
-            numbers: &self.numbers,
-            compact: self.compact > 0,
-            views,
-        };
         let mut mine = None;
-        let first = self
-            .ties
-            .first_or_insert(run.dst.get(), dtype_key, next, |at| {
-                let mine = mine.get_or_insert_with(&dst);
-                planned.dst(at).same_elements(mine)
-            });
+        let first = self.tied_to(run.dst.get(), dtype_key, views, |other| {
+            other.same_elements(mine.get_or_insert_with(&dst))
+        });
         if let Some(first) = first {
             return TieEntry::Tied {
                 first,
@@ -283,6 +266,27 @@ impl Plan {
         let noop = run.src == at;
         self.count(noop, Some(at..at + len), Some(run), len);
         TieEntry::New(next)
+    }
+
+    /// The leaf planned before whose destination, at `addr` with `dtype_key`, `same`
+    /// accepts, or `None` after recording the next leaf as the first there.
+    #[inline(always)]
+    fn tied_to(
+        &mut self,
+        addr: usize,
+        dtype_key: u64,
+        views: CompactViews,
+        mut same: impl FnMut(&ArrayView) -> bool,
+    ) -> Option<usize> {
+        let next = self.len();
+        let planned = Planned {
+            leaves: &self.leaves,
+            numbers: &self.numbers,
+            compact: self.compact > 0,
+            views,
+        };
+        self.ties
+            .first_or_insert(addr, dtype_key, next, |at| same(&planned.dst(at)))
     }
 
     /// Records a new leaf in the per-leaf tables and the totals.
