@@ -2,11 +2,11 @@
 
 use super::kernels::Op;
 use super::layout::ArrayView;
+use super::spare::{self, Tables};
 use super::ties::{TieCache, TieCheck};
 use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::ops::Range;
-use std::sync::Mutex;
 
 /// One destination array and what goes into it.
 #[derive(Clone, Debug)]
@@ -115,43 +115,13 @@ pub struct Plan {
     spilled: bool,
 }
 
-/// The per-leaf tables of a plan, kept for the next one (see [`SPARE`]).
-#[derive(Default)]
-struct Tables {
-    noop: Vec<bool>,
-    runs: Vec<Option<Run>>,
-    ties: TieCache,
-}
-
-/// The largest per-leaf tables a dropped plan left, for the next plan to fill. The
-/// allocator hands tables of a few MiB back to the system when they are freed, so a model
-/// of many leaves loaded again and again would otherwise fault fresh pages into its tables
-/// on every load (about a sixth of the time of one of 100,000 small leaves).
-static SPARE: Mutex<Option<Tables>> = Mutex::new(None);
-
-/// Tables for up to this many leaves are kept (about 6 MiB).
-const SPARE_MAX_LEAVES: usize = 1 << 17;
-
 impl Drop for Plan {
     fn drop(&mut self) {
-        let capacity = self.runs.capacity();
-        if capacity <= SPARE_MAX_LEAVES {
-            let mut spare = SPARE
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if spare
-                .as_ref()
-                .is_none_or(|kept| kept.runs.capacity() < capacity)
-            {
-                let mut ties = std::mem::take(&mut self.ties);
-                ties.reset(0); // nothing of this load is kept, only the memory
-                *spare = Some(Tables {
-                    noop: std::mem::take(&mut self.noop),
-                    runs: std::mem::take(&mut self.runs),
-                    ties,
-                });
-            }
-        }
+        spare::keep(Tables {
+            noop: std::mem::take(&mut self.noop),
+            runs: std::mem::take(&mut self.runs),
+            ties: std::mem::take(&mut self.ties),
+        });
         // Without shapes on the heap, the leaves own nothing to free: dropping them one
         // by one would only read every entry again, a cache miss per leaf of a large plan.
         if !self.spilled {
@@ -167,22 +137,9 @@ impl Plan {
     }
 
     /// A plan with room for `leaves` leaves before it reallocates, in the tables an
-    /// earlier plan left (see [`SPARE`]) if there are any.
+    /// earlier plan left (see [`spare`]) if there are any.
     pub fn with_capacity(leaves: usize) -> Self {
-        let spare = SPARE
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        let Tables {
-            mut noop,
-            mut runs,
-            mut ties,
-        } = spare.unwrap_or_default();
-        noop.clear();
-        noop.reserve(leaves);
-        runs.clear();
-        runs.reserve(leaves);
-        ties.reset(leaves);
+        let Tables { noop, runs, ties } = spare::take(leaves);
         let mut plan = Self::default();
         plan.noop = noop;
         plan.runs = runs;

@@ -38,7 +38,7 @@ pub struct TieCache {
 
 impl TieCache {
     /// Empties the cache for a plan of about `leaves` leaves, keeping its memory: the
-    /// next plan then fills tables already in place (see `plan::SPARE`).
+    /// next plan then fills tables already in place (see `spare`).
     pub(crate) fn reset(&mut self, leaves: usize) {
         self.ascending.clear();
         self.ascending.reserve(leaves);
