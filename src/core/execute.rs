@@ -92,14 +92,8 @@ impl Executor {
             match run {
                 _ if noop => {}
                 // The common leaf, copied from the compact table alone.
-                // SAFETY: the plan holds both arrays alive; the runs do not overlap.
-                Some(run) if run.apart() => unsafe { copy_run(run) },
-                // A source that overlaps its own destination, moved as `memmove` does:
-                // every source byte is read before it is written over.
-                // SAFETY: the plan holds both arrays alive, `run.len` bytes each.
-                Some(run) => unsafe {
-                    std::ptr::copy(run.src as *const u8, run.dst.get() as *mut u8, run.len)
-                },
+                // SAFETY: the plan holds both arrays alive.
+                Some(run) => unsafe { move_run(run) },
                 None => match plan.leaf(i) {
                     Some(leaf) if leaf.op != Op::External => copy_ordered(leaf, None),
                     Some(_) => {}
@@ -346,33 +340,32 @@ unsafe fn copy_leaf(
     };
 }
 
-/// Copies a run whose bytes lie apart.
+/// Copies a run as `memmove` does: a source that overlaps its own destination is read
+/// before it is written over, which is the result of copying the whole source first.
 ///
 /// # Safety
-/// Both runs must be valid for `run.len` bytes, and apart ([`Run::apart`]).
+/// Both runs must be valid for `run.len` bytes, and no other thread may touch them.
 #[inline(always)]
-unsafe fn copy_run(run: Run) {
+unsafe fn move_run(run: Run) {
     // SAFETY: per this function's contract.
-    unsafe {
-        std::ptr::copy_nonoverlapping(run.src as *const u8, run.dst.get() as *mut u8, run.len)
-    }
+    unsafe { std::ptr::copy(run.src as *const u8, run.dst.get() as *mut u8, run.len) }
 }
 
 /// Copies a leaf on the calling thread, in walk order with every leaf it may share bytes
 /// with; `run` is its [`LeafCopy::run`]. A source that overlaps its own destination is
 /// read in full first: the result is that of copying the whole source before writing.
 fn copy_ordered(leaf: &LeafCopy, run: Option<Run>) {
-    // One contiguous run whose source lies apart from its destination: checked without
-    // the byte spans below, since a load of many small leaves spends its time in them.
-    if let Some(run) = run.filter(Run::apart) {
-        // SAFETY: the plan holds both arrays alive; the runs do not overlap.
-        return unsafe { copy_run(run) };
+    // One contiguous run needs none of the byte spans below, in which a load of many
+    // small leaves would spend its time.
+    if let Some(run) = run {
+        // SAFETY: the plan holds both arrays alive; ordered leaves run on this thread.
+        return unsafe { move_run(run) };
     }
     let src = match &leaf.src {
         Some(src) if reads_own_destination(leaf) => src,
         // SAFETY: ordered leaves run one at a time on this thread, and this one's source
         // does not overlap its destination.
-        _ => return unsafe { copy_leaf(leaf, run, None, false) },
+        _ => return unsafe { copy_leaf(leaf, None, None, false) },
     };
     let (len, itemsize) = (leaf.dst.len(), leaf.dst.itemsize);
     let mut staged = vec![0u8; len * itemsize];

@@ -33,13 +33,6 @@ impl Run {
         let dst = NonZeroUsize::new(dst).filter(|_| len > 0)?;
         Some(Run { dst, src, len })
     }
-
-    /// Whether the source's bytes lie apart from the destination's.
-    pub fn apart(&self) -> bool {
-        let dst = self.dst.get();
-        dst.checked_add(self.len).is_some_and(|end| end <= self.src)
-            || self.src.checked_add(self.len).is_some_and(|end| end <= dst)
-    }
 }
 
 impl LeafCopy {
@@ -300,11 +293,7 @@ impl Plan {
 
     /// The copy of leaf `leaf`, unless it is compact and not written out.
     pub fn leaf(&self, leaf: usize) -> Option<&LeafCopy> {
-        if self.compact == 0 {
-            return self.leaves.get(leaf);
-        }
-        let at = self.numbers.binary_search(&(leaf as u32)).ok()?;
-        Some(&self.leaves[at])
+        position(&self.numbers, self.compact > 0, leaf).and_then(|at| self.leaves.get(at))
     }
 
     /// The copy of each leaf in walk order, `None` for a compact leaf not written out.
@@ -402,6 +391,16 @@ impl Plan {
     }
 }
 
+/// Where the copy of leaf `leaf` is in a plan's `leaves`: at its number when there are no
+/// compact leaves (`compact` false), else among the leaves `numbers` lists; `None` for a
+/// compact leaf.
+fn position(numbers: &[u32], compact: bool, leaf: usize) -> Option<usize> {
+    match compact {
+        false => Some(leaf),
+        true => numbers.binary_search(&(leaf as u32)).ok(),
+    }
+}
+
 /// The copies planned so far, and the views of the compact ones, for telling ties apart.
 struct Planned<'a> {
     leaves: &'a [LeafCopy],
@@ -413,11 +412,7 @@ struct Planned<'a> {
 impl<'a> Planned<'a> {
     /// The destination of leaf `leaf`.
     fn dst(&self, leaf: usize) -> Cow<'a, ArrayView> {
-        let at = match self.compact {
-            false => Some(leaf),
-            true => self.numbers.binary_search(&(leaf as u32)).ok(),
-        };
-        match at {
+        match position(self.numbers, self.compact, leaf) {
             Some(at) => Cow::Borrowed(&self.leaves[at].dst),
             None => Cow::Owned((self.views)(leaf)),
         }
