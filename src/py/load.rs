@@ -6,14 +6,12 @@ use super::leaf::{changed_arrays, stage_cast, write_out_compact};
 use super::python_function;
 use super::walk::{Walked, Walker};
 use crate::core::{
-    inflight, merge_in_walk_order, threads, Executor, LoadFailure, Plan, Problem, ProblemKind,
+    execute::WATCHED_MIN_BYTES, inflight, merge_in_walk_order, threads, Executor, LoadFailure,
+    Plan, Problem, ProblemKind,
 };
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
-
-/// Copies of at least this size can be stopped with Ctrl-C while they run.
-const WATCHED_MIN_BYTES: usize = 64 << 20;
 
 /// Loads `src` into `dst` in place; the Python wrapper validates the arguments.
 ///
