@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import types
 from collections.abc import Mapping
 
 import numpy as np
@@ -523,7 +524,15 @@ def test_only_types_whose_children_run_python_code_trigger_the_recheck():
     def runs_code(tp):
         return node_kind(tp)[2]
 
+    class Namespace(types.SimpleNamespace):
+        pass
+
+    class GuardedNamespace(types.SimpleNamespace):
+        def __getattribute__(self, name):
+            return super().__getattribute__(name)
+
     assert not runs_code(Plain) and not runs_code(Fields) and not runs_code(OrderedDict)
-    assert runs_code(Guarded)
+    assert not runs_code(types.SimpleNamespace) and not runs_code(Namespace)
+    assert runs_code(Guarded) and runs_code(GuardedNamespace)
     fastload.register(Computed, children=lambda c: {"w": c.w})
     assert runs_code(Computed)

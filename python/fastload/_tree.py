@@ -151,6 +151,10 @@ def _torch_kind(tp: type) -> Optional[Tuple[int, Optional[object]]]:
     return None
 
 
+# Attribute lookups that run no Python code: object's, and that of built-in types that
+# give themselves the same lookup under their own name.
+_PLAIN_GETATTRIBUTE = (object.__getattribute__, types.SimpleNamespace.__getattribute__)
+
 _C_MAPPINGS = (dict, collections.OrderedDict, collections.defaultdict, types.MappingProxyType)
 
 
@@ -162,7 +166,7 @@ def _runs_user_code(tp: type, code: int, payload: Optional[object]) -> bool:
     if code == SEQUENCE:
         return tp.__iter__ not in (list.__iter__, tuple.__iter__)
     if code in (ATTRIBUTES, FIELDS):
-        if tp.__getattribute__ is not object.__getattribute__:
+        if not any(tp.__getattribute__ is plain for plain in _PLAIN_GETATTRIBUTE):
             return True
         names = payload if code == FIELDS else ()
         return any(_is_computed(tp, name) for name in names)
