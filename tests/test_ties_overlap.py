@@ -173,3 +173,21 @@ def test_dates_of_different_units_over_one_buffer_are_not_a_tie():
     seconds, millis = a.view("M8[s]"), a.view("M8[ms]")
     fastload.loadmodel([seconds, millis], [np.arange(4).astype("M8[s]"), np.full(4, 7, "M8[ms]")])
     np.testing.assert_array_equal(a, 7)  # two parameters, copied in walk order
+
+
+def test_large_tied_sources_that_are_equal_copies_load_and_one_differing_element_is_refused():
+    # Several comparison chunks of a float32 embedding, as a checkpoint with the tied
+    # matrix stored twice holds it; any one element that differs refuses the whole load.
+    n = 1_000_003
+    emb, other = np.zeros(n, np.float32), np.zeros(4, np.float32)
+    first = np.arange(n, dtype=np.float32)
+    model = {"wte": emb, "lm_head": emb, "other": other}
+    fastload.loadmodel(model, {"wte": first, "lm_head": first.copy(), "other": np.ones(4)})
+    np.testing.assert_array_equal(emb, first)
+    for at in (0, n // 2, n - 1):
+        emb[:], other[:] = 0, 0
+        later = first.copy()
+        later[at] += 1
+        with pytest.raises(LoadError, match="mismatched sources"):
+            fastload.loadmodel(model, {"wte": first, "lm_head": later, "other": np.ones(4)})
+        assert not emb.any() and not other.any()

@@ -8,6 +8,7 @@ use super::kernels::{gather, Op};
 use super::layout::ArrayView;
 use super::plan::{LeafCopy, Plan};
 use super::problem::{Problem, ProblemKind};
+use super::stream::equal_streaming;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
@@ -228,11 +229,31 @@ fn same_value(leaf: &LeafCopy, a: TieValue, b: TieValue, parallel: bool) -> bool
     if let (TieValue::Zeros, TieValue::Zeros) = (a, b) {
         return true;
     }
+    // Two contiguous sources read through one conversion are first compared as they lie
+    // in memory: no staging, and only what both read crosses the memory bus.
+    let in_place = match (a, b) {
+        (TieValue::Array(x, op_x), TieValue::Array(y, op_y))
+            if op_x == op_y && x.itemsize == y.itemsize =>
+        {
+            (x.is_c_contiguous() && y.is_c_contiguous()).then_some((x, y))
+        }
+        _ => None,
+    };
     let len = leaf.dst.len();
     let itemsize = leaf.dst.itemsize;
     let chunks = len.div_ceil(COMPARE_CHUNK);
     let chunk_equal = |c: usize| {
         let range = c * COMPARE_CHUNK..((c + 1) * COMPARE_CHUNK).min(len);
+        if let Some((x, y)) = in_place {
+            // Equal bytes give equal values. Unequal ones may not give unequal values (two
+            // floats rounding to one), so they are compared as converted below.
+            // SAFETY: the plan holds both sources alive; both are C-contiguous over the
+            // destination's shape (checked above), so elements `range` are in bounds.
+            let at = |view: &ArrayView| (view.addr + range.start * view.itemsize) as *const u8;
+            if unsafe { equal_streaming(at(x), at(y), range.len() * x.itemsize) } {
+                return true;
+            }
+        }
         let bytes = range.len() * itemsize;
         let mut left = vec![0u8; bytes];
         let mut right = vec![0u8; bytes];
@@ -362,6 +383,34 @@ mod tests {
             0,
         );
         assert!(plan.check_ties(false).is_empty());
+    }
+
+    #[test]
+    fn sources_of_other_bytes_that_cast_to_one_value_agree() {
+        // Two float64 sources one ulp apart round to the same float32, across several
+        // comparison chunks; a real difference in the last chunk is still found.
+        let n = 3 * COMPARE_CHUNK + 5;
+        let dst_buf = vec![0f32; n];
+        let dst = view(&dst_buf);
+        let a: Vec<f64> = (0..n).map(|i| i as f64 / 7.0).collect();
+        let close: Vec<f64> = a.iter().map(|x| f64::from_bits(x.to_bits() + 1)).collect();
+        let mut far = a.clone();
+        far[n - 1] += 1.0;
+        let f64_view = |data: &[f64]| ArrayView::contiguous(data.as_ptr() as usize, &[n], 8);
+        let cast = Op::Cast(Scalar::F64, Scalar::F32);
+        for (later, agree) in [(&a, true), (&close, true), (&far, false)] {
+            let mut plan = Plan::new();
+            let leaf = LeafCopy {
+                dst: dst.clone(),
+                src: Some(f64_view(&a)),
+                op: cast,
+            };
+            plan.add(leaf, 1);
+            plan.check_tie(0, dst.clone(), Some(f64_view(later)), cast, "b".into(), 0);
+            for parallel in [false, true] {
+                assert_eq!(plan.check_ties(parallel).is_empty(), agree);
+            }
+        }
     }
 
     #[test]
