@@ -56,12 +56,21 @@ pub fn read_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<FileCon
     let mapped = Bound::new(py, MappedFile { map })?;
     let start = mapped.get().map.as_ptr() as usize;
     let dtype_of = python_function(py, "fastload._files", "numpy_dtype")?;
+    // A checkpoint has a few dtypes and many tensors: each dtype is looked up once.
+    let mut descrs: Vec<(Dtype, Bound<'py, PyArrayDescr>)> = Vec::new();
     let mut arrays = Vec::with_capacity(header.entries.len());
     for entry in header.entries {
-        let descr = dtype_of
-            .call1((format!("{:?}", entry.dtype),))
-            .map_err(|e| file_error(py, &path, &format!("tensor {:?}: {e}", entry.name)))?
-            .cast_into::<PyArrayDescr>()?;
+        let descr = match descrs.iter().find(|(dtype, _)| *dtype == entry.dtype) {
+            Some((_, descr)) => descr.clone(),
+            None => {
+                let descr = dtype_of
+                    .call1((format!("{:?}", entry.dtype),))
+                    .map_err(|e| file_error(py, &path, &format!("tensor {:?}: {e}", entry.name)))?
+                    .cast_into::<PyArrayDescr>()?;
+                descrs.push((entry.dtype, descr.clone()));
+                descr
+            }
+        };
         let array = mapped_array(&mapped, descr, &entry.shape, start + entry.bytes.start)?;
         arrays.push((entry.name, array));
     }
