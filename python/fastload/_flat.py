@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 
@@ -23,24 +23,7 @@ def unflatten(flat: Mapping, sep: str = ".") -> Dict[str, Any]:
         raise TypeError(f"unflatten() needs a mapping, got {type(flat).__name__}")
     if not isinstance(sep, str) or not sep:
         raise ValueError(f"sep must be a non-empty string, got {sep!r}")
-    out: Dict[str, Any] = {}
-    for key, value in flat.items():
-        if not isinstance(key, str):
-            raise TypeError(f"unflatten() needs string keys, got {key!r}")
-        parts = key.split(sep)
-        if "" in parts:
-            raise ValueError(f"key {key!r} has an empty part between separators {sep!r}")
-        node = out
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict) or child is value:
-                prefix = sep.join(parts[: depth + 1])
-                raise ValueError(f"key {key!r} is below {prefix!r}, which holds a value")
-            node = child
-        if parts[-1] in node:
-            raise ValueError(f"key {key!r} is also the prefix of other keys")
-        node[parts[-1]] = value
-    return out
+    return _fastload.unflatten(flat, sep)
 
 
 def flatten(tree: Any, sep: str = ".") -> Dict[str, Any]:
@@ -53,26 +36,7 @@ def flatten(tree: Any, sep: str = ".") -> Dict[str, Any]:
     """
     if not isinstance(sep, str) or not sep:
         raise ValueError(f"sep must be a non-empty string, got {sep!r}")
-    out: Dict[str, Any] = {}
-    _flatten_into(out, [], _fastload.state(tree), sep)
-    return out
-
-
-def _flatten_into(out: Dict[str, Any], path: List[str], node: Any, sep: str) -> None:
-    if isinstance(node, dict):
-        items = node.items()
-    elif isinstance(node, (list, tuple)):
-        items = enumerate(node)
-    else:
-        out[sep.join(path)] = node
-        return
-    for key, child in items:
-        part = str(key)
-        if sep in part:
-            raise ValueError(f"key {part!r} contains the separator {sep!r}")
-        path.append(part)
-        _flatten_into(out, path, child, sep)
-        path.pop()
+    return _fastload.flatten(_fastload.state(tree), sep)
 
 
 def flat_source(dst: Any, flat: Mapping) -> Dict[str, Any]:
@@ -86,47 +50,7 @@ def flat_source(dst: Any, flat: Mapping) -> Dict[str, Any]:
 
 
 def _nest_for(dst: Any, flat: Mapping) -> Dict[str, Any]:
-    dst_state = _fastload.state(dst)
-    flat = dict(flat)
-    dst_leaves: Dict[str, Any] = {}
-    _flatten_into(dst_leaves, [], dst_state, ".")  # (already a state: not made again)
-    by_identity: Dict[int, List[str]] = {}
-    for key, value in dst_leaves.items():
-        if isinstance(value, _array_types()):
-            by_identity.setdefault(id(value), []).append(key)
-    for keys in by_identity.values():
-        present = [key for key in keys if key in flat]
-        if present and len(present) < len(keys):
-            for key in keys:
-                flat.setdefault(key, flat[present[0]])
-    return fill_arrayless(dst_state, unflatten(flat))
-
-
-def fill_arrayless(dst_state: Any, src: Dict[str, Any]) -> Dict[str, Any]:
-    """``src`` (nested dicts of a flat source, which holds arrays only) completed with the
-    parts of ``dst_state`` that hold no arrays (flags, empty modules, absent parameters),
-    which such a source cannot name and which are therefore not missing from it."""
-    if isinstance(dst_state, (list, tuple)):
-        dst_state = {str(i): child for i, child in enumerate(dst_state)}
-    if not isinstance(dst_state, dict):
-        return src
-    out = dict(src)
-    for key, child in dst_state.items():
-        part = str(key)
-        if part in out:
-            if isinstance(out[part], dict):
-                out[part] = fill_arrayless(child, out[part])
-        elif not _holds_arrays(child):
-            out[part] = child
-    return out
-
-
-def _holds_arrays(node: Any) -> bool:
-    if isinstance(node, dict):
-        return any(_holds_arrays(child) for child in node.values())
-    if isinstance(node, (list, tuple)):
-        return any(_holds_arrays(child) for child in node)
-    return is_array(node)
+    return _fastload.nest_flat(_fastload.state(dst), flat)
 
 
 def is_array(x: Any) -> bool:

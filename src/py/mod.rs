@@ -5,6 +5,7 @@ mod casting;
 mod depth;
 mod errors;
 mod files;
+mod flat;
 mod kinds;
 mod leaf;
 mod load;
@@ -21,6 +22,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(state::state, m)?)?;
     m.add_function(wrap_pyfunction!(kinds::children, m)?)?;
     m.add_function(wrap_pyfunction!(load::default_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(flat::flatten, m)?)?;
+    m.add_function(wrap_pyfunction!(flat::unflatten, m)?)?;
+    m.add_function(wrap_pyfunction!(flat::nest_flat, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(files::write_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(files::write_raw, m)?)?;

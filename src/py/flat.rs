@@ -1,0 +1,346 @@
+//! Flat dotted keys (`h.0.attn.weight`, as a `state_dict` or a checkpoint names arrays)
+//! and nested state, both ways; and a flat source nested for loading into a destination.
+
+use super::depth::too_deep;
+use numpy::PyUntypedArray;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use rustc_hash::FxHashMap;
+
+/// Nested dicts made from flat keys, as a table of nodes (the root first, every node after
+/// its parent), so that no key is too deep to build, convert or drop without recursion.
+/// The nodes are the dicts made here: a value that is a dict is a value, never a node.
+struct Tree<'py> {
+    nodes: Vec<Node<'py>>,
+}
+
+/// A node's children in the order their keys first appeared.
+#[derive(Default)]
+struct Node<'py> {
+    children: Vec<(String, Child<'py>)>,
+    index: FxHashMap<String, usize>,
+}
+
+enum Child<'py> {
+    /// A node, by its place in the tree's table.
+    Node(usize),
+    Value(Bound<'py, PyAny>),
+}
+
+impl<'py> Tree<'py> {
+    const ROOT: usize = 0;
+
+    fn new() -> Self {
+        Tree {
+            nodes: vec![Node::default()],
+        }
+    }
+
+    fn child(&self, node: usize, part: &str) -> Option<&Child<'py>> {
+        let node = &self.nodes[node];
+        node.index.get(part).map(|&at| &node.children[at].1)
+    }
+
+    fn push(&mut self, node: usize, part: &str, child: Child<'py>) {
+        let node = &mut self.nodes[node];
+        node.index.insert(part.to_owned(), node.children.len());
+        node.children.push((part.to_owned(), child));
+    }
+
+    /// The node at `part` below `node`, made if there is none; `None` when a value is
+    /// there.
+    fn node_at(&mut self, node: usize, part: &str) -> Option<usize> {
+        match self.child(node, part) {
+            Some(Child::Node(inner)) => Some(*inner),
+            Some(Child::Value(_)) => None,
+            None => {
+                self.nodes.push(Node::default());
+                let inner = self.nodes.len() - 1;
+                self.push(node, part, Child::Node(inner));
+                Some(inner)
+            }
+        }
+    }
+
+    /// The tree as nested dicts, made from the leaves up.
+    fn into_dict(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let mut dicts: Vec<Option<Bound<'py, PyDict>>> = vec![None; self.nodes.len()];
+        for (at, node) in self.nodes.into_iter().enumerate().rev() {
+            let dict = PyDict::new(py);
+            for (part, child) in node.children {
+                match child {
+                    Child::Node(inner) => dict.set_item(part, dicts[inner].take())?,
+                    Child::Value(value) => dict.set_item(part, value)?,
+                }
+            }
+            dicts[at] = Some(dict);
+        }
+        Ok(dicts[Self::ROOT].take().expect("the root is made last"))
+    }
+}
+
+/// Refuses to recurse deeper than a walk may (see `depth`): the state these functions
+/// read was built within that bound, but on a thread whose stack may be small.
+fn deep_enough(depth: usize) -> PyResult<()> {
+    match too_deep(depth) {
+        Some(reason) => Err(PyValueError::new_err(reason)),
+        None => Ok(()),
+    }
+}
+
+/// The `(key, value)` pairs of a mapping, in its order.
+fn items<'py>(
+    mapping: &Bound<'py, PyAny>,
+) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    if let Ok(dict) = mapping.cast::<PyDict>() {
+        return Ok(dict.iter().collect());
+    }
+    mapping
+        .call_method0("items")?
+        .try_iter()?
+        .map(|pair| pair?.extract())
+        .collect()
+}
+
+/// Nests `pairs` by their keys split at `sep`, refusing keys that cannot be the paths of
+/// one tree.
+fn nest<'py>(pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>, sep: &str) -> PyResult<Tree<'py>> {
+    let mut tree = Tree::new();
+    for (key, value) in pairs {
+        let Ok(name) = key.cast::<PyString>() else {
+            let shown = key.repr()?;
+            return Err(PyTypeError::new_err(format!(
+                "unflatten() needs string keys, got {shown}"
+            )));
+        };
+        let name = name.to_cow()?;
+        let shown = || key.repr().map(|r| r.to_string()).unwrap_or_default();
+        let parts: Vec<&str> = name.split(sep).collect();
+        if parts.iter().any(|part| part.is_empty()) {
+            return Err(PyValueError::new_err(format!(
+                "key {} has an empty part between separators {sep:?}",
+                shown()
+            )));
+        }
+        let (last, above) = parts.split_last().expect("split gives one part at least");
+        let mut node = Tree::ROOT;
+        for (depth, part) in above.iter().enumerate() {
+            node = match tree.node_at(node, part) {
+                Some(inner) => inner,
+                None => {
+                    let prefix = parts[..=depth].join(sep);
+                    return Err(PyValueError::new_err(format!(
+                        "key {} is below {prefix:?}, which holds a value",
+                        shown()
+                    )));
+                }
+            };
+        }
+        if tree.child(node, last).is_some() {
+            return Err(PyValueError::new_err(format!(
+                "key {} is also the prefix of other keys",
+                shown()
+            )));
+        }
+        tree.push(node, last, Child::Value(value));
+    }
+    Ok(tree)
+}
+
+/// Nested dicts from a mapping with keys joined by `sep` (`fastload.unflatten`).
+#[pyfunction]
+pub fn unflatten<'py>(flat: &Bound<'py, PyAny>, sep: &str) -> PyResult<Bound<'py, PyDict>> {
+    nest(items(flat)?, sep)?.into_dict(flat.py())
+}
+
+/// The leaves of a state under their paths joined by `sep`, in walk order.
+fn leaves<'py>(state: &Bound<'py, PyAny>, sep: &str) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+    fn visit<'py>(
+        node: &Bound<'py, PyAny>,
+        path: &mut String,
+        sep: &str,
+        out: &mut Vec<(String, Bound<'py, PyAny>)>,
+        depth: usize,
+    ) -> PyResult<()> {
+        deep_enough(depth)?;
+        let Some(children) = children(node)? else {
+            out.push((path.clone(), node.clone()));
+            return Ok(());
+        };
+        for (part, child) in children {
+            if part.contains(sep) {
+                return Err(PyValueError::new_err(format!(
+                    "key {part:?} contains the separator {sep:?}"
+                )));
+            }
+            let len = path.len();
+            if len > 0 {
+                path.push_str(sep);
+            }
+            path.push_str(&part);
+            visit(&child, path, sep, out, depth + 1)?;
+            path.truncate(len);
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    visit(state, &mut String::new(), sep, &mut out, 0)?;
+    Ok(out)
+}
+
+/// A state node's children under their names (`str` of a key, the index in a sequence),
+/// or `None` for a leaf.
+#[allow(clippy::type_complexity)]
+fn children<'py>(node: &Bound<'py, PyAny>) -> PyResult<Option<Vec<(String, Bound<'py, PyAny>)>>> {
+    let named = |(i, child)| (usize::to_string(&i), child);
+    Ok(Some(if let Ok(dict) = node.cast::<PyDict>() {
+        let mut out = Vec::with_capacity(dict.len());
+        for (key, child) in dict.iter() {
+            out.push((key.str()?.to_cow()?.into_owned(), child));
+        }
+        out
+    } else if let Ok(list) = node.cast::<PyList>() {
+        list.iter().enumerate().map(named).collect()
+    } else if let Ok(tuple) = node.cast::<PyTuple>() {
+        tuple.iter().enumerate().map(named).collect()
+    } else {
+        return Ok(None);
+    }))
+}
+
+/// The leaves of `state` under their paths joined by `sep` (`fastload.flatten`).
+#[pyfunction]
+pub fn flatten<'py>(state: &Bound<'py, PyAny>, sep: &str) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(state.py());
+    for (path, leaf) in leaves(state, sep)? {
+        dict.set_item(path, leaf)?;
+    }
+    Ok(dict)
+}
+
+/// A flat source (arrays under dotted keys, each tied array possibly once) nested for
+/// loading into the destination whose state is `dst_state`:
+/// - a key the source lacks whose destination array is tied to one the source has takes
+///   that key's array;
+/// - a part of the destination that holds no arrays (a flag, an empty module, an absent
+///   parameter), which such a source cannot name, is taken from the destination, so that
+///   it is not missing.
+#[pyfunction]
+pub fn nest_flat<'py>(
+    dst_state: &Bound<'py, PyAny>,
+    flat: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let py = flat.py();
+    let arrays = Arrays::new(py)?;
+    let mut pairs = items(flat)?;
+    let mut present: FxHashMap<String, usize> = FxHashMap::default();
+    for (at, (key, _)) in pairs.iter().enumerate() {
+        if let Ok(key) = key.cast::<PyString>() {
+            present.insert(key.to_cow()?.into_owned(), at);
+        }
+    }
+    // The destination's arrays by identity, in walk order, with every path they are at.
+    let mut tied: Vec<Vec<String>> = Vec::new();
+    let mut group_of: FxHashMap<usize, usize> = FxHashMap::default();
+    for (path, leaf) in leaves(dst_state, ".")? {
+        if arrays.is_array(&leaf)? {
+            let group = *group_of.entry(leaf.as_ptr() as usize).or_insert_with(|| {
+                tied.push(Vec::new());
+                tied.len() - 1
+            });
+            tied[group].push(path);
+        }
+    }
+    for paths in tied.iter().filter(|paths| paths.len() > 1) {
+        let Some(first) = paths.iter().find_map(|path| present.get(path).copied()) else {
+            continue;
+        };
+        let value = pairs[first].1.clone();
+        for path in paths {
+            if !present.contains_key(path) {
+                present.insert(path.clone(), pairs.len());
+                pairs.push((PyString::new(py, path).into_any(), value.clone()));
+            }
+        }
+    }
+    let mut tree = nest(pairs, ".")?;
+    fill_arrayless(&mut tree, Tree::ROOT, dst_state, &arrays, 0)?;
+    tree.into_dict(py)
+}
+
+/// Completes `node` with the children of `dst` it lacks that hold no arrays.
+fn fill_arrayless<'py>(
+    tree: &mut Tree<'py>,
+    node: usize,
+    dst: &Bound<'py, PyAny>,
+    arrays: &Arrays<'py>,
+    depth: usize,
+) -> PyResult<()> {
+    deep_enough(depth)?;
+    let Some(children) = children(dst)? else {
+        return Ok(());
+    };
+    for (part, child) in children {
+        match tree.child(node, &part) {
+            Some(Child::Node(inner)) => fill_arrayless(tree, *inner, &child, arrays, depth + 1)?,
+            Some(Child::Value(_)) => {}
+            None if !arrays.within(&child, depth + 1)? => {
+                tree.push(node, &part, Child::Value(child))
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Tells arrays (NumPy arrays, and tensors once torch is imported) from other leaves.
+struct Arrays<'py> {
+    tensor: Option<Bound<'py, PyType>>,
+}
+
+impl<'py> Arrays<'py> {
+    fn new(py: Python<'py>) -> PyResult<Self> {
+        let modules = py.import("sys")?.getattr("modules")?;
+        let tensor = match modules.get_item("torch") {
+            Ok(torch) => torch
+                .getattr("Tensor")
+                .ok()
+                .and_then(|t| t.cast_into().ok()),
+            Err(_) => None,
+        };
+        Ok(Arrays { tensor })
+    }
+
+    fn is_array(&self, leaf: &Bound<'py, PyAny>) -> PyResult<bool> {
+        if leaf.cast::<PyUntypedArray>().is_ok() {
+            return Ok(true);
+        }
+        match &self.tensor {
+            Some(tensor) => leaf.is_instance(tensor),
+            None => Ok(false),
+        }
+    }
+
+    /// Whether any leaf of a state node is an array.
+    fn within(&self, node: &Bound<'py, PyAny>, depth: usize) -> PyResult<bool> {
+        deep_enough(depth)?;
+        let any = |children: &mut dyn Iterator<Item = Bound<'py, PyAny>>| {
+            for child in children {
+                if self.within(&child, depth + 1)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        if let Ok(dict) = node.cast::<PyDict>() {
+            any(&mut dict.values().iter())
+        } else if let Ok(list) = node.cast::<PyList>() {
+            any(&mut list.iter())
+        } else if let Ok(tuple) = node.cast::<PyTuple>() {
+            any(&mut tuple.iter())
+        } else {
+            self.is_array(node)
+        }
+    }
+}
