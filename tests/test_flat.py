@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import types
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 import fastload
 
@@ -86,3 +88,80 @@ def test_a_deep_checkpoint_into_a_deep_model_on_a_small_stack_is_loaded_or_refus
     assert outcome == ["ok"] and inner.tolist() == [1, 1] or "nested" in outcome[0]
     fastload.loadmodel(dst, path)
     assert inner.tolist() == [1, 1]
+
+
+def test_flatten_joins_parts_below_an_empty_key_and_such_a_file_is_refused(tmp_path):
+    a, b = np.ones(2), np.zeros(3)
+    assert fastload.flatten({"": {"w": a}, "w": b}) == {".w": a, "w": b}
+    assert fastload.flatten({"": {"": 1}}) == {".": 1}
+    path = tmp_path / "empty.safetensors"
+    fastload.save(path, {"": {"w": a}, "w": b})
+    with pytest.raises(fastload.LoadError, match="empty part"):
+        fastload.load(path)
+
+
+def test_unflatten_reads_a_mapping_through_its_items_and_says_what_is_wrong_as_python_would():
+    class Renamed(dict):
+        def items(self):
+            return [("z", 9)]
+
+    class Lists(Mapping):
+        def __init__(self, d):
+            self.d = d
+
+        def __getitem__(self, key):
+            return self.d[key]
+
+        def __iter__(self):
+            return iter(self.d)
+
+        def __len__(self):
+            return len(self.d)
+
+        def items(self):
+            return [[k, v] for k, v in self.d.items()]
+
+    assert fastload.unflatten(Renamed({"a.b": 1})) == {"z": 9}
+    assert fastload.unflatten(Lists({"a.b": 1})) == {"a": {"b": 1}}
+    for flat, message in (
+        ({"a": 1, "a.b": 2}, "key 'a.b' is below 'a', which holds a value"),
+        ({"a.b": 2, "a": 1}, "key 'a' is also the prefix of other keys"),
+        ({"a..b": 1}, "key 'a..b' has an empty part between separators '.'"),
+    ):
+        with pytest.raises(ValueError) as info:
+            fastload.unflatten(flat)
+        assert str(info.value) == message
+    with pytest.raises(ValueError) as info:
+        fastload.flatten({"a.b": 1})
+    assert str(info.value) == "key 'a.b' contains the separator '.'"
+    with pytest.raises(UnicodeEncodeError):
+        fastload.unflatten({"a\ud800.b": 1})
+
+
+def test_a_key_whose_str_changes_the_dict_being_flattened_does_not_break_the_walk():
+    # `flatten` reads a state, whose dicts are its own; the core function is given a dict
+    # of the caller's here, so that a key's `str` can reach it.
+    from fastload import _fastload
+
+    state = {}
+
+    class Meddling:
+        def __str__(self):
+            state["later"] = np.ones(1)
+            return "meddling"
+
+    state[Meddling()] = first = np.zeros(1)
+    flat = _fastload.flatten(state, ".")
+    assert flat == {"meddling": first}
+    assert "later" in state
+
+
+def test_a_tied_array_stored_under_its_later_name_fills_the_first(tmp_path):
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    path = tmp_path / "tied.safetensors"
+    save_file({"head.weight": w, "bias": np.ones(3, np.float32)}, str(path))
+    emb = np.zeros((2, 3), np.float32)
+    dst = {"wte": emb, "head": {"weight": emb, "act": np.tanh}, "bias": np.zeros(3, np.float32)}
+    fastload.loadmodel(dst, path)
+    np.testing.assert_array_equal(emb, w)
+    assert dst["head"]["act"] is np.tanh

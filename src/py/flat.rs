@@ -93,14 +93,30 @@ fn deep_enough(depth: usize) -> PyResult<()> {
 fn items<'py>(
     mapping: &Bound<'py, PyAny>,
 ) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
-    if let Ok(dict) = mapping.cast::<PyDict>() {
+    if let Ok(dict) = mapping.cast_exact::<PyDict>() {
         return Ok(dict.iter().collect());
     }
     mapping
         .call_method0("items")?
         .try_iter()?
-        .map(|pair| pair?.extract())
+        .map(|pair| {
+            let mut pair = pair?.try_iter()?;
+            let mut next = || pair.next().transpose();
+            match (next()?, next()?, next()?) {
+                (Some(key), Some(value), None) => Ok((key, value)),
+                _ => Err(PyValueError::new_err(
+                    "items() must give (key, value) pairs",
+                )),
+            }
+        })
         .collect()
+}
+
+/// A string as Python shows it (`repr`), for messages.
+fn quoted(py: Python<'_>, text: &str) -> String {
+    let text = PyString::new(py, text);
+    text.repr()
+        .map_or_else(|_| format!("{text}"), |r| r.to_string())
 }
 
 /// Nests `pairs` by their keys split at `sep`, refusing keys that cannot be the paths of
@@ -119,8 +135,9 @@ fn nest<'py>(pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>, sep: &str) -> P
         let parts: Vec<&str> = name.split(sep).collect();
         if parts.iter().any(|part| part.is_empty()) {
             return Err(PyValueError::new_err(format!(
-                "key {} has an empty part between separators {sep:?}",
-                shown()
+                "key {} has an empty part between separators {}",
+                shown(),
+                quoted(key.py(), sep)
             )));
         }
         let (last, above) = parts.split_last().expect("split gives one part at least");
@@ -131,8 +148,9 @@ fn nest<'py>(pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>, sep: &str) -> P
                 None => {
                     let prefix = parts[..=depth].join(sep);
                     return Err(PyValueError::new_err(format!(
-                        "key {} is below {prefix:?}, which holds a value",
-                        shown()
+                        "key {} is below {}, which holds a value",
+                        shown(),
+                        quoted(key.py(), &prefix)
                     )));
                 }
             };
@@ -170,12 +188,16 @@ fn leaves<'py>(state: &Bound<'py, PyAny>, sep: &str) -> PyResult<Vec<(String, Bo
         };
         for (part, child) in children {
             if part.contains(sep) {
+                let py = node.py();
                 return Err(PyValueError::new_err(format!(
-                    "key {part:?} contains the separator {sep:?}"
+                    "key {} contains the separator {}",
+                    quoted(py, &part),
+                    quoted(py, sep)
                 )));
             }
+            // Below the root, parts are joined by `sep`, even after an empty part.
             let len = path.len();
-            if len > 0 {
+            if depth > 0 {
                 path.push_str(sep);
             }
             path.push_str(&part);
@@ -195,8 +217,10 @@ fn leaves<'py>(state: &Bound<'py, PyAny>, sep: &str) -> PyResult<Vec<(String, Bo
 fn children<'py>(node: &Bound<'py, PyAny>) -> PyResult<Option<Vec<(String, Bound<'py, PyAny>)>>> {
     let named = |(i, child)| (usize::to_string(&i), child);
     Ok(Some(if let Ok(dict) = node.cast::<PyDict>() {
+        // A key's `str` may run code that changes the dict: its items are taken first.
         let mut out = Vec::with_capacity(dict.len());
-        for (key, child) in dict.iter() {
+        for item in dict.items().iter() {
+            let (key, child): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item.extract()?;
             out.push((key.str()?.to_cow()?.into_owned(), child));
         }
         out
