@@ -1,6 +1,9 @@
-"""Shared helpers: snapshots that prove a refused load wrote nothing."""
+"""Shared helpers: snapshots that prove a refused load wrote nothing, and a thread with a
+small stack."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -46,3 +49,30 @@ class Snapshot:
 @pytest.fixture
 def snapshot():
     return Snapshot
+
+
+def run_on_small_stack(fn, expected=()):
+    """``fn()`` on a thread with a 512 KiB stack (as some servers give their threads): what
+    it returned, or the exception of an ``expected`` class it raised."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(fn())
+        except expected as e:
+            outcome.append(e)
+
+    old = threading.stack_size(512 * 1024)
+    try:
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+    finally:
+        threading.stack_size(old)
+    assert outcome, "the thread ended without a result (an unexpected exception)"
+    return outcome[0]
+
+
+@pytest.fixture
+def on_small_stack():
+    return run_on_small_stack

@@ -200,24 +200,13 @@ def test_absurd_nesting_is_a_clear_error_not_a_crash():
         fastload.state(src)
 
 
-def test_deep_nesting_on_a_small_thread_stack_is_an_error_not_a_crash():
-    outcome = []
+def test_deep_nesting_on_a_small_thread_stack_is_an_error_not_a_crash(on_small_stack):
+    def load():
+        fastload.loadmodel(nest(5000, np.zeros(1)), nest(5000, np.ones(1)))
+        return "ok"
 
-    def run():
-        try:
-            fastload.loadmodel(nest(5000, np.zeros(1)), nest(5000, np.ones(1)))
-            outcome.append("ok")
-        except ArgumentError as e:
-            outcome.append(str(e))
-
-    old = threading.stack_size(512 * 1024)
-    try:
-        t = threading.Thread(target=run)
-        t.start()
-        t.join()
-    finally:
-        threading.stack_size(old)
-    assert outcome and (outcome[0] == "ok" or "nested too deep" in outcome[0])
+    outcome = on_small_stack(load, ArgumentError)
+    assert outcome == "ok" or "nested too deep" in str(outcome)
 
 
 class Exploding:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import types
 from collections.abc import Mapping
 
@@ -33,7 +32,7 @@ def test_flatten_names_keys_by_their_str_and_items_by_their_index():
     assert flat["1"] is tree[1] and flat["seq.1.0"] is tree["seq"][1][0]
 
 
-def test_unflatten_builds_keys_of_any_depth_on_any_thread():
+def test_unflatten_builds_keys_of_any_depth_on_any_thread(on_small_stack):
     def innermost(node, depth):
         for _ in range(depth):
             node = node["a"]
@@ -41,23 +40,13 @@ def test_unflatten_builds_keys_of_any_depth_on_any_thread():
 
     for depth in (3000, 200_000):
         assert innermost(fastload.unflatten({".".join(["a"] * depth): 1}), depth) == 1
-    outcome = []
-
-    def run():
-        nested = fastload.unflatten({".".join(["a"] * 9000): 1})
-        outcome.append(innermost(nested, 9000))
-
-    old = threading.stack_size(512 * 1024)
-    try:
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join()
-    finally:
-        threading.stack_size(old)
-    assert outcome == [1]
+    nested = on_small_stack(lambda: fastload.unflatten({".".join(["a"] * 9000): 1}))
+    assert innermost(nested, 9000) == 1
 
 
-def test_a_deep_checkpoint_into_a_deep_model_on_a_small_stack_is_loaded_or_refused(tmp_path):
+def test_a_deep_checkpoint_into_a_deep_model_on_a_small_stack_is_loaded_or_refused(
+    tmp_path, on_small_stack
+):
     def deep(depth, leaf):
         for _ in range(depth):
             leaf = [leaf]
@@ -66,26 +55,16 @@ def test_a_deep_checkpoint_into_a_deep_model_on_a_small_stack_is_loaded_or_refus
     path = tmp_path / "deep.safetensors"
     fastload.save(path, deep(300, np.ones(2)))
     dst = deep(300, np.zeros(2))
-    outcome = []
-
-    def run():
-        try:
-            fastload.loadmodel(dst, path)
-            outcome.append("ok")
-        except (ValueError, fastload.ArgumentError) as e:
-            outcome.append(str(e))
-
-    old = threading.stack_size(512 * 1024)
-    try:
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join()
-    finally:
-        threading.stack_size(old)
     inner = dst
     for _ in range(300):
         inner = inner[0]
-    assert outcome == ["ok"] and inner.tolist() == [1, 1] or "nested" in outcome[0]
+    outcome = on_small_stack(
+        lambda: fastload.loadmodel(dst, path), (ValueError, fastload.ArgumentError)
+    )
+    if isinstance(outcome, Exception):
+        assert "nested" in str(outcome) and not inner.any()
+    else:
+        assert inner.tolist() == [1, 1]
     fastload.loadmodel(dst, path)
     assert inner.tolist() == [1, 1]
 
