@@ -1,6 +1,7 @@
 """A threaded load for valgrind: several Python threads, each loading with the Rust
-thread pool, casts, ties, overlapping leaves and a refused load. Run by
-tests/valgrind/run.sh; prints OK when every result is right."""
+thread pool, casts, ties (one source, equal copies, a mismatch), overlapping leaves,
+flat keys and a refused load. Run by tests/valgrind/run.sh; prints OK when every result
+is right."""
 
 import threading
 
@@ -33,6 +34,10 @@ def work(k, errors):
             fastload.loadmodel([base[10:60], base[30:80]], [base[0:50], base[50:100]])
         assert np.array_equal(dst["layers"][3]["w"], src["layers"][3]["w"])
         assert dst["head"] is dst["emb"]
+        # Tied sources that are equal copies, compared in place; flat keys both ways.
+        fastload.loadmodel(dst, {**src, "head": src["emb"].copy()})
+        nested = fastload.unflatten(fastload.flatten(src))
+        assert np.array_equal(nested["layers"]["2"]["b"], src["layers"][2]["b"])
         try:
             fastload.loadmodel(dst, {**src, "head": src["emb"] + 1})
         except fastload.LoadError:
