@@ -16,6 +16,7 @@ PUBLIC = {
     "ArgumentError",
     "DimensionMismatch",
     "LoadError",
+    "SkippedKeysWarning",
     "children",
     "flatten",
     "load",

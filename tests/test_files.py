@@ -86,7 +86,9 @@ def test_a_file_missing_or_adding_arrays_is_refused_and_nothing_is_written(tmp_p
         assert text in str(info.value)
         before.assert_unchanged()
     dst = model(0)
-    fastload.loadmodel(dst, tmp_path / "missing.safetensors", strict=False)
+    with pytest.warns(fastload.SkippedKeysWarning) as record:
+        fastload.loadmodel(dst, tmp_path / "missing.safetensors", strict=False)
+    assert record[0].message.skipped == [("h.1", ["b"], [])]
     assert np.array_equal(dst["h"][0]["b"], full["h.0.b"])
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -42,11 +44,28 @@ def test_key_mismatch_names_node_missing_and_unexpected_keys(snapshot):
     snap.assert_unchanged()
 
 
-def test_strict_false_skips_keys_on_one_side_only():
-    dst = {"w": np.zeros(2), "extra": np.zeros(1)}
-    fastload.loadmodel(dst, {"w": np.ones(2), "other": np.ones(3)}, strict=False)
+def test_strict_false_skips_keys_on_one_side_only_and_reports_them():
+    dst = {"w": np.zeros(2), "extra": np.zeros(1), "h": [{"b": np.zeros(1), "act": "relu"}]}
+    src = {"w": np.ones(2), "other": np.ones(3), "h": [{"b": np.ones(1), "scale": 2.0}]}
+    with pytest.warns(fastload.SkippedKeysWarning) as record:
+        fastload.loadmodel(dst, src, strict=False)
     np.testing.assert_array_equal(dst["w"], 1)
+    np.testing.assert_array_equal(dst["h"][0]["b"], 1)
     np.testing.assert_array_equal(dst["extra"], 0)
+    [warning] = record
+    assert warning.filename == __file__  # it points at the call
+    report = warning.message
+    assert report.skipped == [("<root>", ["extra"], ["other"]), ("h.0", ["act"], ["scale"])]
+    assert "skipped 2 missing and 2 unexpected keys" in str(report)
+    assert "h.0: missing ['act'], unexpected ['scale']" in str(report)
+
+
+def test_strict_false_with_nothing_to_skip_is_silent():
+    dst = {"w": np.zeros(2)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastload.loadmodel(dst, {"w": np.ones(2)}, strict=False)
+    np.testing.assert_array_equal(dst["w"], 1)
 
 
 def test_list_loads_from_tuple_and_back():

@@ -104,8 +104,13 @@ def test_missing_and_unexpected_keys_are_refused_like_load_state_dict():
         assert "2:" in str(info.value)
         assert "bias" in str(info.value) or "scale" in str(info.value)
         assert_equal_snapshot(dst, before)
-    # strict=False skips keys present on one side only, as load_state_dict does.
-    fastload.loadmodel(dst, missing, strict=False)
+    # strict=False skips keys present on one side only and reports them, as
+    # load_state_dict does (it returns them).
+    with pytest.warns(fastload.SkippedKeysWarning) as record:
+        fastload.loadmodel(dst, missing, strict=False)
+    reported = copy.deepcopy(dst).load_state_dict(missing, strict=False)
+    assert reported.missing_keys == ["2.bias"]
+    assert record[0].message.skipped == [("2", ["bias"], [])]
     assert torch.equal(dst[0].weight, src[0].weight)
     assert torch.equal(dst[2].bias, before["2.bias"])
 

@@ -9,6 +9,7 @@ A refused load raises before writing anything.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Callable, Dict, Optional, TypeVar
 
 from . import _fastload, _files
@@ -16,12 +17,13 @@ from ._flat import flat_source, flatten, is_flat_state_dict, unflatten
 from ._gc import paused
 from ._progress import reporter
 from ._tree import register, register_leaf
-from .errors import ArgumentError, DimensionMismatch, LoadError
+from .errors import ArgumentError, DimensionMismatch, LoadError, SkippedKeysWarning
 
 __all__ = [
     "ArgumentError",
     "DimensionMismatch",
     "LoadError",
+    "SkippedKeysWarning",
     "children",
     "flatten",
     "load",
@@ -80,7 +82,8 @@ def loadmodel(
         dst: the model to load into; returned.
         src: the tree to load from (another model, a ``state``, nested dicts...).
         filter: keep only the children for which it returns true.
-        strict: if false, keys present on one side only are skipped.
+        strict: if false, keys present on one side only are skipped, and reported in
+            one :class:`SkippedKeysWarning` once the load is done.
         casting: ``"no"``, ``"equiv"``, ``"safe"``, ``"same_kind"`` or ``"unsafe"``.
         threads: copy threads; ``None`` uses ``FASTLOAD_NUM_THREADS`` or every core.
         progress: ``True`` for a bar on stderr when the load is large, or a callable
@@ -111,7 +114,9 @@ def loadmodel(
         src = _files.source_for(dst, src)
     elif is_flat_state_dict(dst, src):
         src = flat_source(dst, src)
-    _fastload.loadmodel(dst, src, filter, bool(strict), casting, count, report)
+    skipped = _fastload.loadmodel(dst, src, filter, bool(strict), casting, count, report)
+    if skipped:
+        warnings.warn(SkippedKeysWarning(skipped), stacklevel=2)
     return dst
 
 

@@ -7,9 +7,9 @@ their paths, and ``.problems`` holds all of them as ``(path, message)`` pairs.
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
-__all__ = ["ArgumentError", "DimensionMismatch", "LoadError"]
+__all__ = ["ArgumentError", "DimensionMismatch", "LoadError", "SkippedKeysWarning"]
 
 
 class LoadError(ValueError):
@@ -32,6 +32,37 @@ class ArgumentError(LoadError):
 
 class DimensionMismatch(LoadError):
     """An array of one shape was loaded into an array of another."""
+
+
+class SkippedKeysWarning(UserWarning):
+    """Keys present on one side only, skipped by ``loadmodel(..., strict=False)``.
+
+    ``.skipped`` holds them as ``(path, missing_keys, unexpected_keys)``, one entry per
+    node: the keys of the destination the source lacks, and the keys of the source the
+    destination lacks. Everything else was loaded.
+    """
+
+    skipped: List[Tuple[str, List[Any], List[Any]]]
+
+    def __init__(self, skipped: Sequence[Tuple[str, Sequence[Any], Sequence[Any]]]) -> None:
+        self.skipped = [(str(path), list(m), list(u)) for path, m, u in skipped]
+        missing = sum(len(m) for _, m, _ in self.skipped)
+        unexpected = sum(len(u) for _, _, u in self.skipped)
+        lines = []
+        for path, m, u in self.skipped[:_LISTED]:
+            parts = [f"missing {m!r}"] if m else []
+            parts += [f"unexpected {u!r}"] if u else []
+            lines.append(f"  {path}: {', '.join(parts)}")
+        if len(self.skipped) > _LISTED:
+            lines.append(f"  ... and {len(self.skipped) - _LISTED} more nodes")
+        super().__init__(
+            f"strict=False skipped {missing} missing and {unexpected} unexpected keys:\n"
+            + "\n".join(lines)
+        )
+
+
+# Nodes a warning or error message lists before it counts the rest.
+_LISTED = 30
 
 
 def shape_text(shape: Sequence[int]) -> str:

@@ -4,7 +4,7 @@ use super::array::{memory_owner, view_of};
 use super::errors::load_error;
 use super::leaf::{changed_arrays, stage_cast, write_out_compact};
 use super::python_function;
-use super::walk::{Walked, Walker};
+use super::walk::{Skipped, Walked, Walker};
 use crate::core::{
     execute::WATCHED_MIN_BYTES, inflight, merge_in_walk_order, threads, Executor, LoadFailure,
     Plan, Problem, ProblemKind,
@@ -13,7 +13,8 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
 
-/// Loads `src` into `dst` in place; the Python wrapper validates the arguments.
+/// Loads `src` into `dst` in place; the Python wrapper validates the arguments. Returns
+/// the keys skipped under `strict=False` (see [`Skipped`]).
 ///
 /// `threads == 0` means the default (`FASTLOAD_NUM_THREADS`, else every core).
 /// `reserve = false` is for the loads a load runs itself (staging leaves torch copies),
@@ -31,7 +32,7 @@ pub fn loadmodel<'py>(
     threads: usize,
     progress: Option<Bound<'py, PyAny>>,
     reserve: bool,
-) -> PyResult<()> {
+) -> PyResult<Vec<Skipped<'py>>> {
     let threads = if threads == 0 {
         threads::default_threads()
     } else {
@@ -40,6 +41,7 @@ pub fn loadmodel<'py>(
     let Walked {
         mut plan,
         mut problems,
+        skipped,
         external,
         leaf_arrays,
         tie_arrays,
@@ -118,7 +120,7 @@ pub fn loadmodel<'py>(
     }
     // The arrays the plan pointed into may be released only now.
     drop((leaf_arrays, tie_arrays, keep_alive));
-    Ok(())
+    Ok(skipped)
 }
 
 /// Copies a checked plan on the executor's threads: leaves that share no bytes with

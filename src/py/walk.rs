@@ -27,6 +27,9 @@ static PLAN_LEAVES: LastSize = LastSize::new(1 << 18);
 pub struct Walked<'py> {
     pub plan: Plan,
     pub problems: Vec<Problem>,
+    /// With `strict=False`, the keys present on one side only that were skipped:
+    /// `(path, missing keys, unexpected keys)` per node.
+    pub skipped: Vec<Skipped<'py>>,
     /// `(dst, src)` of each leaf whose cast NumPy performs, by leaf number.
     pub external: FxHashMap<usize, (Py<PyAny>, Py<PyAny>)>,
     /// The destination and source array of each leaf of the plan, alive until the copy
@@ -44,6 +47,10 @@ pub struct Walked<'py> {
     /// The leaves torch copies (`fastload._torch.TorchCopies`), if any.
     pub torch_copies: Option<Bound<'py, PyAny>>,
 }
+
+/// Keys a node had on one side only, skipped under `strict=False`: its path, the keys
+/// missing from the source and those the destination lacks.
+pub type Skipped<'py> = (String, Vec<Bound<'py, PyAny>>, Vec<Bound<'py, PyAny>>);
 
 /// The destination and source array of each leaf of a plan, by leaf number.
 pub type LeafArrays<'py> = Vec<(
@@ -94,6 +101,7 @@ impl<'py> Walker<'py> {
             out: Walked {
                 plan: Plan::with_capacity(room),
                 problems: Vec::new(),
+                skipped: Vec::new(),
                 external: FxHashMap::default(),
                 leaf_arrays: Vec::with_capacity(room),
                 tie_arrays: Vec::new(),
@@ -289,7 +297,7 @@ impl<'py> Walker<'py> {
                 None => missing.push(key.clone()),
             }
         }
-        if self.strict && (!missing.is_empty() || matched.len() != src.len()) {
+        if !missing.is_empty() || matched.len() != src.len() {
             src.read_pairs();
             let dst_keys = PyDict::new(self.py);
             for (key, _) in &dst.pairs {
@@ -301,26 +309,37 @@ impl<'py> Walker<'py> {
                     unexpected.push(key.clone());
                 }
             }
-            let mut parts = Vec::new();
-            if !missing.is_empty() {
-                parts.push(format!(
-                    "missing keys {} (not in the source)",
-                    key_list(self.py, &missing)
-                ));
-            }
-            if !unexpected.is_empty() {
-                parts.push(format!(
-                    "unexpected keys {} (not in the destination)",
-                    key_list(self.py, &unexpected)
-                ));
-            }
-            let message = format!("the structures do not match: {}", parts.join(", "));
-            self.problem(ProblemKind::Structure, message);
+            self.one_sided(missing, unexpected);
         }
         for (key, d, s) in matched {
             self.child(Segment::Key(key.clone()), d, &s)?;
         }
         Ok(())
+    }
+
+    /// Keys on one side only: a problem, or skipped and reported under `strict=False`.
+    fn one_sided(&mut self, missing: Vec<Bound<'py, PyAny>>, unexpected: Vec<Bound<'py, PyAny>>) {
+        if !self.strict {
+            self.out
+                .skipped
+                .push((self.path.render(), missing, unexpected));
+            return;
+        }
+        let mut parts = Vec::new();
+        if !missing.is_empty() {
+            parts.push(format!(
+                "missing keys {} (not in the source)",
+                key_list(self.py, &missing)
+            ));
+        }
+        if !unexpected.is_empty() {
+            parts.push(format!(
+                "unexpected keys {} (not in the destination)",
+                key_list(self.py, &unexpected)
+            ));
+        }
+        let message = format!("the structures do not match: {}", parts.join(", "));
+        self.problem(ProblemKind::Structure, message);
     }
 
     /// A sequence loading from a mapping keyed `0..n-1` or `"0".."n-1"`.
