@@ -378,3 +378,17 @@ def test_bad_thread_counts_are_refused(threads):
 def test_filter_must_be_callable():
     with pytest.raises(TypeError, match="filter"):
         fastload.loadmodel(np.zeros(1), np.zeros(1), filter=3)
+
+
+def test_a_report_of_many_skipped_keys_lists_the_first_and_counts_the_rest():
+    dst = {f"k{i}": np.zeros(1) for i in range(25)}
+    dst["n"] = [{"a": np.zeros(1)} for _ in range(40)]
+    src = {"n": [{"b": np.ones(1)} for _ in range(40)]}
+    with pytest.warns(fastload.SkippedKeysWarning) as record:
+        fastload.loadmodel(dst, src, strict=False)
+    report = record[0].message
+    assert len(report.skipped) == 41 and len(report.skipped[0][1]) == 25
+    text = str(report)
+    assert text.startswith("strict=False skipped 65 missing and 40 unexpected keys:")
+    assert "'k9'] (and 15 more)" in text and "'k10'" not in text
+    assert text.endswith("... and 11 more nodes")

@@ -49,20 +49,27 @@ class SkippedKeysWarning(UserWarning):
         missing = sum(len(m) for _, m, _ in self.skipped)
         unexpected = sum(len(u) for _, _, u in self.skipped)
         lines = []
-        for path, m, u in self.skipped[:_LISTED]:
-            parts = [f"missing {m!r}"] if m else []
-            parts += [f"unexpected {u!r}"] if u else []
+        for path, m, u in self.skipped[:_LISTED_NODES]:
+            parts = [f"missing {_keys_text(m)}"] if m else []
+            parts += [f"unexpected {_keys_text(u)}"] if u else []
             lines.append(f"  {path}: {', '.join(parts)}")
-        if len(self.skipped) > _LISTED:
-            lines.append(f"  ... and {len(self.skipped) - _LISTED} more nodes")
+        if len(self.skipped) > _LISTED_NODES:
+            lines.append(f"  ... and {len(self.skipped) - _LISTED_NODES} more nodes")
         super().__init__(
             f"strict=False skipped {missing} missing and {unexpected} unexpected keys:\n"
             + "\n".join(lines)
         )
 
 
-# Nodes a warning or error message lists before it counts the rest.
-_LISTED = 30
+# Nodes, and keys of a node, that a warning lists before it counts the rest.
+_LISTED_NODES = 30
+_LISTED_KEYS = 10
+
+
+def _keys_text(keys: List[Any]) -> str:
+    shown = repr(keys[:_LISTED_KEYS])
+    more = len(keys) - _LISTED_KEYS
+    return f"{shown} (and {more} more)" if more > 0 else shown
 
 
 def shape_text(shape: Sequence[int]) -> str:
