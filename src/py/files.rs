@@ -1,6 +1,7 @@
 //! safetensors files: mapped into memory and read as NumPy arrays without a copy, and
 //! written crash-safely (a temporary file in the same folder, fsync, then a rename).
 
+use super::array::data_address;
 use super::python_function;
 use crate::core::checkpoint::{describe, read_header};
 use memmap2::{Mmap, MmapOptions};
@@ -144,9 +145,7 @@ pub fn write_safetensors(
                 "tensor {name:?} is not C-contiguous"
             )));
         }
-        // SAFETY: `array` is a live ndarray.
-        let data = unsafe { (*npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).data };
-        chunks.push((data as usize, nbytes));
+        chunks.push((data_address(&array), nbytes));
         let info = TensorInfo {
             dtype,
             shape: array.shape().to_vec(),
