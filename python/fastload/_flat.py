@@ -50,7 +50,7 @@ def flat_source(dst: Any, flat: Mapping) -> Dict[str, Any]:
 
 
 def _nest_for(dst: Any, flat: Mapping) -> Dict[str, Any]:
-    return _fastload.nest_flat(_fastload.state(dst), flat)
+    return _fastload.nest_flat(_fastload.state(dst), flat, _array_types())
 
 
 def is_array(x: Any) -> bool:

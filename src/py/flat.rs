@@ -2,10 +2,9 @@
 //! and nested state, both ways; and a flat source nested for loading into a destination.
 
 use super::depth::too_deep;
-use numpy::PyUntypedArray;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
 /// Nested dicts made from flat keys, as a table of nodes (the root first, every node after
@@ -250,13 +249,16 @@ pub fn flatten<'py>(state: &Bound<'py, PyAny>, sep: &str) -> PyResult<Bound<'py,
 /// - a part of the destination that holds no arrays (a flag, an empty module, an absent
 ///   parameter), which such a source cannot name, is taken from the destination, so that
 ///   it is not missing.
+///
+/// `array_types` are the types of array leaves (a type or a tuple, for `isinstance`).
 #[pyfunction]
 pub fn nest_flat<'py>(
     dst_state: &Bound<'py, PyAny>,
     flat: &Bound<'py, PyAny>,
+    array_types: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = flat.py();
-    let arrays = Arrays::new(py)?;
+    let arrays = Arrays { types: array_types };
     let mut pairs = items(flat)?;
     let mut present: FxHashMap<String, usize> = FxHashMap::default();
     for (at, (key, _)) in pairs.iter().enumerate() {
@@ -318,53 +320,28 @@ fn fill_arrayless<'py>(
     Ok(())
 }
 
-/// Tells arrays (NumPy arrays, and tensors once torch is imported) from other leaves.
+/// Tells arrays from other leaves: instances of the types `fastload._flat` counts as arrays
+/// (NumPy arrays, and tensors once torch is imported).
 struct Arrays<'py> {
-    tensor: Option<Bound<'py, PyType>>,
+    types: Bound<'py, PyAny>,
 }
 
 impl<'py> Arrays<'py> {
-    fn new(py: Python<'py>) -> PyResult<Self> {
-        let modules = py.import("sys")?.getattr("modules")?;
-        let tensor = match modules.get_item("torch") {
-            Ok(torch) => torch
-                .getattr("Tensor")
-                .ok()
-                .and_then(|t| t.cast_into().ok()),
-            Err(_) => None,
-        };
-        Ok(Arrays { tensor })
-    }
-
     fn is_array(&self, leaf: &Bound<'py, PyAny>) -> PyResult<bool> {
-        if leaf.cast::<PyUntypedArray>().is_ok() {
-            return Ok(true);
-        }
-        match &self.tensor {
-            Some(tensor) => leaf.is_instance(tensor),
-            None => Ok(false),
-        }
+        leaf.is_instance(&self.types)
     }
 
     /// Whether any leaf of a state node is an array.
     fn within(&self, node: &Bound<'py, PyAny>, depth: usize) -> PyResult<bool> {
         deep_enough(depth)?;
-        let any = |children: &mut dyn Iterator<Item = Bound<'py, PyAny>>| {
-            for child in children {
-                if self.within(&child, depth + 1)? {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
+        let Some(children) = children(node)? else {
+            return self.is_array(node);
         };
-        if let Ok(dict) = node.cast::<PyDict>() {
-            any(&mut dict.values().iter())
-        } else if let Ok(list) = node.cast::<PyList>() {
-            any(&mut list.iter())
-        } else if let Ok(tuple) = node.cast::<PyTuple>() {
-            any(&mut tuple.iter())
-        } else {
-            self.is_array(node)
+        for (_, child) in children {
+            if self.within(&child, depth + 1)? {
+                return Ok(true);
+            }
         }
+        Ok(false)
     }
 }
