@@ -268,6 +268,51 @@ def test_meta_tensors_are_refused():
         fastload.loadmodel(model, nn.Linear(2, 2))
 
 
+def test_lazy_modules_take_the_shape_of_their_source_like_load_state_dict(tmp_path):
+    src = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    ours = nn.Sequential(nn.LazyLinear(3), nn.ReLU(), nn.LazyLinear(2))
+    theirs = nn.Sequential(nn.LazyLinear(3), nn.ReLU(), nn.LazyLinear(2))
+    weight = ours[0].weight
+    theirs.load_state_dict(src.state_dict())
+    fastload.loadmodel(ours, src.state_dict())
+    assert ours[0].weight is weight and type(weight) is nn.Parameter
+    assert_same_state(ours, theirs)
+    assert_same_state(ours, src)
+    x = torch.randn(5, 4)
+    assert torch.equal(ours(x), src(x))
+    # From a file, cast from float64 as torch casts.
+    path = tmp_path / "m.safetensors"
+    fastload.save(path, src.double())
+    lazy = nn.Sequential(nn.LazyLinear(3), nn.ReLU(), nn.LazyLinear(2))
+    fastload.loadmodel(lazy, path)
+    assert lazy[2].bias.dtype == torch.float32
+    assert torch.equal(lazy[2].bias, src[2].bias.float())
+
+
+def test_lazy_modules_are_untouched_by_a_refused_load():
+    src = {"0": {"weight": torch.ones(3, 4), "bias": torch.ones(3)}, "1": {"weight": 1}}
+    dst = nn.Sequential(nn.LazyLinear(3), nn.Linear(2, 2))
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(dst, src)
+    assert "1.weight" in str(info.value)
+    assert nn.parameter.is_lazy(dst[0].weight) and nn.parameter.is_lazy(dst[0].bias)
+    with pytest.raises(LoadError, match="0.weight: an uninitialized parameter .* no shape"):
+        fastload.loadmodel(nn.Sequential(nn.LazyLinear(3)), {"0": {"weight": False, "bias": False}})
+    with pytest.raises(LoadError, match="0.bias: the source is the uninitialized parameter"):
+        fastload.loadmodel(nn.Sequential(nn.Linear(2, 3)), nn.Sequential(nn.LazyLinear(3)))
+    complex_src = {"weight": torch.ones(3, 2, dtype=torch.complex64), "bias": torch.ones(3)}
+    with pytest.raises(LoadError, match="weight: cannot cast complex64 to float32"):
+        fastload.loadmodel(nn.LazyLinear(3), complex_src)
+    assert nn.parameter.is_lazy(dst[0].weight)
+
+
+def test_saving_a_lazy_module_names_the_uninitialized_parameter(tmp_path):
+    path = tmp_path / "lazy.safetensors"
+    with pytest.raises(TypeError, match="0.weight: an uninitialized parameter"):
+        fastload.save(path, nn.Sequential(nn.LazyLinear(3)))
+    assert not path.exists()
+
+
 def test_many_small_modules():
     dst = nn.ModuleList([nn.Linear(2, 2) for _ in range(500)])
     src = nn.ModuleList([nn.Linear(2, 2) for _ in range(500)])

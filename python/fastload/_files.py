@@ -124,7 +124,7 @@ def _split_state(flat: Dict[str, Any]) -> Tuple[List, Dict[str, Any], Dict[str, 
     ties: Dict[str, str] = {}
     seen: Dict[tuple, str] = {}
     for key, value in flat.items():
-        array = _as_array(value)
+        array = _as_array(key, value)
         if array is None:
             rest[key] = _encode(key, value)
             continue
@@ -141,19 +141,21 @@ def _split_state(flat: Dict[str, Any]) -> Tuple[List, Dict[str, Any], Dict[str, 
     return arrays, rest, ties
 
 
-def _as_array(value: Any) -> Optional[np.ndarray]:
+def _as_array(key: str, value: Any) -> Optional[np.ndarray]:
     if isinstance(value, np.ndarray):
         return value
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         from . import _torch
 
+        if _torch.is_lazy(value):
+            raise TypeError(f"{key}: an uninitialized parameter of a lazy module holds no values")
         tensor = value.detach()
         view = _torch.as_numpy(tensor)
         if view is None:
             view = _torch.as_numpy(tensor.cpu().resolve_conj().resolve_neg())
         if view is None:
-            raise TypeError(f"safetensors cannot hold a tensor of dtype {value.dtype}")
+            raise TypeError(f"{key}: safetensors cannot hold a tensor of dtype {value.dtype}")
         return view
     return None
 

@@ -72,8 +72,9 @@ def module_children(module: torch.nn.Module) -> Dict[str, Any]:
 
 
 def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
-    """A NumPy view of a CPU tensor's memory, or ``None`` where torch must copy it."""
-    if not tensor.is_cpu:
+    """A NumPy view of a CPU tensor's memory, or ``None`` where torch must copy it (or, for
+    the uninitialized parameter of a lazy module, materialize it first)."""
+    if is_lazy(tensor) or not tensor.is_cpu:
         return None  # asked first: torch's refusal is an exception, slow to raise
     dtype = tensor.dtype
     try:
@@ -85,6 +86,12 @@ def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
     except (TypeError, RuntimeError):
         pass  # sparse, or a conjugate or negative view
     return None
+
+
+def is_lazy(x: Any) -> bool:
+    """Whether ``x`` is the uninitialized parameter or buffer of a lazy module, which has
+    a dtype but neither a shape nor memory yet."""
+    return isinstance(x, torch.nn.parameter.UninitializedTensorMixin)
 
 
 def as_tensor(x: Any) -> torch.Tensor:
@@ -138,10 +145,19 @@ class TorchCopies:
         self.ties: List[Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         # What autograd must hear was written: the tensors behind the destinations.
         self.written: List[Any] = []
+        # Lazy modules' parameters to materialize, by id: (parameter, first source).
+        self.lazy: Dict[int, Tuple[Any, torch.Tensor]] = {}
 
     def add(self, dst: Any, src: Any, path: str) -> Optional[Tuple[int, str]]:
         """Plans ``dst <- src`` (zeros where ``src`` is ``None``); returns ``(kind,
         message)`` for a problem (kind 1 a shape, 2 anything else), else ``None``."""
+        if is_lazy(src):
+            return (
+                2,
+                "the source is the uninitialized parameter of a lazy module: it holds no values",
+            )
+        if is_lazy(dst):
+            return self._add_lazy(dst, src, path)
         if src is not None:
             if tuple(dst.shape) != tuple(src.shape):
                 src_size, dst_size = shape_text(src.shape), shape_text(dst.shape)
@@ -173,6 +189,27 @@ class TorchCopies:
             self.ties.append((path, dst_t, first, src_t))
         return None
 
+    def _add_lazy(self, param: Any, src: Any, path: str) -> Optional[Tuple[int, str]]:
+        """Plans a lazy module's parameter: given the shape of its source (as
+        ``load_state_dict`` does) once the load has passed its checks, then loaded."""
+        if src is None:
+            return 2, "an uninitialized parameter of a lazy module has no shape to fill with zeros"
+        if isinstance(src, torch.Tensor) and src.is_meta:
+            return 2, "a tensor on the meta device holds no data to copy"
+        refusal = _cast_refusal(torch_dtype(src), param.dtype, self.casting)
+        if refusal is not None:
+            return 2, refusal
+        try:
+            src_t = as_tensor(src)
+        except TypeError as err:
+            return 2, str(err)
+        first = self.lazy.get(id(param))
+        if first is None:
+            self.lazy[id(param)] = (param, src_t)
+        else:
+            self.ties.append((path, param, first[1], src_t))
+        return None
+
     def check_ties(self) -> List[Tuple[str, str]]:
         """``(path, message)`` of every tied parameter loaded with different values."""
         problems = []
@@ -190,6 +227,10 @@ class TorchCopies:
         """Copies every planned leaf (large transfers between host and GPU through pinned
         buffers, on ``threads`` threads, 0 for the default), then waits for the GPUs."""
         with torch.no_grad():
+            for param, src in self.lazy.values():
+                param.materialize(src.shape)
+                self.copies.append((param.detach(), src))
+                self.written.append(param)
             for dst, src in _staging.run(self.copies, threads):
                 upload = dst.is_cuda and src.device.type == "cpu" and src.is_pinned()
                 dst.copy_(src, non_blocking=upload)
