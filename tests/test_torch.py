@@ -313,6 +313,30 @@ def test_saving_a_lazy_module_names_the_uninitialized_parameter(tmp_path):
     assert not path.exists()
 
 
+def test_extra_state_in_a_state_dict_is_an_unexpected_key_of_its_module():
+    class Tagged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+
+        def get_extra_state(self):
+            return {"tag": 1}
+
+        def set_extra_state(self, state):
+            pass
+
+    src = nn.Sequential(Tagged()).state_dict()
+    assert "0._extra_state" in src
+    dst = nn.Sequential(Tagged())
+    before = dst[0].lin.weight.detach().clone()
+    with pytest.raises(ArgumentError, match=r"0: .*unexpected keys \['_extra_state'\]"):
+        fastload.loadmodel(dst, src)
+    assert torch.equal(dst[0].lin.weight, before)
+    with pytest.warns(fastload.SkippedKeysWarning, match="0: unexpected \\['_extra_state'\\]"):
+        fastload.loadmodel(dst, src, strict=False)
+    assert torch.equal(dst[0].lin.weight, src["0.lin.weight"])
+
+
 def test_many_small_modules():
     dst = nn.ModuleList([nn.Linear(2, 2) for _ in range(500)])
     src = nn.ModuleList([nn.Linear(2, 2) for _ in range(500)])

@@ -65,9 +65,18 @@ def _array_types() -> tuple:
 
 def is_flat_state_dict(dst: Any, src: Any) -> bool:
     """Whether ``src`` is a flat ``state_dict`` for the module ``dst``: a mapping of leaves
-    under string keys (torch names never contain dots, so dotted keys can only be paths)."""
+    under string keys (torch names never contain dots, so dotted keys can only be paths).
+    A module's extra state (``..._extra_state``) may be any object."""
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(dst, torch.nn.Module) or not isinstance(src, Mapping):
         return False
     nodes = (Mapping, list, tuple, torch.nn.Module)
-    return all(isinstance(key, str) and not isinstance(value, nodes) for key, value in src.items())
+    return all(
+        isinstance(key, str)
+        and (not isinstance(value, nodes) or key.rpartition(".")[2] == _EXTRA_STATE)
+        for key, value in src.items()
+    )
+
+
+# The key under which ``state_dict`` stores a module's ``get_extra_state()``.
+_EXTRA_STATE = "_extra_state"
