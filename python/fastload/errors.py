@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, List, Sequence, Tuple
 
+from ._fastload import keys_text
+
 __all__ = ["ArgumentError", "DimensionMismatch", "LoadError", "SkippedKeysWarning"]
 
 
@@ -50,8 +52,8 @@ class SkippedKeysWarning(UserWarning):
         unexpected = sum(len(u) for _, _, u in self.skipped)
         lines = []
         for path, m, u in self.skipped[:_LISTED_NODES]:
-            parts = [f"missing {_keys_text(m)}"] if m else []
-            parts += [f"unexpected {_keys_text(u)}"] if u else []
+            parts = [f"missing {keys_text(m)}"] if m else []
+            parts += [f"unexpected {keys_text(u)}"] if u else []
             lines.append(f"  {path}: {', '.join(parts)}")
         if len(self.skipped) > _LISTED_NODES:
             lines.append(f"  ... and {len(self.skipped) - _LISTED_NODES} more nodes")
@@ -61,15 +63,8 @@ class SkippedKeysWarning(UserWarning):
         )
 
 
-# Nodes, and keys of a node, that a warning lists before it counts the rest.
+# Nodes that a warning lists before it counts the rest.
 _LISTED_NODES = 30
-_LISTED_KEYS = 10
-
-
-def _keys_text(keys: List[Any]) -> str:
-    shown = repr(keys[:_LISTED_KEYS])
-    more = len(keys) - _LISTED_KEYS
-    return f"{shown} (and {more} more)" if more > 0 else shown
 
 
 def shape_text(shape: Sequence[int]) -> str:

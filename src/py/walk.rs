@@ -472,7 +472,13 @@ fn index_key(key: &Bound<'_, PyAny>) -> Option<usize> {
     }
 }
 
-/// `['a', 'b']`, the first few keys as Python prints them.
+/// `['a', 'b']`, the first few keys as Python prints them, then how many more there are:
+/// the one way messages and warnings list keys.
+#[pyfunction]
+pub fn keys_text(py: Python<'_>, keys: Vec<Bound<'_, PyAny>>) -> String {
+    key_list(py, &keys)
+}
+
 fn key_list(py: Python<'_>, keys: &[Bound<'_, PyAny>]) -> String {
     let shown = PyList::empty(py);
     for key in keys.iter().take(LISTED_KEYS) {
