@@ -22,12 +22,13 @@ cp target/debug/lib_fastload.so "$debug/fastload/_fastload.abi3.so"
 PYTHONPATH="$debug" python -X dev -X faulthandler -m pytest -q -p no:cacheprovider \
     --deselect tests/test_bad_input.py::test_nesting_deeper_than_the_recursion_limit_works "$@"
 
-# The Python tests again with NumPy 1.x, the oldest release pyproject.toml accepts that
-# has a wheel for this Python, in an environment of its own (without torch).
-numpy_1="$(python -c 'import sys; print({11: "1.23.5", 12: "1.26.0"}.get(sys.version_info[1], ""))')"
-if [ -n "$numpy_1" ]; then
+# The Python tests again with the oldest NumPy and torch that pyproject.toml accepts (the
+# oldest with wheels for this Python), in an environment of their own.
+oldest_pins="$(python -c 'import sys; print({11: "numpy==1.23.5 torch==2.1.2", 12: "numpy==1.26.0 torch==2.2.0"}.get(sys.version_info[1], ""))')"
+if [ -n "$oldest_pins" ]; then
     python -m venv "$oldest/env"
+    # shellcheck disable=SC2086
     "$oldest/env/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "numpy==$numpy_1" "ml_dtypes<0.5" pytest hypothesis safetensors
+        $oldest_pins "ml_dtypes<0.5" pytest hypothesis safetensors
     PYTHONPATH="$PWD/python" "$oldest/env/bin/python" -X dev -m pytest -q -p no:cacheprovider "$@"
 fi

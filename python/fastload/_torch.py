@@ -282,5 +282,22 @@ def bump_versions(written: Any) -> None:
     """Tells autograd that these tensors were written in place (objects that are not
     tensors are skipped)."""
     tensors = [t for t in written if isinstance(t, torch.Tensor)]
-    if tensors:
-        torch.autograd.graph.increment_version(tensors)
+    if _BUMPS_MANY_AT_ONCE:
+        if tensors:
+            torch.autograd.graph.increment_version(tensors)
+    else:
+        for tensor in tensors:
+            torch.autograd.graph.increment_version(tensor)
+
+
+def _bumps_many_at_once() -> bool:
+    """Whether ``increment_version`` takes a list of tensors; older torch releases take
+    one tensor a call."""
+    try:
+        torch.autograd.graph.increment_version([])
+    except (TypeError, RuntimeError):
+        return False
+    return True
+
+
+_BUMPS_MANY_AT_ONCE = _bumps_many_at_once()
