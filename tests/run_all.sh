@@ -32,3 +32,6 @@ if [ -n "$oldest_pins" ]; then
         $oldest_pins "ml_dtypes<0.5" pytest hypothesis safetensors
     PYTHONPATH="$PWD/python" "$oldest/env/bin/python" -X dev -m pytest -q -p no:cacheprovider "$@"
 fi
+
+# The abi3 wheel itself, on the oldest and the newest CPython at hand.
+bash tests/wheel_pythons.sh "$@"
