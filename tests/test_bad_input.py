@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import types
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -426,7 +427,7 @@ def _resize(a):
 
 
 def _reshape(a):
-    a.shape = (3, 2)
+    _set(a, "shape", (3, 2))
 
 
 def _freeze(a):
@@ -434,7 +435,14 @@ def _freeze(a):
 
 
 def _retype(a):
-    a.dtype = np.int64
+    _set(a, "dtype", np.int64)
+
+
+def _set(a, name, value):
+    """Changes an array in place as user code still may, though NumPy 2.5 deprecates it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        setattr(a, name, value)
 
 
 @pytest.mark.parametrize("change", [_resize, _reshape, _freeze, _retype])
@@ -464,7 +472,8 @@ def test_a_tied_parameter_reshaped_by_code_the_walk_runs_is_caught():
     shared, first_src = np.zeros((2, 3)), np.ones((2, 3))
 
     def reshape():
-        shared.shape = first_src.shape = (3, 2)
+        _set(shared, "shape", (3, 2))
+        _set(first_src, "shape", (3, 2))
 
     dst = {"first": np.zeros(2), "a": shared, "b": shared, "z": Meddler(reshape)}
     src = {"first": np.ones(2), "a": first_src, "b": np.ones((2, 3)), "z": {"w": np.ones(2)}}
