@@ -130,6 +130,34 @@ def test_a_list_shrunk_while_it_is_loaded_is_a_problem_not_a_crash(snapshot):
     snap.assert_unchanged()
 
 
+@pytest.mark.parametrize("side", ["dst", "src"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.pop("c"),  # shrinks
+        lambda d: d.update(z=np.zeros(1)),  # grows
+        lambda d: (d.pop("c"), d.update(z=np.zeros(3))),  # another key, same size
+    ],
+)
+def test_a_dict_changed_while_it_is_loaded_is_a_problem_not_a_crash(side, change, snapshot):
+    # Both dicts list their keys in the same order, so they are read side by side, in
+    # place: a change made by code the walk runs must be caught, never read past.
+    class Changer:
+        def __init__(self, target):
+            self.target = target
+
+    dst = {"a": None, "b": np.zeros(2), "c": np.zeros(3)}
+    src = {"a": {}, "b": np.ones(2), "c": np.ones(3)}
+    target = dst if side == "dst" else src
+    dst["a"] = Changer(target)
+    snap = snapshot({"b": dst["b"], "c": dst["c"]})
+    fastload.register(Changer, children=lambda r: (change(r.target), {})[1])
+    with pytest.raises(ArgumentError) as info:
+        fastload.loadmodel(dst, src)
+    assert ("<root>", "a dict changed while the trees were walked") in info.value.problems
+    snap.assert_unchanged()
+
+
 def test_user_code_run_by_state_meets_only_whole_containers():
     # A children function may look at anything the garbage collector tracks, such as the
     # containers state() is building: none of them may have empty slots.

@@ -32,6 +32,34 @@ def test_key_order_does_not_matter():
     np.testing.assert_array_equal(dst["b"], [2, 2])
 
 
+class Layer:
+    def __init__(self, w, b):
+        self.w, self.b = w, b
+
+
+@pytest.mark.parametrize("make_dst", [dict, Layer], ids=["dict", "object"])
+@pytest.mark.parametrize("order", [["w", "b"], ["b", "w"]], ids=["same order", "other order"])
+def test_dicts_and_objects_match_a_dict_in_any_key_order(make_dst, order):
+    dst = {"layer": make_dst(w=np.zeros(2), b=np.zeros(2))}
+    # Keys equal to the destination's, but other objects.
+    values = {"w": np.full(2, 1.0), "b": np.full(2, 2.0)}
+    src = {"layer": {"".join(list(k)): values[k] for k in order}}
+    fastload.loadmodel(dst, src)
+    layer = dst["layer"] if make_dst is dict else vars(dst["layer"])
+    assert {k: list(v) for k, v in layer.items()} == {"w": [1, 1], "b": [2, 2]}
+    # A shape mismatch names its path however the keys were matched.
+    with pytest.raises(DimensionMismatch) as info:
+        fastload.loadmodel(dst, {"layer": {k: np.ones(3) for k in order}})
+    assert [path for path, _ in info.value.problems] == ["layer.w", "layer.b"]
+    np.testing.assert_array_equal(layer["w"], 1)
+
+
+def test_keys_of_any_hashable_type_match():
+    dst = {1: np.zeros(1), (2, "x"): np.zeros(1), "a": np.zeros(1)}
+    fastload.loadmodel(dst, {"a": np.ones(1), 1: np.full(1, 2.0), (2, "x"): np.full(1, 3.0)})
+    assert [dst[k][0] for k in (1, (2, "x"), "a")] == [2, 3, 1]
+
+
 def test_key_mismatch_names_node_missing_and_unexpected_keys(snapshot):
     dst = {"enc": {"w": np.zeros(2), "b": np.zeros(2)}}
     snap = snapshot(dst)

@@ -249,6 +249,22 @@ impl<'py> Classifier<'py> {
         }
     }
 
+    /// The attributes of an object keyed by `vars(obj)`, when they are an exact dict:
+    /// read as they are, without a copy of their entries.
+    pub fn attribute_dict(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        if is_builtin_leaf(obj) || obj.cast::<PyUntypedArray>().is_ok() {
+            return Ok(None);
+        }
+        if !matches!(self.kind_of(obj)?, TypeKind::Attributes) {
+            return Ok(None);
+        }
+        let attrs = obj.getattr(intern!(self.py, "__dict__"))?;
+        Ok(attrs.cast_into_exact::<PyDict>().ok())
+    }
+
     pub fn classify(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<Node<'py>> {
         self.classify_as(obj, false)
     }

@@ -3,6 +3,7 @@
 mod array;
 mod casting;
 mod depth;
+mod dicts;
 mod errors;
 mod files;
 mod flat;

@@ -153,7 +153,7 @@ impl<'py> Walker<'py> {
     /// runs no Python code (the plan then holds its own references), and anything else is
     /// visited through references of its own, since a visit may run the user's code.
     #[inline(always)]
-    fn child(
+    pub(super) fn child(
         &mut self,
         segment: Segment<'py>,
         dst: &Bound<'py, PyAny>,
@@ -175,6 +175,17 @@ impl<'py> Walker<'py> {
         }
         if let (None, Ok(d), Ok(s)) = (&self.filter, dst.cast_exact(), src.cast_exact()) {
             return self.unless_cycle(dst, src, |this| this.match_lists(d, s));
+        }
+        if let (None, Ok(s)) = (&self.filter, src.cast_exact::<PyDict>()) {
+            // A dict, or an object's attributes, against a dict with its keys in the same
+            // order: matched position by position. Any other pair takes the general path.
+            let d = match dst.cast_exact::<PyDict>() {
+                Ok(d) => Some(d.clone()),
+                Err(_) => self.classifier.attribute_dict(dst)?,
+            };
+            if let Some(d) = d.filter(|d| Self::dict_keys_in_order(d, s)) {
+                return self.unless_cycle(dst, src, |this| this.match_dicts_in_order(&d, s));
+            }
         }
         match self.classifier.classify(dst)? {
             Node::Array(array) => self.load_array(&array, src),
