@@ -310,6 +310,10 @@ def test_lazy_modules_are_untouched_by_a_refused_load():
     complex_src = {"weight": torch.ones(3, 2, dtype=torch.complex64), "bias": torch.ones(3)}
     with pytest.raises(LoadError, match="weight: cannot cast complex64 to float32"):
         fastload.loadmodel(nn.LazyLinear(3), complex_src)
+    with torch.device("meta"):
+        on_meta = nn.LazyLinear(3)
+    with pytest.raises(LoadError, match="weight: a tensor on the meta device"):
+        fastload.loadmodel(on_meta, nn.Linear(2, 3).state_dict())
     assert nn.parameter.is_lazy(dst[0].weight)
 
 

@@ -63,6 +63,10 @@ def _array_types() -> tuple:
     return (np.ndarray,) if torch is None else (np.ndarray, torch.Tensor)
 
 
+# The key under which ``state_dict`` stores a module's ``get_extra_state()``.
+_EXTRA_STATE = "_extra_state"
+
+
 def is_flat_state_dict(dst: Any, src: Any) -> bool:
     """Whether ``src`` is a flat ``state_dict`` for the module ``dst``: a mapping of leaves
     under string keys (torch names never contain dots, so dotted keys can only be paths).
@@ -76,7 +80,3 @@ def is_flat_state_dict(dst: Any, src: Any) -> bool:
         and (not isinstance(value, nodes) or key.rpartition(".")[2] == _EXTRA_STATE)
         for key, value in src.items()
     )
-
-
-# The key under which ``state_dict`` stores a module's ``get_extra_state()``.
-_EXTRA_STATE = "_extra_state"

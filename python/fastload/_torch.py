@@ -150,16 +150,20 @@ class TorchCopies:
 
     def add(self, dst: Any, src: Any, path: str) -> Optional[Tuple[int, str]]:
         """Plans ``dst <- src`` (zeros where ``src`` is ``None``); returns ``(kind,
-        message)`` for a problem (kind 1 a shape, 2 anything else), else ``None``."""
+        message)`` for a problem (kind 1 a shape, 2 anything else), else ``None``.
+
+        A lazy module's uninitialized parameter takes the shape of its source (as
+        ``load_state_dict`` does) once the load has passed its checks."""
         if is_lazy(src):
             return (
                 2,
                 "the source is the uninitialized parameter of a lazy module: it holds no values",
             )
-        if is_lazy(dst):
-            return self._add_lazy(dst, src, path)
+        lazy = is_lazy(dst)
+        if lazy and src is None:
+            return 2, "an uninitialized parameter of a lazy module has no shape to fill with zeros"
         if src is not None:
-            if tuple(dst.shape) != tuple(src.shape):
+            if not lazy and tuple(dst.shape) != tuple(src.shape):
                 src_size, dst_size = shape_text(src.shape), shape_text(dst.shape)
                 return 1, f"Tried to load size {src_size} array into size {dst_size}"
             src_dtype, dst_dtype = torch_dtype(src), torch_dtype(dst)
@@ -171,6 +175,9 @@ class TorchCopies:
             if isinstance(x, torch.Tensor) and x.is_meta:
                 return 2, "a tensor on the meta device holds no data to copy"
         try:
+            if lazy:
+                self._add_lazy(dst, as_tensor(src), path)
+                return None
             dst_t = as_tensor(dst)
             if src is None:
                 src_t = torch.zeros((), dtype=dst_t.dtype, device=dst_t.device)
@@ -189,26 +196,14 @@ class TorchCopies:
             self.ties.append((path, dst_t, first, src_t))
         return None
 
-    def _add_lazy(self, param: Any, src: Any, path: str) -> Optional[Tuple[int, str]]:
-        """Plans a lazy module's parameter: given the shape of its source (as
-        ``load_state_dict`` does) once the load has passed its checks, then loaded."""
-        if src is None:
-            return 2, "an uninitialized parameter of a lazy module has no shape to fill with zeros"
-        if isinstance(src, torch.Tensor) and src.is_meta:
-            return 2, "a tensor on the meta device holds no data to copy"
-        refusal = _cast_refusal(torch_dtype(src), param.dtype, self.casting)
-        if refusal is not None:
-            return 2, refusal
-        try:
-            src_t = as_tensor(src)
-        except TypeError as err:
-            return 2, str(err)
+    def _add_lazy(self, param: Any, src: torch.Tensor, path: str) -> None:
+        """Plans a checked lazy parameter: materialized at its first source's shape, or a
+        tie to that source for every later one."""
         first = self.lazy.get(id(param))
         if first is None:
-            self.lazy[id(param)] = (param, src_t)
+            self.lazy[id(param)] = (param, src)
         else:
-            self.ties.append((path, param, first[1], src_t))
-        return None
+            self.ties.append((path, param, first[1], src))
 
     def check_ties(self) -> List[Tuple[str, str]]:
         """``(path, message)`` of every tied parameter loaded with different values."""
