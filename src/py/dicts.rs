@@ -68,20 +68,24 @@ fn same_key(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> bool {
 }
 
 /// A dict's `(key, value)` entries in order, borrowed from it.
-struct Entries<'a, 'py> {
+pub(super) struct Entries<'a, 'py> {
     dict: &'a Bound<'py, PyDict>,
     pos: ffi::Py_ssize_t,
 }
 
 impl<'a, 'py> Entries<'a, 'py> {
-    fn new(dict: &'a Bound<'py, PyDict>) -> Self {
+    pub(super) fn new(dict: &'a Bound<'py, PyDict>) -> Self {
         Entries { dict, pos: 0 }
     }
+}
+
+impl<'a, 'py> Iterator for Entries<'a, 'py> {
+    type Item = (Borrowed<'a, 'py, PyAny>, Borrowed<'a, 'py, PyAny>);
 
     /// The next entry. The references are borrowed from the dict: they stay valid until
     /// Python code runs, which may change it (reading on after a change is safe, if not
     /// meaningful).
-    fn next(&mut self) -> Option<(Borrowed<'a, 'py, PyAny>, Borrowed<'a, 'py, PyAny>)> {
+    fn next(&mut self) -> Option<Self::Item> {
         let (mut key, mut value) = (std::ptr::null_mut(), std::ptr::null_mut());
         // SAFETY: `dict` is a live dict; `PyDict_Next` checks `pos` against its current
         // size and hands out borrowed references.

@@ -5,6 +5,7 @@
 
 use super::casting::CastRule;
 use super::depth::too_deep;
+use super::dicts::Entries;
 use super::kinds::{ArrayLeaf, Classifier, Keyed, Node};
 use super::leaf::DtypeInfo;
 use super::path::{describe, KeyPath, Segment};
@@ -454,18 +455,8 @@ fn plain_key(key: &Bound<'_, PyAny>) -> bool {
 
 /// Whether every key of `dict` is a [`plain_key`].
 fn plain_keys(dict: &Bound<'_, PyDict>) -> bool {
-    let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
-    // SAFETY: `dict` is a live dict; `PyDict_Next` hands out borrowed references, used
-    // only while the dict is not changed (no Python code runs in this loop).
-    unsafe {
-        while pyo3::ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
-            let key = Borrowed::from_ptr(dict.py(), key);
-            if !plain_key(&key) {
-                return false;
-            }
-        }
-    }
-    true
+    // No Python code runs in this loop: the borrowed keys stay valid.
+    Entries::new(dict).all(|(key, _)| plain_key(&key))
 }
 
 /// The index a key stands for: an `int`, or a `str` of decimal digits without leading zeros.
