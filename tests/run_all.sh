@@ -15,23 +15,12 @@ python -X dev -X faulthandler -m pytest -q "$@"
 # frames are larger, so a debug build refuses a shallower tree.
 cargo build --quiet --features python
 debug="$(mktemp -d)"
-oldest="$(mktemp -d)"
-trap 'rm -rf "$debug" "$oldest"' EXIT
+trap 'rm -rf "$debug"' EXIT
 cp -r python/fastload "$debug/fastload"
 cp target/debug/lib_fastload.so "$debug/fastload/_fastload.abi3.so"
 PYTHONPATH="$debug" python -X dev -X faulthandler -m pytest -q -p no:cacheprovider \
     --deselect tests/test_bad_input.py::test_nesting_deeper_than_the_recursion_limit_works "$@"
 
-# The Python tests again with the oldest NumPy and torch that pyproject.toml accepts (the
-# oldest with wheels for this Python), in an environment of their own.
-oldest_pins="$(python -c 'import sys; print({11: "numpy==1.23.5 torch==2.1.2", 12: "numpy==1.26.0 torch==2.2.0"}.get(sys.version_info[1], ""))')"
-if [ -n "$oldest_pins" ]; then
-    python -m venv "$oldest/env"
-    # shellcheck disable=SC2086
-    "$oldest/env/bin/python" -m pip install --quiet --disable-pip-version-check \
-        $oldest_pins "ml_dtypes<0.5" pytest hypothesis safetensors
-    PYTHONPATH="$PWD/python" "$oldest/env/bin/python" -X dev -m pytest -q -p no:cacheprovider "$@"
-fi
-
-# The abi3 wheel itself, on the oldest and the newest CPython at hand.
-bash tests/wheel_pythons.sh "$@"
+# The built wheel, installed on the oldest NumPy and torch accepted and on the oldest and
+# newest CPython at hand.
+bash tests/wheel_environments.sh "$@"
