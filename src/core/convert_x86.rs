@@ -7,13 +7,13 @@
 //! those elements NumPy's bits; bfloat16 kernels give ml_dtypes' bits directly.
 //!
 //! The AVX-512 kernels store whole cache lines. In a large load (`stream`) they store
-//! past the caches, read four source pages side by side and fetch their reads ahead, as
-//! streaming copies do: a cast reads two or four bytes for each one it writes, and with
+//! past the caches, read source pages in the order streaming copies do (four side by side
+//! on Intel processors) and fetch their reads ahead: a cast reads two or four bytes for each one it writes, and with
 //! one stream of reads and the hardware prefetcher alone it moved 22 GB/s for float32 ->
 //! float16 on two cores, where a copy moves 33 (see [`cover`]). The caller fences after.
 
 use super::half_bits;
-use super::stream::{fetch_next_block, four_pages_at_a_time, PAGE};
+use super::stream::{fetch_next_block, page_by_page, PAGE};
 use half::{bf16, f16};
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -153,11 +153,11 @@ enum Store {
 ///
 /// The steps between the destination's first and last line boundaries store whole
 /// lines; a step at each end, where the destination starts or ends off a line,
-/// overlaps them, converting a few elements twice to the same value. When streaming,
-/// four pages of the source are read side by side, a step from each in turn, as
-/// streaming copies do (`stream::four_pages_at_a_time`): several open DRAM pages, and a
-/// prefetcher stream each, read faster than one (measured: float32 -> float16 on two cores moved 28 GB/s reading
-/// one page at a time, 36 GB/s four at a time, where a copy moves 33).
+/// overlaps them, converting a few elements twice to the same value. When streaming, the
+/// source is read in the order streaming copies read it (`stream::page_by_page`): on an
+/// Intel Xeon, several open DRAM pages, and a prefetcher stream each, read faster than
+/// one (measured: float32 -> float16 on two cores moved 28 GB/s reading one page at a
+/// time, 36 GB/s four at a time, where a copy moves 33).
 #[inline(always)]
 fn cover<S, D>(
     dst: *const D,
@@ -180,7 +180,7 @@ fn cover<S, D>(
     let whole = head + (n - head) / step * step;
     if stream {
         let page = PAGE / std::mem::size_of::<S>();
-        four_pages_at_a_time(head..whole, page, step, |i| convert(i, Store::Streamed));
+        page_by_page(head..whole, page, step, |i| convert(i, Store::Streamed));
     } else {
         for i in (head..whole).step_by(step) {
             convert(i, Store::Cached);
