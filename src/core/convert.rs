@@ -96,7 +96,7 @@ fn f32_to_f16_bulk(src: &[f32], dst: &mut [f16], stream: bool) -> bool {
         if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx")
         {
             // SAFETY: the processor has F16C and AVX.
-            return unsafe { x86::f32_to_f16_avx(src, dst) };
+            return unsafe { x86::f32_to_f16_avx(src, dst, stream) };
         }
     }
     let _ = stream;
@@ -115,20 +115,25 @@ fn f32_to_bf16(src: &[f32], dst: &mut [bf16], stream: bool) {
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the processor has AVX2.
-            return unsafe { x86::f32_to_bf16_avx2(src, dst) };
+            return unsafe { x86::f32_to_bf16_avx2(src, dst, stream) };
         }
     }
     generic(src, dst)
 }
 
-/// float64 -> float32 with AVX-512 where present.
+/// float64 -> float32 with AVX-512 or AVX where present.
 fn f64_to_f32(src: &[f64], dst: &mut [f32], stream: bool) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the processor has AVX-512F.
-        return unsafe { x86::f64_to_f32_avx512(src, dst, stream) };
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has AVX-512F.
+            return unsafe { x86::f64_to_f32_avx512(src, dst, stream) };
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the processor has AVX.
+            return unsafe { x86::f64_to_f32_avx(src, dst, stream) };
+        }
     }
-    let _ = stream;
     generic(src, dst)
 }
 
