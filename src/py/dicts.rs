@@ -2,8 +2,10 @@
 //!
 //! A model and the state of another one built the same way list their keys in the same
 //! order. Walking both dicts side by side reads each entry once, borrowed, where matching
-//! by key copies both dicts' children and looks every key up in the source.
+//! by key copies both dicts' children and looks every key up in the source. Dicts of
+//! leaves are read in one pass: their keys are compared as their children are planned.
 
+use super::kinds::keyed_dict;
 use super::path::Segment;
 use super::walk::Walker;
 use crate::core::ProblemKind;
@@ -12,45 +14,75 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 impl<'py> Walker<'py> {
-    /// Whether `dst` and `src` have equal keys in the same order, compared without running
-    /// Python code: the same object, or equal exact `str`s.
-    pub(super) fn dict_keys_in_order(dst: &Bound<'py, PyDict>, src: &Bound<'py, PyDict>) -> bool {
-        if dst.len() != src.len() {
-            return false;
-        }
-        let (mut d, mut s) = (Entries::new(dst), Entries::new(src));
-        loop {
-            match (d.next(), s.next()) {
-                (Some((dk, _)), Some((sk, _))) if same_key(&dk, &sk) => {}
-                (None, None) => return true,
-                _ => return false,
-            }
-        }
-    }
-
-    /// Visits the children of two dicts whose keys are in the same order (see
-    /// [`Walker::dict_keys_in_order`]). Code of the user's that a visit runs may change
-    /// either dict meanwhile: that is a problem, not a crash.
-    pub(super) fn match_dicts_in_order(
+    /// Visits the children of two dicts of the same size. While their keys pair up in
+    /// order, entries are read side by side, borrowed, in place; the first pair that
+    /// differs sends the rest to matching by key ([`Walker::match_keys`]).
+    ///
+    /// Code of the user's that a visit runs may change either dict meanwhile: that is a
+    /// problem, not a crash. So before the first child that is not a plain leaf (whose
+    /// planning runs no Python code), the keys still to come are checked to pair up; a
+    /// difference met after that is a change.
+    #[inline(never)]
+    pub(super) fn match_dicts(
         &mut self,
         dst: &Bound<'py, PyDict>,
         src: &Bound<'py, PyDict>,
     ) -> PyResult<()> {
         let (mut d, mut s) = (Entries::new(dst), Entries::new(src));
+        let (mut visited, mut rest_checked) = (0, false);
         loop {
+            let (d_before, s_before) = (d.clone(), s.clone());
             match (d.next(), s.next()) {
                 (Some((dk, dv)), Some((sk, sv))) if same_key(&dk, &sk) => {
-                    self.child(Segment::Key(dk.to_owned()), &dv, &sv)?;
+                    let pair = self.same_layout_arrays(&dv, &sv);
+                    if pair.is_none() && !rest_checked {
+                        if !keys_pair_up(d_before, s_before) {
+                            return self.match_by_key(dst, src, visited);
+                        }
+                        rest_checked = true;
+                    }
+                    self.path.push(Segment::Key(dk.to_owned()));
+                    let result = match pair {
+                        Some(pair) => self.plan_same_layout(pair),
+                        None => self.visit(&dv.to_owned(), &sv.to_owned()),
+                    };
+                    self.path.pop();
+                    result?;
+                    visited += 1;
                 }
                 (None, None) => return Ok(()),
-                _ => {
+                _ if rest_checked => {
                     self.problem(
                         ProblemKind::Structure,
                         "a dict changed while the trees were walked",
                     );
                     return Ok(());
                 }
+                // No Python code has run since the dicts were first read.
+                _ => return self.match_by_key(dst, src, visited),
             }
+        }
+    }
+
+    /// The children of two dicts matched by key, the first `visited` of `dst`'s (paired
+    /// in order with `src`'s) already visited.
+    fn match_by_key(
+        &mut self,
+        dst: &Bound<'py, PyDict>,
+        src: &Bound<'py, PyDict>,
+        visited: usize,
+    ) -> PyResult<()> {
+        self.match_keys(keyed_dict(dst, false), keyed_dict(src, true), visited)
+    }
+}
+
+/// Whether the entries still to come of two dicts have keys that pair up in order.
+fn keys_pair_up(mut d: Entries<'_, '_>, mut s: Entries<'_, '_>) -> bool {
+    loop {
+        match (d.next(), s.next()) {
+            (Some((dk, _)), Some((sk, _))) if same_key(&dk, &sk) => {}
+            (None, None) => return true,
+            _ => return false,
         }
     }
 }
@@ -68,6 +100,7 @@ fn same_key(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> bool {
 }
 
 /// A dict's `(key, value)` entries in order, borrowed from it.
+#[derive(Clone)]
 pub(super) struct Entries<'a, 'py> {
     dict: &'a Bound<'py, PyDict>,
     pos: ffi::Py_ssize_t,

@@ -411,7 +411,7 @@ impl<'py> Classifier<'py> {
 }
 
 /// A dict's children, read now or (`lookup`) only when asked for.
-fn keyed_dict<'py>(dict: &Bound<'py, PyDict>, lookup: bool) -> Keyed<'py> {
+pub(super) fn keyed_dict<'py>(dict: &Bound<'py, PyDict>, lookup: bool) -> Keyed<'py> {
     if lookup {
         Keyed::lookup(dict.clone())
     } else {

@@ -136,7 +136,11 @@ impl<'py> Walker<'py> {
 
     /// Visits one pair; an exception raised by the objects themselves (a children
     /// function, `keys()`, a property, the filter) becomes a problem at this path.
-    fn visit(&mut self, dst: &Bound<'py, PyAny>, src: &Bound<'py, PyAny>) -> PyResult<()> {
+    pub(super) fn visit(
+        &mut self,
+        dst: &Bound<'py, PyAny>,
+        src: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
         match self.visit_pair(dst, src) {
             Err(err) if err.is_instance_of::<PyException>(self.py) => {
                 let message = format!("cannot walk this node: {err}");
@@ -178,14 +182,15 @@ impl<'py> Walker<'py> {
             return self.unless_cycle(dst, src, |this| this.match_lists(d, s));
         }
         if let (None, Ok(s)) = (&self.filter, src.cast_exact::<PyDict>()) {
-            // A dict, or an object's attributes, against a dict with its keys in the same
-            // order: matched position by position. Any other pair takes the general path.
+            // A dict, or an object's attributes, against a dict of the same size: matched
+            // position by position while the keys pair up. Any other pair takes the
+            // general path.
             let d = match dst.cast_exact::<PyDict>() {
                 Ok(d) => Some(d.clone()),
                 Err(_) => self.classifier.attribute_dict(dst)?,
             };
-            if let Some(d) = d.filter(|d| Self::dict_keys_in_order(d, s)) {
-                return self.unless_cycle(dst, src, |this| this.match_dicts_in_order(&d, s));
+            if let Some(d) = d.filter(|d| d.len() == s.len()) {
+                return self.unless_cycle(dst, src, |this| this.match_dicts(&d, s));
             }
         }
         match self.classifier.classify(dst)? {
@@ -278,7 +283,7 @@ impl<'py> Walker<'py> {
             retain(&mut src, &filter)?;
         }
         match (dst, src) {
-            (Node::Keyed(d), Node::Keyed(s)) => self.match_keys(d, s),
+            (Node::Keyed(d), Node::Keyed(s)) => self.match_keys(d, s, 0),
             (Node::Seq(d, _), Node::Seq(s, _)) => {
                 if d.len() != s.len() {
                     self.sequence_lengths_differ(s.len(), d.len());
@@ -295,7 +300,14 @@ impl<'py> Walker<'py> {
         }
     }
 
-    fn match_keys(&mut self, dst: Keyed<'py>, mut src: Keyed<'py>) -> PyResult<()> {
+    /// Two keyed nodes matched by key, in `dst`'s order; its first `visited` children
+    /// (all found in `src`) were visited already.
+    pub(super) fn match_keys(
+        &mut self,
+        dst: Keyed<'py>,
+        mut src: Keyed<'py>,
+        visited: usize,
+    ) -> PyResult<()> {
         let index = src.index(self.py)?;
         // Looking keys up runs their `__hash__` and `__eq__`: the user's code, unless every
         // key on both sides is a `str` or an `int`.
@@ -323,7 +335,7 @@ impl<'py> Walker<'py> {
             }
             self.one_sided(missing, unexpected);
         }
-        for (key, d, s) in matched {
+        for (key, d, s) in matched.into_iter().skip(visited) {
             self.child(Segment::Key(key.clone()), d, &s)?;
         }
         Ok(())
