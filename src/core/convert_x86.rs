@@ -357,8 +357,9 @@ mod tests {
 
     /// A kernel: source, destination, whether to stream.
     type F16Kernel = dyn Fn(&[f32], &mut [f16], bool) -> bool;
-    type Bf16Kernel = dyn Fn(&[f32], &mut [bf16], bool);
-    type F64Kernel = dyn Fn(&[f64], &mut [f32], bool);
+    type Kernel<S, D> = dyn Fn(&[S], &mut [D], bool);
+    type Bf16Kernel = Kernel<f32, bf16>;
+    type F64Kernel = Kernel<f64, f32>;
 
     /// Runs `kernel` into a destination starting `offset` elements past a line boundary,
     /// storing through the caches and past them, and returns each run's output.
@@ -434,12 +435,7 @@ mod tests {
                 f32_to_bf16_avx2(s, d, stream)
             }));
         }
-        for kernel in &kernels {
-            for dst in outputs(&src, kernel) {
-                let got: Vec<u16> = dst.iter().map(|h| h.to_bits()).collect();
-                assert_eq!(got, expected);
-            }
-        }
+        assert_all_give(&src, &kernels, |h| h.to_bits(), &expected);
     }
 
     #[test]
@@ -464,9 +460,19 @@ mod tests {
                 f64_to_f32_avx(s, d, stream)
             }));
         }
-        for kernel in &kernels {
-            for dst in outputs(&src, kernel) {
-                let got: Vec<u32> = dst.iter().map(|x| x.to_bits()).collect();
+        assert_all_give(&src, &kernels, |x| x.to_bits(), &expected);
+    }
+
+    /// Asserts that every kernel, each way [`outputs`] runs it, gives `expected` bits.
+    fn assert_all_give<S: Copy, D: Copy + Default, B: PartialEq + std::fmt::Debug>(
+        src: &[S],
+        kernels: &[Box<Kernel<S, D>>],
+        bits: impl Fn(&D) -> B,
+        expected: &[B],
+    ) {
+        for kernel in kernels {
+            for dst in outputs(src, kernel) {
+                let got: Vec<B> = dst.iter().map(&bits).collect();
                 assert_eq!(got, expected);
             }
         }
