@@ -31,23 +31,16 @@ impl<'py> Walker<'py> {
         let (mut d, mut s) = (Entries::new(dst), Entries::new(src));
         let (mut visited, mut rest_checked) = (0, false);
         loop {
-            let (d_before, s_before) = (d.clone(), s.clone());
             match (d.next(), s.next()) {
                 (Some((dk, dv)), Some((sk, sv))) if same_key(&dk, &sk) => {
-                    let pair = self.same_layout_arrays(&dv, &sv);
-                    if pair.is_none() && !rest_checked {
-                        if !keys_pair_up(d_before, s_before) {
+                    let leaf = self.same_layout_arrays(&dv, &sv);
+                    if leaf.is_none() && !rest_checked {
+                        if !keys_pair_up(d.clone(), s.clone()) {
                             return self.match_by_key(dst, src, visited);
                         }
                         rest_checked = true;
                     }
-                    self.path.push(Segment::Key(dk.to_owned()));
-                    let result = match pair {
-                        Some(pair) => self.plan_same_layout(pair),
-                        None => self.visit(&dv.to_owned(), &sv.to_owned()),
-                    };
-                    self.path.pop();
-                    result?;
+                    self.child_of_layout(Segment::Key(dk.to_owned()), leaf, &dv, &sv)?;
                     visited += 1;
                 }
                 (None, None) => return Ok(()),

@@ -7,7 +7,7 @@ use super::casting::CastRule;
 use super::depth::too_deep;
 use super::dicts::Entries;
 use super::kinds::{ArrayLeaf, Classifier, Keyed, Node};
-use super::leaf::DtypeInfo;
+use super::leaf::{DtypeInfo, SameLayout};
 use super::path::{describe, KeyPath, Segment};
 use super::room::LastSize;
 use crate::core::{Plan, Problem, ProblemKind};
@@ -136,11 +136,7 @@ impl<'py> Walker<'py> {
 
     /// Visits one pair; an exception raised by the objects themselves (a children
     /// function, `keys()`, a property, the filter) becomes a problem at this path.
-    pub(super) fn visit(
-        &mut self,
-        dst: &Bound<'py, PyAny>,
-        src: &Bound<'py, PyAny>,
-    ) -> PyResult<()> {
+    fn visit(&mut self, dst: &Bound<'py, PyAny>, src: &Bound<'py, PyAny>) -> PyResult<()> {
         match self.visit_pair(dst, src) {
             Err(err) if err.is_instance_of::<PyException>(self.py) => {
                 let message = format!("cannot walk this node: {err}");
@@ -158,14 +154,28 @@ impl<'py> Walker<'py> {
     /// runs no Python code (the plan then holds its own references), and anything else is
     /// visited through references of its own, since a visit may run the user's code.
     #[inline(always)]
-    pub(super) fn child(
+    fn child(
         &mut self,
         segment: Segment<'py>,
         dst: &Bound<'py, PyAny>,
         src: &Bound<'py, PyAny>,
     ) -> PyResult<()> {
+        let leaf = self.same_layout_arrays(dst, src);
+        self.child_of_layout(segment, leaf, dst, src)
+    }
+
+    /// [`Walker::child`], where `leaf` is what [`Walker::same_layout_arrays`] made of the
+    /// pair.
+    #[inline(always)]
+    pub(super) fn child_of_layout(
+        &mut self,
+        segment: Segment<'py>,
+        leaf: Option<SameLayout<'_, 'py>>,
+        dst: &Bound<'py, PyAny>,
+        src: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
         self.path.push(segment);
-        let result = match self.same_layout_arrays(dst, src) {
+        let result = match leaf {
             Some(pair) => self.plan_same_layout(pair),
             None => self.visit(&dst.clone(), &src.clone()),
         };
