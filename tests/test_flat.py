@@ -144,3 +144,68 @@ def test_a_tied_array_stored_under_its_later_name_fills_the_first(tmp_path):
     fastload.loadmodel(dst, path)
     np.testing.assert_array_equal(emb, w)
     assert dst["head"]["act"] is np.tanh
+
+
+def _shape_of(nested):
+    """A nested source as sorted pairs, its leaves by identity: what the walk reads."""
+    if isinstance(nested, dict):
+        return sorted((str(k), _shape_of(v)) for k, v in nested.items())
+    if isinstance(nested, (list, tuple)):
+        return [_shape_of(v) for v in nested]
+    return id(nested)
+
+
+def _nested_both_ways(dst, flat):
+    """A flat source nested for ``dst`` by the one-pass nesting (a dict) and by the general
+    one (the same entries behind a read-only mapping), or the errors they raise."""
+    from fastload import _flat
+
+    results = []
+    for source in (flat, types.MappingProxyType(flat)):
+        try:
+            results.append(_shape_of(_flat.flat_source(dst, source)))
+        except ValueError as err:
+            results.append(str(err))
+    return results
+
+
+def _model():
+    w = np.ones((2, 2), np.float32)
+    return {
+        "wte": w,
+        "h": [{"w": np.zeros(3), "act": "relu", "cfg": {"rate": 0.1}}, {"w": np.zeros(3)}],
+        "head": {"weight": w, "bias": None},
+        "empty": {},
+        "pair": (np.zeros(1), 7),
+    }
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda flat: None,  # every array named
+        lambda flat: flat.pop("head.weight"),  # a tie stored once
+        lambda flat: flat.pop("h.1.w"),  # a missing array
+        lambda flat: flat.update({"h.0.act": np.ones(1)}),  # a non-array leaf named
+        lambda flat: flat.update({"extra": np.ones(1)}),  # a key no leaf has
+        lambda flat: flat.update({"h.0.w.x": np.ones(1)}),  # below a leaf
+        lambda flat: flat.update({"h.0.cfg": np.ones(1)}),  # at a node
+        lambda flat: flat.update({"a..b": np.ones(1)}),  # an empty part
+    ],
+)
+def test_a_flat_source_is_nested_alike_whether_or_not_it_names_every_array(edit):
+    dst = _model()
+    flat = {
+        k: v
+        for k, v in fastload.flatten(fastload.state(_model())).items()
+        if isinstance(v, np.ndarray)
+    }
+    edit(flat)
+    fast, general = _nested_both_ways(dst, flat)
+    assert fast == general
+
+
+def test_a_destination_key_with_a_dot_is_refused_as_before():
+    dst = {"a.b": np.zeros(2)}
+    fast, general = _nested_both_ways(dst, {"a.b": np.ones(2)})
+    assert fast == general and "separator" in fast

@@ -212,6 +212,65 @@ def test_views_and_non_contiguous_tensors():
     assert base.sum() == src.sum()  # nothing else written
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.zeros(()),  # no dimensions
+        lambda: torch.zeros(0, 3),  # no elements
+        lambda: torch.zeros(5, 7)[1:4, 2:5],  # an offset into its storage
+        lambda: torch.zeros(4, 3).t(),  # Fortran order
+        lambda: torch.zeros(6, dtype=torch.bool)[::2],
+        lambda: nn.Parameter(torch.zeros(2, 3, dtype=torch.bfloat16)),
+        lambda: torch.zeros(3, dtype=torch.int64).expand(2, 3)[0],
+    ],
+)
+def test_tensors_of_every_layout_load_both_ways_like_copy_(make):
+    dst, src = make(), make()
+    with torch.no_grad():
+        src.copy_(torch.arange(src.numel()).reshape(src.shape).to(src.dtype))
+    fastload.loadmodel({"w": dst}, {"w": src})
+    assert torch.equal(dst, src)
+    out = make()
+    fastload.loadmodel(
+        {"w": out}, {"w": dst.detach().numpy() if dst.dtype != torch.bfloat16 else dst}
+    )
+    assert torch.equal(out, src)
+
+
+def test_a_negative_view_is_copied_by_torch():
+    imag = torch.tensor([1 + 2j, 3 - 4j], dtype=torch.complex64).conj().imag
+    assert imag.is_neg()
+    dst = torch.zeros(2)
+    fastload.loadmodel({"w": dst}, {"w": imag})
+    assert dst.tolist() == [-2.0, 4.0]
+
+
+def test_a_module_whose_dicts_are_not_torchs_loads_through_its_state_dict_names():
+    class Remembering(dict):
+        pass
+
+    dst, src = mlp(), mlp()
+    dst[0]._parameters = Remembering(dst[0]._parameters)
+    fastload.loadmodel(dst, src.state_dict())
+    assert_same_state(dst, src)
+    assert list(fastload.state(dst)["0"]) == ["weight", "bias"]
+
+
+def test_a_parameter_given_new_memory_during_the_walk_keeps_it():
+    model = nn.ModuleDict({"a": nn.Linear(4, 4), "b": nn.Linear(4, 4)})
+    fresh = torch.full((4, 4), 7.0)
+
+    def swap_once(child):
+        if child is model["b"].weight:
+            model["a"].weight.data = fresh  # the planned memory is now the old one
+        return True
+
+    fastload.loadmodel(
+        model, nn.ModuleDict({"a": nn.Linear(4, 4), "b": nn.Linear(4, 4)}), filter=swap_once
+    )
+    assert torch.equal(model["a"].weight.detach(), torch.full((4, 4), 7.0))
+
+
 def test_numpy_into_torch_and_torch_into_numpy():
     model = nn.Linear(3, 2)
     arrays = {"weight": np.arange(6.0).reshape(2, 3), "bias": np.array([7.0, 8.0])}

@@ -50,6 +50,14 @@ if ml_dtypes is not None:
         if hasattr(torch, _name) and hasattr(ml_dtypes, _name):
             _ML[getattr(torch, _name)] = (torch.int8, np.dtype(getattr(ml_dtypes, _name)))
 
+# The NumPy dtype of a view of each torch dtype's memory (read by the Rust core).
+VIEW_DTYPES: Dict[torch.dtype, np.dtype] = dict(_NUMPY)
+VIEW_DTYPES.update({k: v[1] for k, v in _ML.items()})
+
+# Tensor types the Rust core views without calling `as_numpy`: their methods run only
+# torch's own code.
+PLAIN_TENSOR_TYPES = [torch.Tensor, torch.nn.Parameter]
+
 # The torch dtype of each NumPy dtype above, for NumPy arrays that torch copies into.
 _TORCH: Dict[np.dtype, torch.dtype] = {v: k for k, v in _NUMPY.items()}
 _TORCH.update({v[1]: k for k, v in _ML.items()})

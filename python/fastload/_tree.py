@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 # Codes shared with src/py/kinds.rs.
-OPAQUE, DATA, BOOL, MAPPING, ATTRIBUTES, FIELDS, NAMEDTUPLE, SEQUENCE, CUSTOM, TENSOR = range(10)
+OPAQUE, DATA, BOOL, MAPPING, ATTRIBUTES, FIELDS, NAMEDTUPLE, SEQUENCE = range(8)
+CUSTOM, TENSOR, MODULE = range(8, 11)
 
 ChildrenFn = Callable[[Any], Any]
 
@@ -147,7 +148,8 @@ def _torch_kind(tp: type) -> Optional[Tuple[int, Optional[object]]]:
     if nn is not None and issubclass(tp, nn.Module):
         from . import _torch
 
-        return CUSTOM, _torch.module_children
+        # Read by the Rust core from the module's own dicts, with this as the fallback.
+        return MODULE, _torch.module_children
     return None
 
 

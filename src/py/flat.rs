@@ -2,6 +2,7 @@
 //! and nested state, both ways; and a flat source nested for loading into a destination.
 
 use super::depth::too_deep;
+use super::flat_like::nest_like;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
@@ -259,6 +260,9 @@ pub fn nest_flat<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = flat.py();
     let arrays = Arrays { types: array_types };
+    if let Some(nested) = nest_like(dst_state, flat, &arrays)? {
+        return Ok(nested);
+    }
     let mut pairs = items(flat)?;
     let mut present: FxHashMap<String, usize> = FxHashMap::default();
     for (at, (key, _)) in pairs.iter().enumerate() {
@@ -322,12 +326,12 @@ fn fill_arrayless<'py>(
 
 /// Tells arrays from other leaves: instances of the types `fastload._flat` counts as arrays
 /// (NumPy arrays, and tensors once torch is imported).
-struct Arrays<'py> {
+pub(super) struct Arrays<'py> {
     types: Bound<'py, PyAny>,
 }
 
 impl<'py> Arrays<'py> {
-    fn is_array(&self, leaf: &Bound<'py, PyAny>) -> PyResult<bool> {
+    pub(super) fn is_array(&self, leaf: &Bound<'py, PyAny>) -> PyResult<bool> {
         leaf.is_instance(&self.types)
     }
 

@@ -5,6 +5,7 @@
 //! `fastload._tree.node_kind(type)` (the registry), and the decision is cached.
 
 use super::python_function;
+use super::tensors::{module_children, TensorViews};
 use numpy::PyUntypedArray;
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::intern;
@@ -37,6 +38,9 @@ enum TypeKind<'py> {
     Custom(Bound<'py, PyAny>),
     /// A `torch.Tensor`: an array leaf.
     Tensor,
+    /// A `torch.nn.Module`, with `fastload._torch.module_children` for one whose children
+    /// are not held as torch holds them.
+    Module(Bound<'py, PyAny>),
 }
 
 /// The children of a keyed node, in its own order, with a lookup by key when needed.
@@ -50,7 +54,7 @@ pub struct Keyed<'py> {
 }
 
 impl<'py> Keyed<'py> {
-    fn new(
+    pub(super) fn new(
         pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
         index: Option<Bound<'py, PyDict>>,
     ) -> Self {
@@ -165,8 +169,8 @@ pub struct Classifier<'py> {
     cache: FxHashMap<usize, (Bound<'py, PyType>, TypeKind<'py>, bool)>,
     /// Whether reading some node's children may have run the user's Python code.
     pub ran_user_code: bool,
-    /// `fastload._torch.as_numpy`, once a tensor has been met.
-    as_numpy: Option<Bound<'py, PyAny>>,
+    /// Views of tensors' memory, once a tensor has been met.
+    tensor_views: Option<TensorViews<'py>>,
     /// `numpy.ndarray`, looked up once: the walk asks about every leaf.
     ndarray: *mut pyo3::ffi::PyTypeObject,
 }
@@ -178,7 +182,7 @@ impl<'py> Classifier<'py> {
             node_kind: python_function(py, "fastload._tree", "node_kind")?,
             cache: FxHashMap::default(),
             ran_user_code: false,
-            as_numpy: None,
+            tensor_views: None,
             ndarray: PyUntypedArray::type_object_raw(py),
         })
     }
@@ -198,7 +202,15 @@ impl<'py> Classifier<'py> {
     /// Whether a tensor was met: its memory may then have been written through NumPy
     /// views, which autograd must be told about.
     pub fn met_torch(&self) -> bool {
-        self.as_numpy.is_some()
+        self.tensor_views.is_some()
+    }
+
+    /// The storages of the tensors viewed so far, which must outlive their views.
+    pub fn take_tensor_storages(&mut self) -> Vec<Bound<'py, PyAny>> {
+        self.tensor_views
+            .as_mut()
+            .map(|views| std::mem::take(&mut views.storages))
+            .unwrap_or_default()
     }
 
     /// `obj` as an array leaf, or `None` when it is anything else.
@@ -222,16 +234,13 @@ impl<'py> Classifier<'py> {
 
     /// A tensor as a NumPy view of its memory where it has one.
     pub fn tensor(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<ArrayLeaf<'py>> {
-        let as_numpy = match &self.as_numpy {
-            Some(f) => f,
-            None => self
-                .as_numpy
-                .insert(python_function(self.py, "fastload._torch", "as_numpy")?),
+        let views = match &mut self.tensor_views {
+            Some(views) => views,
+            None => self.tensor_views.insert(TensorViews::new(self.py)?),
         };
-        let view = as_numpy.call1((obj,))?;
-        Ok(match view.cast_into::<PyUntypedArray>() {
-            Ok(array) => ArrayLeaf::NumPy(array),
-            Err(_) => ArrayLeaf::Torch(obj.clone()),
+        Ok(match views.view(obj)? {
+            Some(array) => ArrayLeaf::NumPy(array),
+            None => ArrayLeaf::Torch(obj.clone()),
         })
     }
 
@@ -324,6 +333,7 @@ impl<'py> Classifier<'py> {
             7 => TypeKind::Sequence,
             8 => TypeKind::Custom(payload),
             9 => TypeKind::Tensor,
+            10 => TypeKind::Module(payload),
             _ => return Err(PyTypeError::new_err(format!("unknown node kind {code}"))),
         };
         self.cache
@@ -378,6 +388,14 @@ impl<'py> Classifier<'py> {
                 self.custom_children(obj, result)?
             }
             TypeKind::Tensor => Node::Tensor(obj.clone()),
+            TypeKind::Module(fallback) => match module_children(obj)? {
+                Some(children) => Node::Keyed(children),
+                None => {
+                    self.ran_user_code = true;
+                    let result = fallback.call1((obj,))?;
+                    self.custom_children(obj, result)?
+                }
+            },
         })
     }
 

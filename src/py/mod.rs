@@ -7,12 +7,14 @@ mod dicts;
 mod errors;
 mod files;
 mod flat;
+mod flat_like;
 mod kinds;
 mod leaf;
 mod load;
 mod path;
 mod room;
 mod state;
+mod tensors;
 mod torch;
 mod walk;
 

@@ -125,6 +125,8 @@ impl<'py> Walker<'py> {
         PLAN_LEAVES.remember(self.out.plan.len());
         self.out.ran_user_code = self.classifier.ran_user_code || self.filter.is_some();
         self.out.met_torch = self.classifier.met_torch();
+        let storages = self.classifier.take_tensor_storages();
+        self.out.keep_alive.extend(storages);
         Ok(self.out)
     }
 

@@ -1,0 +1,155 @@
+//! PyTorch objects read without calling `fastload._torch`: a module's children and NumPy
+//! views of plain CPU tensors. Both are what `_torch.module_children` and `_torch.as_numpy`
+//! give, which remain the fallback for anything laid out otherwise; calling them costs
+//! about a microsecond a tensor, more than the rest of a leaf's walk.
+
+use super::kinds::Keyed;
+use super::python_function;
+use numpy::npyffi::{self, npy_intp, NPY_ARRAY_WRITEABLE, PY_ARRAY_API};
+use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::type_object::PyTypeInfo;
+use pyo3::types::{PyBool, PyDict, PySet, PyString, PyType};
+use std::os::raw::c_int;
+
+/// A module's children under their `state_dict` names, read from the dicts in which torch
+/// keeps them: parameters (`False` for a `None` one), persistent buffers, submodules.
+/// `None` when the module does not hold them as torch does.
+pub fn module_children<'py>(module: &Bound<'py, PyAny>) -> PyResult<Option<Keyed<'py>>> {
+    let py = module.py();
+    let Ok(attributes) = module
+        .getattr(intern!(py, "__dict__"))?
+        .cast_into_exact::<PyDict>()
+    else {
+        return Ok(None);
+    };
+    let dict = |name: &Bound<'py, PyString>| -> PyResult<Option<Bound<'py, PyDict>>> {
+        Ok(attributes
+            .get_item(name)?
+            .and_then(|d| d.cast_into_exact::<PyDict>().ok()))
+    };
+    let parameters = dict(intern!(py, "_parameters"))?;
+    let buffers = dict(intern!(py, "_buffers"))?;
+    let modules = dict(intern!(py, "_modules"))?;
+    let transient = attributes
+        .get_item(intern!(py, "_non_persistent_buffers_set"))?
+        .and_then(|s| s.cast_into_exact::<PySet>().ok());
+    let (Some(parameters), Some(buffers), Some(modules), Some(transient)) =
+        (parameters, buffers, modules, transient)
+    else {
+        return Ok(None);
+    };
+    let mut pairs = Vec::with_capacity(parameters.len() + buffers.len() + modules.len());
+    for (name, parameter) in parameters.iter() {
+        let child = match parameter.is_none() {
+            true => PyBool::new(py, false).to_owned().into_any(),
+            false => parameter,
+        };
+        pairs.push((name, child));
+    }
+    for (name, buffer) in buffers.iter() {
+        if !buffer.is_none() && !transient.contains(&name)? {
+            pairs.push((name, buffer));
+        }
+    }
+    pairs.extend(modules.iter().filter(|(_, sub)| !sub.is_none()));
+    Ok(Some(Keyed::new(pairs, None)))
+}
+
+/// Makes NumPy views of CPU tensors' memory for one walk.
+pub struct TensorViews<'py> {
+    /// `fastload._torch.as_numpy`, for tensors of other types.
+    as_numpy: Bound<'py, PyAny>,
+    /// The tensor types read here: `torch.Tensor` and `torch.nn.Parameter` exactly, whose
+    /// methods run no code of the user's.
+    plain_types: Vec<Bound<'py, PyType>>,
+    /// `torch.strided`, the only layout with a NumPy view.
+    strided: Bound<'py, PyAny>,
+    /// The NumPy dtype of each torch dtype that has one (`_torch.VIEW_DTYPES`).
+    dtypes: Bound<'py, PyDict>,
+    /// The storage of each tensor viewed here: a view points into it, so it must stay
+    /// alive even if the tensor is given other memory (`param.data = ...`) meanwhile.
+    pub storages: Vec<Bound<'py, PyAny>>,
+}
+
+impl<'py> TensorViews<'py> {
+    pub fn new(py: Python<'py>) -> PyResult<Self> {
+        let plain_types = python_function(py, "fastload._torch", "PLAIN_TENSOR_TYPES")?;
+        Ok(TensorViews {
+            as_numpy: python_function(py, "fastload._torch", "as_numpy")?,
+            plain_types: plain_types.extract()?,
+            strided: python_function(py, "torch", "strided")?,
+            dtypes: python_function(py, "fastload._torch", "VIEW_DTYPES")?.cast_into()?,
+            storages: Vec::new(),
+        })
+    }
+
+    /// A writeable NumPy view of `tensor`'s memory, or `None` where torch must copy it
+    /// (on a GPU, a conjugate or negative view, a dtype NumPy lacks, a lazy parameter).
+    pub fn view(
+        &mut self,
+        tensor: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
+        let ty = tensor.get_type();
+        if !self.plain_types.iter().any(|plain| ty.is(plain)) {
+            return Ok(self.as_numpy.call1((tensor,))?.cast_into().ok());
+        }
+        let py = tensor.py();
+        let method = |name| tensor.call_method0(name);
+        if !tensor.getattr(intern!(py, "is_cpu"))?.is_truthy()?
+            || !tensor.getattr(intern!(py, "layout"))?.is(&self.strided)
+            || method(intern!(py, "is_conj"))?.is_truthy()?
+            || method(intern!(py, "is_neg"))?.is_truthy()?
+        {
+            return Ok(None);
+        }
+        let Some(dtype) = self
+            .dtypes
+            .get_item(tensor.getattr(intern!(py, "dtype"))?)?
+        else {
+            return Ok(None);
+        };
+        let address: usize = method(intern!(py, "data_ptr"))?.extract()?;
+        if address == 0 {
+            // No memory (no elements): NumPy would allocate some for a null pointer.
+            return Ok(self.as_numpy.call1((tensor,))?.cast_into().ok());
+        }
+        let dtype = dtype.cast_into::<PyArrayDescr>()?;
+        let itemsize = dtype.itemsize() as npy_intp;
+        let mut shape: Vec<npy_intp> = tensor.getattr(intern!(py, "shape"))?.extract()?;
+        let strides: Vec<npy_intp> = method(intern!(py, "stride"))?.extract()?;
+        let mut byte_strides: Vec<npy_intp> = strides.iter().map(|s| s * itemsize).collect();
+        self.storages.push(method(intern!(py, "untyped_storage"))?);
+        // SAFETY: the address, shape and strides are the tensor's own, so the view covers
+        // only its memory, which `storages` keeps alive for the walk and the copy.
+        // `PyArray_NewFromDescr` takes the dtype's reference, `PyArray_SetBaseObject` the
+        // tensor's; the view's flags (contiguity, alignment) are worked out from its strides.
+        unsafe {
+            let array = PY_ARRAY_API.PyArray_NewFromDescr(
+                py,
+                PyUntypedArray::type_object_raw(py),
+                dtype.into_ptr().cast(),
+                shape.len() as c_int,
+                shape.as_mut_ptr(),
+                byte_strides.as_mut_ptr(),
+                address as *mut std::ffi::c_void,
+                NPY_ARRAY_WRITEABLE,
+                std::ptr::null_mut(),
+            );
+            let array = Bound::from_owned_ptr_or_err(py, array)?;
+            // The tensor is the view's base, as with `Tensor.numpy()`: its owner, whose
+            // version counter autograd reads.
+            let base = tensor.clone().into_ptr();
+            if PY_ARRAY_API.PyArray_SetBaseObject(
+                py,
+                array.as_ptr().cast::<npyffi::PyArrayObject>(),
+                base,
+            ) < 0
+            {
+                return Err(PyErr::fetch(py));
+            }
+            Ok(Some(array.cast_into_unchecked()))
+        }
+    }
+}
