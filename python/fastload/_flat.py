@@ -74,9 +74,12 @@ def is_flat_state_dict(dst: Any, src: Any) -> bool:
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(dst, torch.nn.Module) or not isinstance(src, Mapping):
         return False
-    nodes = (Mapping, list, tuple, torch.nn.Module)
-    return all(
-        isinstance(key, str)
-        and (not isinstance(value, nodes) or key.rpartition(".")[2] == _EXTRA_STATE)
-        for key, value in src.items()
-    )
+    arrays, nodes = _array_types(), (Mapping, list, tuple, torch.nn.Module)
+    for key, value in src.items():
+        if not isinstance(key, str):
+            return False
+        if isinstance(value, arrays):
+            continue  # asked first: a check against `Mapping` is slow
+        if isinstance(value, nodes) and key.rpartition(".")[2] != _EXTRA_STATE:
+            return False
+    return True
