@@ -4,6 +4,7 @@ use crate::core::{ArrayView, Scalar};
 use numpy::npyffi::{self, NPY_TYPES};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::type_object::PyTypeInfo;
 use smallvec::SmallVec;
 use std::num::NonZeroUsize;
 
@@ -228,4 +229,49 @@ pub fn dtype_text(descr: &Bound<'_, PyArrayDescr>) -> String {
         .str()
         .and_then(|s| s.extract::<String>())
         .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// A NumPy array over memory it does not own: `shape` elements of `descr` at `address`,
+/// `byte_strides` apart (C order for `None`), with `flags` (`NPY_ARRAY_WRITEABLE` for a
+/// writeable one), holding `base` as its base. NumPy works out its contiguity and
+/// alignment.
+///
+/// # Safety
+/// The memory must be valid for those elements, for reads (and writes, if writeable), for
+/// as long as the array may be used.
+pub unsafe fn array_over<'py>(
+    base: &Bound<'py, PyAny>,
+    descr: Bound<'py, PyArrayDescr>,
+    shape: &[npyffi::npy_intp],
+    byte_strides: Option<&[npyffi::npy_intp]>,
+    address: usize,
+    flags: std::os::raw::c_int,
+) -> PyResult<Bound<'py, PyUntypedArray>> {
+    let py = base.py();
+    let mut dims = shape.to_vec();
+    let mut strides = byte_strides.map(<[_]>::to_vec);
+    let strides_ptr = strides
+        .as_mut()
+        .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr());
+    // SAFETY: as the caller promises for the memory; `PyArray_NewFromDescr` takes the
+    // dtype's reference (`into_ptr`) and `PyArray_SetBaseObject` the base's.
+    unsafe {
+        let array = npyffi::PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            PyUntypedArray::type_object_raw(py),
+            descr.into_ptr().cast(),
+            dims.len() as std::os::raw::c_int,
+            dims.as_mut_ptr(),
+            strides_ptr,
+            address as *mut std::ffi::c_void,
+            flags,
+            std::ptr::null_mut(),
+        );
+        let array = Bound::from_owned_ptr_or_err(py, array)?;
+        let owner = base.clone().into_ptr();
+        if npyffi::PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), owner) != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(array.cast_into_unchecked())
+    }
 }

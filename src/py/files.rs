@@ -1,11 +1,11 @@
 //! safetensors files: mapped into memory and read as NumPy arrays without a copy, and
 //! written crash-safely (a temporary file in the same folder, fsync, then a rename).
 
-use super::array::data_address;
+use super::array::{array_over, data_address};
 use super::python_function;
 use crate::core::checkpoint::{describe, read_header};
 use memmap2::{Mmap, MmapOptions};
-use numpy::npyffi::{self, NpyTypes, PY_ARRAY_API};
+use numpy::npyffi;
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
@@ -85,35 +85,20 @@ fn mapped_array<'py>(
     shape: &[usize],
     addr: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let py = base.py();
-    let mut dims: Vec<npyffi::npy_intp> = shape.iter().map(|&n| n as npyffi::npy_intp).collect();
+    let dims: Vec<npyffi::npy_intp> = shape.iter().map(|&n| n as npyffi::npy_intp).collect();
     // SAFETY: `addr` lies inside the map (the header's offsets were validated against the
-    // file's length); the array is made read-only, and holds the map alive as its base.
-    // `PyArray_NewFromDescr` steals the reference to `descr`, which `into_ptr` gives.
-    unsafe {
-        let array = PY_ARRAY_API.PyArray_NewFromDescr(
-            py,
-            npyffi::get_type_object(py, NpyTypes::PyArray_Type),
-            descr.into_ptr() as *mut npyffi::PyArray_Descr,
-            dims.len() as std::os::raw::c_int,
-            dims.as_mut_ptr(),
-            std::ptr::null_mut(),
-            addr as *mut std::os::raw::c_void,
+    // file's length); the array is read-only, and holds the map alive as its base.
+    let array = unsafe {
+        array_over(
+            base.as_any(),
+            descr,
+            &dims,
+            None,
+            addr,
             npyffi::NPY_ARRAY_C_CONTIGUOUS,
-            std::ptr::null_mut(),
-        );
-        let array = Bound::from_owned_ptr_or_err(py, array)?;
-        let owner = base.clone().into_any().into_ptr();
-        if PY_ARRAY_API.PyArray_SetBaseObject(
-            py,
-            array.as_ptr() as *mut npyffi::PyArrayObject,
-            owner,
-        ) != 0
-        {
-            return Err(PyErr::fetch(py));
-        }
-        Ok(array)
-    }
+        )
+    };
+    Ok(array?.into_any())
 }
 
 /// Writes `tensors` (C-contiguous arrays, with their safetensors dtype names) and

@@ -3,15 +3,14 @@
 //! give, which remain the fallback for anything laid out otherwise; calling them costs
 //! about a microsecond a tensor, more than the rest of a leaf's walk.
 
+use super::array::array_over;
 use super::kinds::Keyed;
 use super::python_function;
-use numpy::npyffi::{self, npy_intp, NPY_ARRAY_WRITEABLE, PY_ARRAY_API};
+use numpy::npyffi::{npy_intp, NPY_ARRAY_WRITEABLE};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::type_object::PyTypeInfo;
 use pyo3::types::{PyBool, PyDict, PySet, PyString, PyType};
-use std::os::raw::c_int;
 
 /// A module's children under their `state_dict` names, read from the dicts in which torch
 /// keeps them: parameters (`False` for a `None` one), persistent buffers, submodules.
@@ -117,39 +116,24 @@ impl<'py> TensorViews<'py> {
         }
         let dtype = dtype.cast_into::<PyArrayDescr>()?;
         let itemsize = dtype.itemsize() as npy_intp;
-        let mut shape: Vec<npy_intp> = tensor.getattr(intern!(py, "shape"))?.extract()?;
+        let shape: Vec<npy_intp> = tensor.getattr(intern!(py, "shape"))?.extract()?;
         let strides: Vec<npy_intp> = method(intern!(py, "stride"))?.extract()?;
-        let mut byte_strides: Vec<npy_intp> = strides.iter().map(|s| s * itemsize).collect();
+        let byte_strides: Vec<npy_intp> = strides.iter().map(|s| s * itemsize).collect();
         self.storages.push(method(intern!(py, "untyped_storage"))?);
         // SAFETY: the address, shape and strides are the tensor's own, so the view covers
-        // only its memory, which `storages` keeps alive for the walk and the copy.
-        // `PyArray_NewFromDescr` takes the dtype's reference, `PyArray_SetBaseObject` the
-        // tensor's; the view's flags (contiguity, alignment) are worked out from its strides.
-        unsafe {
-            let array = PY_ARRAY_API.PyArray_NewFromDescr(
-                py,
-                PyUntypedArray::type_object_raw(py),
-                dtype.into_ptr().cast(),
-                shape.len() as c_int,
-                shape.as_mut_ptr(),
-                byte_strides.as_mut_ptr(),
-                address as *mut std::ffi::c_void,
+        // only its memory, which `storages` keeps alive for the walk and the copy. The
+        // tensor is the view's base, as with `Tensor.numpy()`: its owner, whose version
+        // counter autograd reads.
+        let view = unsafe {
+            array_over(
+                tensor,
+                dtype,
+                &shape,
+                Some(&byte_strides),
+                address,
                 NPY_ARRAY_WRITEABLE,
-                std::ptr::null_mut(),
-            );
-            let array = Bound::from_owned_ptr_or_err(py, array)?;
-            // The tensor is the view's base, as with `Tensor.numpy()`: its owner, whose
-            // version counter autograd reads.
-            let base = tensor.clone().into_ptr();
-            if PY_ARRAY_API.PyArray_SetBaseObject(
-                py,
-                array.as_ptr().cast::<npyffi::PyArrayObject>(),
-                base,
-            ) < 0
-            {
-                return Err(PyErr::fetch(py));
-            }
-            Ok(Some(array.cast_into_unchecked()))
-        }
+            )
+        };
+        view.map(Some)
     }
 }
