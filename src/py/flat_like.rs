@@ -22,11 +22,14 @@ pub(super) fn nest_like<'py>(
     arrays: &Arrays<'py>,
 ) -> PyResult<Option<Bound<'py, PyDict>>> {
     let py = flat.py();
-    let ordered_dict = py.import("collections")?.getattr("OrderedDict")?;
     let Ok(flat) = flat.cast::<PyDict>() else {
         return Ok(None);
     };
-    if !flat.is_exact_instance_of::<PyDict>() && !flat.get_type().is(&ordered_dict) {
+    if !flat.is_exact_instance_of::<PyDict>()
+        && !flat
+            .get_type()
+            .is(py.import("collections")?.getattr("OrderedDict")?)
+    {
         return Ok(None); // its own `__getitem__` may disagree with the dict's entries
     }
     let mut pass = Pass {
