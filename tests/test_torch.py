@@ -15,8 +15,6 @@ from fastload import ArgumentError, DimensionMismatch, LoadError
 torch = pytest.importorskip("torch")
 nn = torch.nn
 ml_dtypes = pytest.importorskip("ml_dtypes")
-
-
 from tests_torch_models import (  # noqa: E402
     MODELS,
     TinyGPT,
@@ -25,6 +23,8 @@ from tests_torch_models import (  # noqa: E402
     mlp,
     snapshot,
 )
+
+from fastload import _torch  # noqa: E402
 
 
 def assert_same_state(a, b):
@@ -235,6 +235,29 @@ def test_tensors_of_every_layout_load_both_ways_like_copy_(make):
         {"w": out}, {"w": dst.detach().numpy() if dst.dtype != torch.bfloat16 else dst}
     )
     assert torch.equal(out, src)
+
+
+@pytest.mark.parametrize("dtype", sorted(_torch.VIEW_DTYPES, key=str), ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("kind", ["tensor", "parameter"])
+def test_plain_cpu_tensors_of_every_viewable_dtype_are_copied_by_the_core(dtype, kind, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a plain CPU tensor left to torch or to Python")
+
+    monkeypatch.setattr(_torch, "as_numpy", refuse)
+    monkeypatch.setattr(_torch.TorchCopies, "add", refuse)
+
+    def make(seed):
+        values = torch.arange(seed, seed + 60).reshape(3, 4, 5) % 7
+        tensor = values.to(dtype)
+        return nn.Parameter(tensor, requires_grad=False) if kind == "parameter" else tensor
+
+    dst = {"whole": make(0), "scalar": make(0)[1, 2, 3], "strided": make(0).transpose(0, 2)[1:]}
+    src = {"whole": make(3), "scalar": make(3)[1, 2, 3], "strided": make(3).transpose(0, 2)[1:]}
+    fastload.loadmodel(dst, src)
+    for key in dst:
+        assert dst[key].dtype == dtype and dst[key].shape == src[key].shape
+        bits = [t.contiguous().reshape(-1).view(torch.uint8) for t in (dst[key], src[key])]
+        assert torch.equal(*bits), key
 
 
 def test_a_negative_view_is_copied_by_torch():

@@ -57,6 +57,7 @@ VIEW_DTYPES.update({k: v[1] for k, v in _ML.items()})
 # Tensor types the Rust core views without calling `as_numpy`: their methods run only
 # torch's own code.
 PLAIN_TENSOR_TYPES = [torch.Tensor, torch.nn.Parameter]
+_PLAIN_TYPES = frozenset(PLAIN_TENSOR_TYPES)
 
 # The torch dtype of each NumPy dtype above, for NumPy arrays that torch copies into.
 _TORCH: Dict[np.dtype, torch.dtype] = {v: k for k, v in _NUMPY.items()}
@@ -284,7 +285,8 @@ def _owner(x: Any) -> Any:
 def bump_versions(written: Any) -> None:
     """Tells autograd that these tensors were written in place (objects that are not
     tensors are skipped)."""
-    tensors = [t for t in written if isinstance(t, torch.Tensor)]
+    plain = _PLAIN_TYPES  # asked first: `isinstance` of a `Parameter` runs Python code
+    tensors = [t for t in written if type(t) in plain or isinstance(t, torch.Tensor)]
     if _BUMPS_MANY_AT_ONCE:
         if tensors:
             torch.autograd.graph.increment_version(tensors)

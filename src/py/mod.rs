@@ -4,6 +4,7 @@ mod array;
 mod casting;
 mod depth;
 mod dicts;
+mod dlpack;
 mod errors;
 mod files;
 mod flat;

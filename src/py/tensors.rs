@@ -2,12 +2,18 @@
 //! views of plain CPU tensors. Both are what `_torch.module_children` and `_torch.as_numpy`
 //! give, which remain the fallback for anything laid out otherwise; calling them costs
 //! about a microsecond a tensor, more than the rest of a leaf's walk.
+//!
+//! A tensor's layout comes from its DLPack capsule (see `dlpack`): one call into torch,
+//! where its address, device, layout, shape and strides take one call each (measured at
+//! GPT-2's layout: 0.84 -> 0.65 ms a load of 149 small tensors from a `state_dict`).
 
 use super::array::array_over;
+use super::dlpack;
 use super::kinds::Keyed;
 use super::python_function;
-use numpy::npyffi::{npy_intp, NPY_ARRAY_WRITEABLE};
+use numpy::npyffi::NPY_ARRAY_WRITEABLE;
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray};
+use pyo3::exceptions::PyException;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PySet, PyString, PyType};
@@ -63,13 +69,14 @@ pub struct TensorViews<'py> {
     /// The tensor types read here: `torch.Tensor` and `torch.nn.Parameter` exactly, whose
     /// methods run no code of the user's.
     plain_types: Vec<Bound<'py, PyType>>,
-    /// `torch.strided`, the only layout with a NumPy view.
-    strided: Bound<'py, PyAny>,
     /// The NumPy dtype of each torch dtype that has one (`_torch.VIEW_DTYPES`).
     dtypes: Bound<'py, PyDict>,
     /// The storage of each tensor viewed here: a view points into it, so it must stay
     /// alive even if the tensor is given other memory (`param.data = ...`) meanwhile.
     pub storages: Vec<Bound<'py, PyAny>>,
+    /// `torch.utils.dlpack.to_dlpack`: a tensor's address, device, shape and strides in
+    /// one call, where reading them takes one call each.
+    to_dlpack: Bound<'py, PyAny>,
 }
 
 impl<'py> TensorViews<'py> {
@@ -78,9 +85,9 @@ impl<'py> TensorViews<'py> {
         Ok(TensorViews {
             as_numpy: python_function(py, "fastload._torch", "as_numpy")?,
             plain_types: plain_types.extract()?,
-            strided: python_function(py, "torch", "strided")?,
             dtypes: python_function(py, "fastload._torch", "VIEW_DTYPES")?.cast_into()?,
             storages: Vec::new(),
+            to_dlpack: python_function(py, "torch.utils.dlpack", "to_dlpack")?,
         })
     }
 
@@ -96,29 +103,34 @@ impl<'py> TensorViews<'py> {
         }
         let py = tensor.py();
         let method = |name| tensor.call_method0(name);
-        if !tensor.getattr(intern!(py, "is_cpu"))?.is_truthy()?
-            || !tensor.getattr(intern!(py, "layout"))?.is(&self.strided)
-            || method(intern!(py, "is_conj"))?.is_truthy()?
-            || method(intern!(py, "is_neg"))?.is_truthy()?
-        {
-            return Ok(None);
-        }
         let Some(dtype) = self
             .dtypes
             .get_item(tensor.getattr(intern!(py, "dtype"))?)?
         else {
             return Ok(None);
         };
-        let address: usize = method(intern!(py, "data_ptr"))?.extract()?;
-        if address == 0 {
+        let dtype = dtype.cast_into::<PyArrayDescr>()?;
+        // Only complex tensors can be conjugate views; any can be a negative one.
+        if (dtype.kind() == b'c' && method(intern!(py, "is_conj"))?.is_truthy()?)
+            || method(intern!(py, "is_neg"))?.is_truthy()?
+        {
+            return Ok(None);
+        }
+        // Torch refuses to describe sparse and meta tensors, among others: torch copies
+        // those.
+        let capsule = match self.to_dlpack.call1((tensor,)) {
+            Ok(capsule) => capsule,
+            Err(err) if err.is_instance_of::<PyException>(py) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let Some(layout) = dlpack::layout(&capsule, dtype.itemsize()) else {
+            return Ok(None);
+        };
+        if layout.address == 0 {
             // No memory (no elements): NumPy would allocate some for a null pointer.
             return Ok(self.as_numpy.call1((tensor,))?.cast_into().ok());
         }
-        let dtype = dtype.cast_into::<PyArrayDescr>()?;
-        let itemsize = dtype.itemsize() as npy_intp;
-        let shape: Vec<npy_intp> = tensor.getattr(intern!(py, "shape"))?.extract()?;
-        let strides: Vec<npy_intp> = method(intern!(py, "stride"))?.extract()?;
-        let byte_strides: Vec<npy_intp> = strides.iter().map(|s| s * itemsize).collect();
+        // The capsule holds the tensor, not its memory, which `p.data = ...` can replace.
         self.storages.push(method(intern!(py, "untyped_storage"))?);
         // SAFETY: the address, shape and strides are the tensor's own, so the view covers
         // only its memory, which `storages` keeps alive for the walk and the copy. The
@@ -128,9 +140,9 @@ impl<'py> TensorViews<'py> {
             array_over(
                 tensor,
                 dtype,
-                &shape,
-                Some(&byte_strides),
-                address,
+                &layout.shape,
+                Some(&layout.byte_strides),
+                layout.address,
                 NPY_ARRAY_WRITEABLE,
             )
         };
