@@ -155,6 +155,33 @@ def test_casting_rule_is_numpys(rule, src, dst, allowed, snapshot):
         snap.assert_unchanged()
 
 
+FLOATS_NUMPY_CALLS_UNSAFE = [
+    (ml_dtypes.bfloat16, np.float16),
+    (ml_dtypes.float8_e4m3fn, np.float16),
+    (ml_dtypes.bfloat16, ml_dtypes.float8_e5m2),
+]
+
+
+@pytest.mark.parametrize("src,dst", FLOATS_NUMPY_CALLS_UNSAFE)
+def test_floats_of_ml_dtypes_cast_to_other_floats_under_same_kind(src, dst):
+    # NumPy finds these casts unsafe, as it does not count ml_dtypes' types as floats.
+    source = np.array([0.5, -3.0, 1e-3, 448.0, np.nan, np.inf]).astype(src)
+    target = np.zeros(source.shape, dtype=dst)
+    fastload.loadmodel(target, source)
+    assert same_bits(target, source.astype(dst))
+
+
+@pytest.mark.parametrize("src,dst", FLOATS_NUMPY_CALLS_UNSAFE)
+def test_floats_of_ml_dtypes_keep_numpys_rules_across_kinds(src, dst, snapshot):
+    target = np.zeros(3, dtype=np.int32)
+    snap = snapshot(target)
+    with pytest.raises(fastload.LoadError, match="under casting='same_kind'|same_kind"):
+        fastload.loadmodel({"w": target}, {"w": np.ones(3, dtype=src)})
+    snap.assert_unchanged()
+    with pytest.raises(fastload.LoadError, match="cannot cast"):
+        fastload.loadmodel(np.zeros(3, dtype=dst), np.ones(3, dtype=src), casting="safe")
+
+
 def test_unknown_casting_rule_is_a_value_error():
     with pytest.raises(ValueError, match="casting"):
         fastload.loadmodel(np.zeros(1), np.zeros(1), casting="sometimes")

@@ -24,7 +24,7 @@ from tests_torch_models import (  # noqa: E402
     snapshot,
 )
 
-from fastload import _torch  # noqa: E402
+from fastload import _torch, _tree  # noqa: E402
 
 
 def assert_same_state(a, b):
@@ -200,6 +200,68 @@ def test_float32_casts_round_like_torch(dtype):
     dst = torch.zeros(1000, dtype=dtype)
     fastload.loadmodel({"w": dst}, {"w": src})
     assert torch.equal(dst.view(torch.int16), src.to(dtype).view(torch.int16))
+
+
+@pytest.mark.parametrize(
+    "src_dtype,dst_dtype",
+    [
+        (torch.float64, torch.float16),  # torch rounds twice, through float32
+        (torch.float64, torch.bfloat16),
+        (torch.int64, torch.bfloat16),
+        (torch.bfloat16, torch.float16),
+    ],
+    ids=["f64-f16", "f64-bf16", "i64-bf16", "bf16-f16"],
+)
+@pytest.mark.parametrize("source", ["tensor", "numpy"])
+def test_casts_into_tensors_give_load_state_dicts_bits(src_dtype, dst_dtype, source):
+    torch.manual_seed(0)
+    scale = torch.logspace(-9, 4, 20000, dtype=torch.float64)
+    values = (torch.randn(20000, dtype=torch.float64) * scale).to(src_dtype)
+    if src_dtype == torch.int64:
+        values = torch.randint(-(2**40), 2**40, (20000,))
+    expected = nn.Linear(20000, 1, bias=False).to(dst_dtype)
+    expected.load_state_dict({"weight": values[None]})
+    model = nn.Linear(20000, 1, bias=False).to(dst_dtype)
+    weight = model.weight
+    src = (
+        values[None] if source == "tensor" or src_dtype == torch.bfloat16 else values[None].numpy()
+    )
+    fastload.loadmodel(model, {"weight": src}, casting="unsafe")
+    assert model.weight is weight
+    assert torch.equal(
+        weight.detach().view(torch.int16), expected.weight.detach().view(torch.int16)
+    )
+
+
+def test_bfloat16_loads_into_float16_under_the_default_rule_like_load_state_dict():
+    src = nn.Linear(3, 4).bfloat16()
+    model, expected = nn.Linear(3, 4).half(), nn.Linear(3, 4).half()
+    expected.load_state_dict(src.state_dict())
+    fastload.loadmodel(model, src)
+    assert_same_state(model, expected)
+
+
+def test_sparse_buffers_load_like_load_state_dict_and_layouts_must_match():
+    class Graph(nn.Module):
+        def __init__(self, scale, sparse=True):
+            super().__init__()
+            adjacency = torch.eye(3) * scale
+            self.register_buffer("adj", adjacency.to_sparse() if sparse else adjacency)
+            self.lin = nn.Linear(2, 2)
+
+    model, expected = Graph(1), Graph(1)
+    buffer = model.adj
+    expected.load_state_dict(Graph(2).state_dict())
+    fastload.loadmodel(model, Graph(2).state_dict())
+    assert model.adj is buffer
+    assert torch.equal(model.adj.to_dense(), expected.adj.to_dense())
+    fastload.loadmodel(model, Graph(3))
+    assert torch.equal(model.adj.to_dense(), torch.eye(3) * 3)
+    before = {k: v.to_dense().clone() for k, v in model.state_dict().items()}
+    with pytest.raises(LoadError, match="adj: cannot load a strided tensor into a sparse_coo one"):
+        fastload.loadmodel(model, Graph(4, sparse=False))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value.to_dense(), before[key]), key
 
 
 def test_views_and_non_contiguous_tensors():
@@ -428,6 +490,32 @@ def test_extra_state_in_a_state_dict_is_an_unexpected_key_of_its_module():
     with pytest.warns(fastload.SkippedKeysWarning, match="0: unexpected \\['_extra_state'\\]"):
         fastload.loadmodel(dst, src, strict=False)
     assert torch.equal(dst[0].lin.weight, src["0.lin.weight"])
+
+
+def test_modules_that_write_their_own_state_dict_layout_are_refused_unless_registered():
+    class Scaled(nn.Module):  # as quantized modules do: state outside parameters and buffers
+        def __init__(self, scale):
+            super().__init__()
+            self.lin, self.scale = nn.Linear(2, 2), scale
+
+        def _save_to_state_dict(self, destination, prefix, keep_vars):
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+            destination[prefix + "scale"] = torch.tensor(self.scale)
+
+    dst = nn.Sequential(Scaled(1.0))
+    before = snapshot(dst)
+    with pytest.raises(ArgumentError, match="0: cannot walk this node: TypeError: Scaled writes"):
+        fastload.loadmodel(dst, nn.Sequential(Scaled(2.0)))
+    with pytest.raises(TypeError, match="Scaled writes its own state_dict layout"):
+        fastload.loadmodel(dst, nn.Sequential(Scaled(2.0)).state_dict())
+    assert_equal_snapshot(dst, before)
+    try:
+        fastload.register(Scaled, lambda m: {"lin": m.lin})
+        src = nn.Sequential(Scaled(2.0))
+        fastload.loadmodel(dst, src)
+        assert torch.equal(dst[0].lin.weight, src[0].lin.weight)
+    finally:
+        _tree._children_fns.pop(Scaled, None)
 
 
 def test_many_small_modules():

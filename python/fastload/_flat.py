@@ -68,18 +68,21 @@ _EXTRA_STATE = "_extra_state"
 
 
 def is_flat_state_dict(dst: Any, src: Any) -> bool:
-    """Whether ``src`` is a flat ``state_dict`` for the module ``dst``: a mapping of leaves
-    under string keys (torch names never contain dots, so dotted keys can only be paths).
-    A module's extra state (``..._extra_state``) may be any object."""
+    """Whether ``src`` is a flat ``state_dict`` for the module ``dst``: a mapping under
+    string keys, of leaves or with a dotted key (torch names never contain dots, so dotted
+    keys can only be paths). A module's extra state (``..._extra_state``) may be any
+    object."""
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(dst, torch.nn.Module) or not isinstance(src, Mapping):
         return False
     arrays, nodes = _array_types(), (Mapping, list, tuple, torch.nn.Module)
+    leaves, dotted = True, False
     for key, value in src.items():
         if not isinstance(key, str):
             return False
+        dotted = dotted or "." in key
         if isinstance(value, arrays):
             continue  # asked first: a check against `Mapping` is slow
         if isinstance(value, nodes) and key.rpartition(".")[2] != _EXTRA_STATE:
-            return False
-    return True
+            leaves = False
+    return leaves or dotted

@@ -80,6 +80,30 @@ def module_children(module: torch.nn.Module) -> Dict[str, Any]:
     return out
 
 
+# `_save_to_state_dict`s that save a module's parameters and persistent buffers under
+# their names, and nothing else.
+_STANDARD_SAVES = (
+    torch.nn.Module._save_to_state_dict,
+    torch.nn.modules.lazy.LazyModuleMixin._save_to_state_dict,
+)
+
+
+def saves_its_own_layout(tp: type) -> bool:
+    """Whether modules of class ``tp`` write a ``state_dict`` other than their parameters
+    and persistent buffers (quantized modules do), which their children would not load."""
+    return getattr(tp, "_save_to_state_dict", None) not in _STANDARD_SAVES
+
+
+def refuse_own_layout(module: torch.nn.Module) -> Any:
+    """The children of a module that :func:`saves_its_own_layout`: a refusal."""
+    name = type(module).__name__
+    raise TypeError(
+        f"{name} writes its own state_dict layout (it overrides _save_to_state_dict), so "
+        "its state is not its parameters and buffers; load it with load_state_dict, or "
+        f"tell fastload its children with fastload.register({name}, ...)"
+    )
+
+
 def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
     """A NumPy view of a CPU tensor's memory, or ``None`` where torch must copy it (or, for
     the uninitialized parameter of a lazy module, materialize it first)."""
@@ -156,6 +180,8 @@ class TorchCopies:
         self.written: List[Any] = []
         # Lazy modules' parameters to materialize, by id: (parameter, first source).
         self.lazy: Dict[int, Tuple[Any, torch.Tensor]] = {}
+        # Sparse destinations (tensors themselves) and their sources.
+        self.sparse: List[Tuple[torch.Tensor, torch.Tensor]] = []
 
     def add(self, dst: Any, src: Any, path: str) -> Optional[Tuple[int, str]]:
         """Plans ``dst <- src`` (zeros where ``src`` is ``None``); returns ``(kind,
@@ -195,6 +221,14 @@ class TorchCopies:
                 src_t = as_tensor(src)
         except TypeError as err:
             return 2, str(err)
+        if dst_t.layout != src_t.layout:
+            layouts = _name_of(src_t.layout), _name_of(dst_t.layout)
+            return 2, "cannot load a {} tensor into a {} one".format(*layouts)
+        if dst_t.layout != torch.strided:
+            # A sparse tensor's copy gives it new memory, so it is copied into the tensor
+            # itself, not a detached one; nor can it be tied through its memory.
+            self.sparse.append((dst, src_t))
+            return None
         key = (dst_t.device, dst_t.data_ptr(), dst_t.shape, dst_t.stride(), dst_t.dtype)
         first = self.firsts.get(key)
         if first is None:
@@ -238,9 +272,12 @@ class TorchCopies:
             for dst, src in _staging.run(self.copies, threads):
                 upload = dst.is_cuda and src.device.type == "cpu" and src.is_pinned()
                 dst.copy_(src, non_blocking=upload)
-        for device in {t.device for pair in self.copies for t in pair if t.is_cuda}:
+            for dst, src in self.sparse:
+                dst.copy_(src)
+        copied = self.copies + self.sparse
+        for device in {t.device for pair in copied for t in pair if t.is_cuda}:
             torch.cuda.synchronize(device)
-        bump_versions(self.written)
+        bump_versions(self.written + [dst for dst, _ in self.sparse])
 
 
 def _same_values(first: torch.Tensor, later: torch.Tensor, dtype: torch.dtype) -> bool:

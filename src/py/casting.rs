@@ -2,6 +2,7 @@
 
 use super::array::{dtype_class, dtype_text, scalar_of, DtypeClass};
 use crate::core::Op;
+use numpy::npyffi::NPY_TYPES;
 use numpy::{PyArrayDescr, PyArrayDescrMethods};
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
@@ -63,7 +64,10 @@ impl<'py> CastRule<'py> {
                 "cannot cast {from} to {to}: string, bytes and structured arrays load only from the same dtype"
             )));
         }
-        if !self.can_cast.call1((src, dst, &self.rule))?.is_truthy()? {
+        // NumPy's rules do not count `ml_dtypes`' floats (bfloat16, float8) as floats, so
+        // it finds bfloat16 -> float16 "unsafe": within a kind, it is allowed here.
+        let same_kind_floats = self.rule == "same_kind" && is_floating(src) && is_floating(dst);
+        if !same_kind_floats && !self.can_cast.call1((src, dst, &self.rule))?.is_truthy()? {
             return Ok(Err(format!(
                 "cannot cast {from} to {to} under casting={:?}",
                 self.rule
@@ -74,4 +78,20 @@ impl<'py> CastRule<'py> {
             _ => Op::External,
         }))
     }
+}
+
+/// Whether a dtype holds floating-point numbers: NumPy's own, or a user type (those of
+/// `ml_dtypes`) named as one.
+fn is_floating(descr: &Bound<'_, PyArrayDescr>) -> bool {
+    if descr.kind() == b'f' {
+        return true;
+    }
+    if descr.num() < NPY_TYPES::NPY_USERDEF as i32 {
+        return false;
+    }
+    let name = descr
+        .typeobj()
+        .name()
+        .and_then(|name| name.extract::<String>());
+    name.is_ok_and(|name| name.starts_with("float") || name == "bfloat16")
 }

@@ -161,10 +161,14 @@ impl<'py> Walker<'py> {
         Ok(())
     }
 
+    /// Plans `dst <- src` for an array `dst`, which is a view of `tensor`'s memory where
+    /// it has one: a cast into a tensor that the core's kernels do not do is then left to
+    /// torch, which rounds some casts (float64 to float16) differently from NumPy.
     pub(super) fn load_array(
         &mut self,
         dst: &Bound<'py, PyUntypedArray>,
         src: &Bound<'py, PyAny>,
+        tensor: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<()> {
         let dst_dtype = dst.dtype();
         let src_array = match self.classifier.as_array(src)? {
@@ -217,7 +221,9 @@ impl<'py> Walker<'py> {
                     return Ok(());
                 }
             };
-            if self.writeable(dst) {
+            if let (Op::External, Some(tensor)) = (op, tensor) {
+                self.plan_torch(tensor, Some(src))?;
+            } else if self.writeable(dst) {
                 let tie_key = self.dtype_info(dst).tie_key;
                 self.plan_leaf(dst, Some(&src_array), op, tie_key)?;
             }

@@ -206,9 +206,9 @@ impl<'py> Walker<'py> {
             }
         }
         match self.classifier.classify(dst)? {
-            Node::Array(array) => self.load_array(&array, src),
+            Node::Array(array) => self.load_array(&array, src, None),
             Node::Tensor(tensor) => match self.classifier.tensor(&tensor)? {
-                ArrayLeaf::NumPy(array) => self.load_array(&array, src),
+                ArrayLeaf::NumPy(array) => self.load_array(&array, src, Some(&tensor)),
                 ArrayLeaf::Torch(tensor) => self.load_torch(&tensor, src),
             },
             mut node @ (Node::Keyed(_) | Node::Seq(..)) => {
