@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import struct
 import subprocess
 import sys
 
@@ -90,3 +92,24 @@ def test_errors_name_the_file_and_exit_2(tmp_path):
     bad.write_bytes(b"\x0a" + b"\0" * 7 + b"{not json}")
     result = run("diff", bad, missing)
     assert result.returncode == 2 and "not valid JSON" in result.stderr
+    header = json.dumps(
+        {
+            "__metadata__": {"fastload.ties": "5"},
+            "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+        }
+    ).encode()
+    bad.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    for args in (("inspect", bad), ("diff", bad, bad)):
+        result = run(*args)
+        assert result.returncode == 2 and "metadata is invalid" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_inspect_prints_a_key_of_many_parts_in_linear_space(tmp_path):
+    key = ".".join(["k"] * 20000)
+    header = json.dumps({key: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    result = run("inspect", path)
+    assert result.returncode == 0
+    assert len(result.stdout) < 20000 * 80  # indented by 32 levels at most

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -46,11 +47,30 @@ def test_save_and_load_round_trip(tmp_path):
     assert back["h"]["1"]["act"] == "gelu" and back["h"]["0"]["bias"] is False
     assert back["ln"]["eps"] == 1e-5 and back["ln"]["g"].dtype == np.float16
     assert back["ln"]["count"] == np.int64(7) and isinstance(back["ln"]["count"], np.int64)
+    assert back["act"] == ()  # the state of a function
     assert not back["wte"].flags.writeable  # a view of the mapped file
     copied = fastload.load(path, copy=True)
     assert copied["wte"].flags.writeable and np.array_equal(copied["wte"], src["wte"])
     # The tied matrix is stored once.
     assert sorted(load_file(path)) == ["h.0.b", "h.0.w", "h.1.b", "h.1.w", "ln.g", "wte"]
+
+
+def test_what_load_gives_back_loads_into_the_model_it_was_saved_from(tmp_path):
+    src = {**model(1), "blocks": [], "config": {}, "nothing": ()}
+    fastload.save(tmp_path / "model.safetensors", src)
+    back = fastload.load(tmp_path / "model.safetensors")
+    assert back["blocks"] == [] and back["config"] == {} and back["nothing"] == ()
+    dst = {**model(0), "blocks": [], "config": {}, "nothing": ()}
+    fastload.loadmodel(dst, back)
+    assert np.array_equal(dst["h"][1]["w"], src["h"][1]["w"])
+
+
+@pytest.mark.parametrize("key", [1, None, (1, 2)])
+def test_keys_that_would_not_load_back_are_refused_by_save(tmp_path, key):
+    tree = {"w": np.ones(2), "layers": {key: np.ones(1)}}
+    with pytest.raises(TypeError, match=re.escape(f"key {key!r} is not a string")):
+        fastload.save(tmp_path / "model.safetensors", tree)
+    assert os.listdir(tmp_path) == []
 
 
 def test_loadmodel_from_a_path_copies_straight_into_the_model(tmp_path):
@@ -150,10 +170,32 @@ def test_sharded_checkpoints(tmp_path, snapshot):
     before.assert_unchanged()
 
 
+@pytest.mark.parametrize(
+    "body",
+    [{"weight_map": {"w": {"file": "a"}}}, {"weight_map": {"w": ["a"]}}, {"weight_map": []}],
+    ids=["a shard that is an object", "a shard that is a list", "a list"],
+)
+def test_a_shard_index_that_does_not_map_names_to_files_is_refused(tmp_path, snapshot, body):
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps(body))
+    dst = {"w": np.zeros(4, dtype=np.float32)}
+    before = snapshot(dst)
+    with pytest.raises(LoadError, match="not a shard index"):
+        fastload.loadmodel(dst, index)
+    before.assert_unchanged()
+    with pytest.raises(LoadError, match="not a shard index"):
+        fastload.load(index)
+
+
 def header_file(path: Path, header: bytes, data: bytes = b"", length: int = None) -> Path:
     length = len(header) if length is None else length
     path.write_bytes(struct.pack("<Q", length) + header + data)
     return path
+
+
+def with_metadata(path: Path, metadata: dict) -> Path:
+    entry = {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}
+    return header_file(path, tensor_header(__metadata__=metadata, w=entry), b"\0" * 16)
 
 
 def raw_file(path: Path, data: bytes) -> Path:
@@ -211,6 +253,19 @@ CORRUPT = {
         b"\0" * 32,
     ),
     "a directory": lambda p: (p.mkdir(), p)[1],
+    "a FIFO, which would block an open": lambda p: (os.mkfifo(p), p)[1],
+    "no elements, yet a dimension NumPy refuses": lambda p: header_file(
+        p, tensor_header(w={"dtype": "F32", "shape": [0, 1 << 62], "data_offsets": [0, 0]})
+    ),
+    **{
+        f"tie table {name}": lambda p, ties=ties: with_metadata(p, {"fastload.ties": ties})
+        for name, ties in {
+            "not an object": "[]",
+            "not of names": '{"v": 5}',
+            "naming no tensor": '{"v": "x"}',
+            "not JSON": "{nope",
+        }.items()
+    },
     "trailing bytes": lambda p: header_file(
         p, tensor_header(w={"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}), b"\0" * 20
     ),
@@ -228,6 +283,22 @@ def test_corrupt_files_are_refused_naming_the_file(tmp_path, snapshot, case):
     assert info.value.problems[0][0] == str(path)
     before.assert_unchanged()
     with pytest.raises(LoadError):
+        fastload.load(path)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "[]",
+        '{"k": ' + "[" * 50000 + "]" * 50000 + "}",
+        '{"k": ["numpy", "|V8", ["int", 100000000000]]}',  # a record of 100 GB
+        '{"k": ["no such kind", 1]}',
+    ],
+    ids=["not an object", "nested too deep", "a huge record", "an unknown kind"],
+)
+def test_invalid_non_array_state_in_a_file_is_a_load_error(tmp_path, state):
+    path = with_metadata(tmp_path / "bad.safetensors", {"fastload.state": state})
+    with pytest.raises(LoadError, match="bad.safetensors: its fastload metadata is invalid"):
         fastload.load(path)
 
 

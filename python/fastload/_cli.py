@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._files import TIES_KEY, read_flat
+from ._files import read_flat, read_ties
 from ._flat import flatten, is_array
 from .errors import LoadError, shape_text
 
@@ -34,7 +33,7 @@ def _size(nbytes: int) -> str:
 def inspect(path: str, out=sys.stdout) -> None:
     """Prints the tree of a checkpoint: paths, shapes, dtypes, bytes, ties and totals."""
     arrays, metadata = read_flat(path)
-    ties: Dict[str, str] = json.loads(metadata.get(TIES_KEY, "{}"))
+    ties = read_ties(path, metadata)
     entries: Dict[str, Any] = dict(arrays)
     entries.update(ties)
     rows: List[Tuple[str, str]] = []
@@ -46,9 +45,9 @@ def inspect(path: str, out=sys.stdout) -> None:
         while common < min(len(current), len(parents)) and current[common] == parents[common]:
             common += 1
         for depth in range(common, len(parents)):
-            rows.append(("  " * depth + parents[depth], ""))
+            rows.append((_indent(depth) + parents[depth], ""))
         current = parents
-        name = "  " * (len(parts) - 1) + parts[-1]
+        name = _indent(len(parts) - 1) + parts[-1]
         value = entries[key]
         if isinstance(value, str):
             rows.append((name, f"tied to {value}"))
@@ -65,6 +64,14 @@ def inspect(path: str, out=sys.stdout) -> None:
         print(f"{name:<{width}}{detail}".rstrip(), file=out)
 
 
+# Deeper rows are indented no further, so that a key of many parts prints in linear space.
+_MAX_INDENT = 32
+
+
+def _indent(depth: int) -> str:
+    return "  " * min(depth, _MAX_INDENT)
+
+
 def _natural(key: str) -> List[Any]:
     """Sort key that puts ``h.2`` before ``h.10``."""
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in key.split(".")]
@@ -74,7 +81,7 @@ def signatures(spec: str) -> Dict[str, Signature]:
     """Shape and dtype of each array of a checkpoint path or a ``module:name`` object."""
     if os.path.exists(spec) or spec.endswith((".safetensors", ".json")):
         arrays, metadata = read_flat(spec)
-        ties = json.loads(metadata.get(TIES_KEY, "{}"))
+        ties = read_ties(spec, metadata)
         found = {k: (tuple(a.shape), a.dtype.name) for k, a in arrays.items()}
         found.update({k: found[first] for k, first in ties.items() if first in found})
         return found

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from . import _fastload
-from ._flat import flat_source, flatten, unflatten
+from ._flat import flat_source, flatten_all, unflatten
 from ._progress import ProgressFn, reporter
 from .errors import LoadError
 
@@ -105,7 +105,7 @@ def save(
         reserved = [k for k in metadata if k.startswith("fastload.")]
         if reserved:
             raise ValueError(f"metadata keys starting with 'fastload.' are reserved: {reserved}")
-    arrays, rest, ties = _split_state(flatten(x))
+    arrays, rest, ties = _split_state(flatten_all(x))
     info = dict(metadata or {})
     info[STATE_KEY] = json.dumps(rest)
     info[TIES_KEY] = json.dumps(ties)
@@ -184,15 +184,26 @@ def _encode(key: str, value: Any) -> List[Any]:
         return ["complex", [repr(value.real), repr(value.imag)]]
     if isinstance(value, np.generic):
         return ["numpy", value.dtype.str, _encode(key, value.item())]
-    if value == ():
+    if isinstance(value, tuple) and not value:
         return ["empty", None]
+    if isinstance(value, list) and not value:
+        return ["empty list", None]
+    if isinstance(value, dict) and not value:
+        return ["empty dict", None]
     raise TypeError(f"{key}: cannot store a {type(value).__name__} in a checkpoint")
+
+
+# The kinds of NumPy scalar that `_encode` stores: bools, numbers, text.
+_SCALAR_KINDS = "biufcSU"
 
 
 def _decode(pair: List[Any]) -> Any:
     kind, value = pair[0], pair[1]
     if kind == "numpy":
-        return np.dtype(value).type(_decode(pair[2]))
+        dtype = np.dtype(value)
+        if dtype.kind not in _SCALAR_KINDS:
+            raise ValueError(f"a NumPy scalar of dtype {dtype} is not stored by save")
+        return dtype.type(_decode(pair[2]))
     return {
         "none": lambda v: None,
         "bool": bool,
@@ -202,6 +213,8 @@ def _decode(pair: List[Any]) -> Any:
         "bytes": bytes.fromhex,
         "complex": lambda v: complex(float(v[0]), float(v[1])),
         "empty": lambda v: (),
+        "empty list": lambda v: [],
+        "empty dict": lambda v: {},
     }[kind](value)
 
 
@@ -274,11 +287,15 @@ def read_flat(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
 
 
 def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    if index.exists() and not index.is_file():
+        raise _file_error(index, "not a regular file")  # a FIFO would block the read
     try:
         body = json.loads(index.read_text())
         weight_map = body["weight_map"]
         if not isinstance(weight_map, dict):
             raise TypeError("weight_map is not an object")
+        if not all(isinstance(shard, str) for shard in weight_map.values()):
+            raise TypeError("weight_map does not map tensor names to file names")
         metadata = {str(k): str(v) for k, v in dict(body.get("metadata") or {}).items()}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise _file_error(index, f"not a shard index: {err}") from None
@@ -306,11 +323,11 @@ def _file_error(path: Path, reason: str) -> LoadError:
 def load(path: PathLike, *, copy: bool = False) -> Any:
     """The nested state stored at ``path`` (see ``fastload.load``)."""
     flat, metadata = _read_tied(path, copy)
-    try:
-        for key, pair in json.loads(metadata.get(STATE_KEY, "{}")).items():
+    for key, pair in _metadata_json(path, metadata, STATE_KEY).items():
+        try:
             flat[key] = _decode(pair)
-    except (ValueError, KeyError, TypeError, IndexError) as err:
-        raise _metadata_error(path, err) from None
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError) as err:
+            raise _metadata_error(path, err) from None
     try:
         return unflatten(flat)
     except ValueError:
@@ -354,12 +371,30 @@ def _read_tied(path: PathLike, copy: bool) -> Tuple[Dict[str, Any], Dict[str, st
     if copy:
         arrays = {key: np.array(a) for key, a in arrays.items()}
     flat: Dict[str, Any] = dict(arrays)
-    try:
-        for key, first in json.loads(metadata.get(TIES_KEY, "{}")).items():
-            flat[key] = arrays[first]
-    except (ValueError, KeyError, TypeError) as err:
-        raise _metadata_error(path, err) from None
+    for key, first in read_ties(path, metadata).items():
+        if first not in arrays:
+            raise _metadata_error(path, KeyError(first))
+        flat[key] = arrays[first]
     return flat, metadata
+
+
+def read_ties(path: PathLike, metadata: Dict[str, str]) -> Dict[str, str]:
+    """The tie table of a checkpoint's metadata: each tied key and its first key."""
+    ties = _metadata_json(path, metadata, TIES_KEY)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in ties.items()):
+        raise _metadata_error(path, TypeError(f"{TIES_KEY} does not map names to names"))
+    return ties
+
+
+def _metadata_json(path: PathLike, metadata: Dict[str, str], key: str) -> Dict[str, Any]:
+    """The JSON object stored under ``key`` (an empty one if absent)."""
+    try:
+        value = json.loads(metadata.get(key, "{}"))
+    except (ValueError, RecursionError) as err:
+        raise _metadata_error(path, err) from None
+    if not isinstance(value, dict):
+        raise _metadata_error(path, TypeError(f"{key} is not a JSON object"))
+    return value
 
 
 def _metadata_error(path: PathLike, err: Exception) -> LoadError:

@@ -39,6 +39,13 @@ def flatten(tree: Any, sep: str = ".") -> Dict[str, Any]:
     return _fastload.flatten(_fastload.state(tree), sep)
 
 
+def flatten_all(tree: Any) -> Dict[str, Any]:
+    """Everything of ``state(tree)`` under dotted paths, for a checkpoint: the leaves, and
+    the nodes without children (``()``, ``[]``, ``{}``), which ``load`` must give back.
+    A dict key that is not a string is refused: it would load back as a string."""
+    return _fastload.flatten(_fastload.state(tree), ".", True)
+
+
 def flat_source(dst: Any, flat: Mapping) -> Dict[str, Any]:
     """A flat source (a ``state_dict``, a file's arrays) nested for loading into ``dst``.
 

@@ -46,7 +46,13 @@ for _name in ("uint16", "uint32", "uint64"):
 _ML: Dict[torch.dtype, Tuple[torch.dtype, np.dtype]] = {}
 if ml_dtypes is not None:
     _ML[torch.bfloat16] = (torch.int16, np.dtype(ml_dtypes.bfloat16))
-    for _name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"):
+    for _name in (
+        "float8_e4m3fn",
+        "float8_e5m2",
+        "float8_e4m3fnuz",
+        "float8_e5m2fnuz",
+        "float8_e8m0fnu",
+    ):
         if hasattr(torch, _name) and hasattr(ml_dtypes, _name):
             _ML[getattr(torch, _name)] = (torch.int8, np.dtype(getattr(ml_dtypes, _name)))
 

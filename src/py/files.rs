@@ -34,6 +34,11 @@ type FileContents<'py> = (
 /// measured faster than mapping every page up front (`MADV_POPULATE_READ`).
 #[pyfunction]
 pub fn read_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<FileContents<'py>> {
+    // Asked before opening: opening a FIFO for reading waits for a writer.
+    let is_file = std::fs::metadata(&path).map(|meta| meta.is_file());
+    if let Ok(false) = is_file {
+        return Err(file_error(py, &path, "not a regular file"));
+    }
     let file = File::open(&path).map_err(|e| file_error(py, &path, &e.to_string()))?;
     let meta = file
         .metadata()
@@ -72,7 +77,10 @@ pub fn read_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<FileCon
                 descr
             }
         };
-        let array = mapped_array(&mapped, descr, &entry.shape, start + entry.bytes.start)?;
+        // NumPy refuses some shapes the format allows (no elements, yet a dimension of
+        // 2^62): a problem of the file, not of the call.
+        let array = mapped_array(&mapped, descr, &entry.shape, start + entry.bytes.start)
+            .map_err(|e| file_error(py, &path, &format!("tensor {:?}: {e}", entry.name)))?;
         arrays.push((entry.name, array));
     }
     Ok((arrays, header.metadata))

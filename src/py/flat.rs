@@ -174,18 +174,40 @@ pub fn unflatten<'py>(flat: &Bound<'py, PyAny>, sep: &str) -> PyResult<Bound<'py
 
 /// The leaves of a state under their paths joined by `sep`, in walk order.
 fn leaves<'py>(state: &Bound<'py, PyAny>, sep: &str) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+    leaves_as(state, sep, Flattening::Leaves)
+}
+
+/// What a flattening keeps.
+#[derive(Clone, Copy, PartialEq)]
+enum Flattening {
+    /// The leaves: nodes without children are left out, and keys are named by `str`.
+    Leaves,
+    /// Everything, for a checkpoint: nodes without children (`()`, `[]`, `{}`) are kept as
+    /// values, and a dict key that is not a string is refused, since a string would not
+    /// load back as it.
+    Everything,
+}
+
+fn leaves_as<'py>(
+    state: &Bound<'py, PyAny>,
+    sep: &str,
+    how: Flattening,
+) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
     fn visit<'py>(
         node: &Bound<'py, PyAny>,
         path: &mut String,
-        sep: &str,
+        (sep, how): (&str, Flattening),
         out: &mut Vec<(String, Bound<'py, PyAny>)>,
         depth: usize,
     ) -> PyResult<()> {
         deep_enough(depth)?;
-        let Some(children) = children(node)? else {
+        let Some(children) = children(node, how)? else {
             out.push((path.clone(), node.clone()));
             return Ok(());
         };
+        if children.is_empty() && depth > 0 && how == Flattening::Everything {
+            out.push((path.clone(), node.clone()));
+        }
         for (part, child) in children {
             if part.contains(sep) {
                 let py = node.py();
@@ -201,26 +223,36 @@ fn leaves<'py>(state: &Bound<'py, PyAny>, sep: &str) -> PyResult<Vec<(String, Bo
                 path.push_str(sep);
             }
             path.push_str(&part);
-            visit(&child, path, sep, out, depth + 1)?;
+            visit(&child, path, (sep, how), out, depth + 1)?;
             path.truncate(len);
         }
         Ok(())
     }
     let mut out = Vec::new();
-    visit(state, &mut String::new(), sep, &mut out, 0)?;
+    visit(state, &mut String::new(), (sep, how), &mut out, 0)?;
     Ok(out)
 }
 
 /// A state node's children under their names (`str` of a key, the index in a sequence),
 /// or `None` for a leaf.
 #[allow(clippy::type_complexity)]
-fn children<'py>(node: &Bound<'py, PyAny>) -> PyResult<Option<Vec<(String, Bound<'py, PyAny>)>>> {
+fn children<'py>(
+    node: &Bound<'py, PyAny>,
+    how: Flattening,
+) -> PyResult<Option<Vec<(String, Bound<'py, PyAny>)>>> {
     let named = |(i, child)| (usize::to_string(&i), child);
     Ok(Some(if let Ok(dict) = node.cast::<PyDict>() {
         // A key's `str` may run code that changes the dict: its items are taken first.
         let mut out = Vec::with_capacity(dict.len());
         for item in dict.items().iter() {
             let (key, child): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item.extract()?;
+            if how == Flattening::Everything && !key.is_instance_of::<PyString>() {
+                return Err(PyTypeError::new_err(format!(
+                    "key {} is not a string: a checkpoint names its entries by strings, \
+                     which would not load back as this key",
+                    key.repr()?
+                )));
+            }
             out.push((key.str()?.to_cow()?.into_owned(), child));
         }
         out
@@ -233,11 +265,21 @@ fn children<'py>(node: &Bound<'py, PyAny>) -> PyResult<Option<Vec<(String, Bound
     }))
 }
 
-/// The leaves of `state` under their paths joined by `sep` (`fastload.flatten`).
+/// The leaves of `state` under their paths joined by `sep` (`fastload.flatten`); with
+/// `everything`, nodes without children too, and only string keys (for a checkpoint).
 #[pyfunction]
-pub fn flatten<'py>(state: &Bound<'py, PyAny>, sep: &str) -> PyResult<Bound<'py, PyDict>> {
+#[pyo3(signature = (state, sep, everything = false))]
+pub fn flatten<'py>(
+    state: &Bound<'py, PyAny>,
+    sep: &str,
+    everything: bool,
+) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(state.py());
-    for (path, leaf) in leaves(state, sep)? {
+    let how = match everything {
+        true => Flattening::Everything,
+        false => Flattening::Leaves,
+    };
+    for (path, leaf) in leaves_as(state, sep, how)? {
         dict.set_item(path, leaf)?;
     }
     Ok(dict)
@@ -308,7 +350,7 @@ fn fill_arrayless<'py>(
     depth: usize,
 ) -> PyResult<()> {
     deep_enough(depth)?;
-    let Some(children) = children(dst)? else {
+    let Some(children) = children(dst, Flattening::Leaves)? else {
         return Ok(());
     };
     for (part, child) in children {
@@ -338,7 +380,7 @@ impl<'py> Arrays<'py> {
     /// Whether any leaf of a state node is an array.
     fn within(&self, node: &Bound<'py, PyAny>, depth: usize) -> PyResult<bool> {
         deep_enough(depth)?;
-        let Some(children) = children(node)? else {
+        let Some(children) = children(node, Flattening::Leaves)? else {
             return self.is_array(node);
         };
         for (_, child) in children {
