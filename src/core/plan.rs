@@ -196,7 +196,6 @@ impl Plan {
         dst: impl Fn() -> ArrayView,
         copy: impl FnOnce() -> LeafCopy,
     ) -> TieEntry {
-        let next = self.len();
         let mut mine = None;
         let first = self.tied_to(run.dst.get(), dtype_key, views, |other| {
             other.same_elements(mine.get_or_insert_with(&dst))
@@ -207,6 +206,20 @@ impl Plan {
                 leaf: Box::new(copy()),
             };
         }
+        self.add_new_compact(run)
+    }
+
+    /// [`Plan::add_compact`] for a destination that no other leaf can share: memory that
+    /// only this leaf's array can reach (see `leaf::alone`). It is not recorded for
+    /// finding ties, which a load of many small arrays spends much of its time on.
+    #[inline(always)]
+    pub fn add_compact_alone(&mut self, run: Run) -> TieEntry {
+        self.add_new_compact(run)
+    }
+
+    #[inline(always)]
+    fn add_new_compact(&mut self, run: Run) -> TieEntry {
+        let next = self.len();
         if self.compact == 0 {
             self.numbers = (0..self.leaves.len() as u32).collect();
         }

@@ -198,6 +198,11 @@ pub fn is_writeable(array: &Bound<'_, PyUntypedArray>) -> bool {
     flags_of(array) & npyffi::NPY_ARRAY_WRITEABLE != 0
 }
 
+/// Whether the array allocated its memory itself (it is no view).
+pub fn owns_data(array: &Bound<'_, PyUntypedArray>) -> bool {
+    flags_of(array) & npyffi::NPY_ARRAY_OWNDATA != 0
+}
+
 /// Whether NumPy has found the array's elements to lie in C order with no gaps.
 pub fn is_c_contiguous(array: &Bound<'_, PyUntypedArray>) -> bool {
     flags_of(array) & npyffi::NPY_ARRAY_C_CONTIGUOUS != 0

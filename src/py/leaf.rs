@@ -2,8 +2,8 @@
 //! (with ties) of the arrays that pass it.
 
 use super::array::{
-    data_address, dtype_class, dtype_key, dtype_text, is_c_contiguous, is_writeable, raw_descr,
-    shape_text, view_of, view_with_itemsize, DtypeClass,
+    data_address, dtype_class, dtype_key, dtype_text, is_c_contiguous, is_writeable, owns_data,
+    raw_descr, shape_text, view_of, view_with_itemsize, DtypeClass,
 };
 use super::kinds::{ArrayLeaf, Node};
 use super::path::describe;
@@ -83,17 +83,20 @@ impl<'py> Walker<'py> {
         let Walked {
             plan, leaf_arrays, ..
         } = &mut self.out;
-        let entry = plan.add_compact(
-            run,
-            dtype.tie_key,
-            &|leaf| view_of(&leaf_arrays[leaf].0),
-            || view_with_itemsize(dst, itemsize),
-            || LeafCopy {
-                dst: view_with_itemsize(dst, itemsize),
-                src: Some(view_with_itemsize(src, itemsize)),
-                op: Op::Bytes,
-            },
-        );
+        let entry = match alone(dst) {
+            true => plan.add_compact_alone(run),
+            false => plan.add_compact(
+                run,
+                dtype.tie_key,
+                &|leaf| view_of(&leaf_arrays[leaf].0),
+                || view_with_itemsize(dst, itemsize),
+                || LeafCopy {
+                    dst: view_with_itemsize(dst, itemsize),
+                    src: Some(view_with_itemsize(src, itemsize)),
+                    op: Op::Bytes,
+                },
+            ),
+        };
         self.settle(entry, dst, Some(src), Op::Bytes)
     }
 
@@ -369,6 +372,17 @@ impl<'py> Walker<'py> {
 
 /// Whether two shapes are equal, compared in place: shapes are short, and a call to
 /// `memcmp` costs more than the comparison.
+/// Whether no other array can reach `array`'s memory: it owns that memory, and the only
+/// reference to it is its container's (the walk borrows it). Any other array over that
+/// memory (a view, the same array elsewhere in the tree, a tensor made from it) would
+/// hold a reference to it. So its leaf cannot be a tie, nor overlap another.
+#[inline(always)]
+fn alone(array: &Bound<'_, PyUntypedArray>) -> bool {
+    // SAFETY: a live object.
+    let references = unsafe { pyo3::ffi::Py_REFCNT(array.as_ptr()) };
+    references == 1 && owns_data(array)
+}
+
 fn same_shape(a: &[usize], b: &[usize]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
