@@ -302,6 +302,11 @@ def test_tensors_of_every_layout_load_both_ways_like_copy_(make):
 @pytest.mark.parametrize("dtype", sorted(_torch.VIEW_DTYPES, key=str), ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("kind", ["tensor", "parameter"])
 def test_plain_cpu_tensors_of_every_viewable_dtype_are_copied_by_the_core(dtype, kind, monkeypatch):
+    try:
+        torch.utils.dlpack.to_dlpack(torch.zeros(1, dtype=dtype))
+    except Exception:  # older releases: such tensors are viewed through `as_numpy`
+        pytest.skip(f"this torch's DLPack does not describe {dtype}")
+
     def refuse(*args, **kwargs):
         raise AssertionError("a plain CPU tensor left to torch or to Python")
 

@@ -96,7 +96,11 @@ def arrays_of(tree: Any) -> List[np.ndarray]:
                 visit(v)
 
     visit(fastload.state(tree))
-    return list(found.values())
+    arrays = list(found.values())
+    # `visit` refers to itself, so `found` lives until the cyclic collector runs: emptied
+    # now, it holds no array past this call.
+    found.clear()
+    return arrays
 
 
 def main(argv: Any = None) -> int:

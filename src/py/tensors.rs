@@ -116,11 +116,13 @@ impl<'py> TensorViews<'py> {
         {
             return Ok(None);
         }
-        // Torch refuses to describe sparse and meta tensors, among others: torch copies
-        // those.
+        // Torch refuses to describe sparse and meta tensors, and older releases float8
+        // ones: `as_numpy` tells which have a view.
         let capsule = match self.to_dlpack.call1((tensor,)) {
             Ok(capsule) => capsule,
-            Err(err) if err.is_instance_of::<PyException>(py) => return Ok(None),
+            Err(err) if err.is_instance_of::<PyException>(py) => {
+                return Ok(self.as_numpy.call1((tensor,))?.cast_into().ok())
+            }
             Err(err) => return Err(err),
         };
         let Some(layout) = dlpack::layout(&capsule, dtype.itemsize()) else {
