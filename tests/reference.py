@@ -61,10 +61,22 @@ def _string_like(dtype):
     return dtype.kind in "US" or issubclass(dtype.type, np.void)
 
 
+def _floating(dtype):
+    """NumPy's floats and ml_dtypes' (bfloat16, float8...), which NumPy does not count as
+    floats."""
+    return dtype.kind == "f" or (
+        dtype.num >= 256 and dtype.type.__name__.startswith(("float", "bfloat16"))
+    )
+
+
 def castable(src, dst, casting):
-    """NumPy's casting rules, except that string, bytes and structured dtypes never cast."""
+    """NumPy's casting rules, except that string, bytes and structured dtypes never cast,
+    and that any float casts to any other float under ``same_kind`` where NumPy has a cast
+    between them."""
     if _string_like(src) or _string_like(dst):
         return src == dst
+    if casting == "same_kind" and _floating(src) and _floating(dst):
+        return bool(np.can_cast(src, dst, "unsafe"))
     return bool(np.can_cast(src, dst, casting))
 
 

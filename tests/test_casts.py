@@ -182,6 +182,18 @@ def test_floats_of_ml_dtypes_keep_numpys_rules_across_kinds(src, dst, snapshot):
         fastload.loadmodel(np.zeros(3, dtype=dst), np.ones(3, dtype=src), casting="safe")
 
 
+def test_floats_without_a_cast_between_them_are_refused_before_anything_is_written():
+    e8m0 = getattr(ml_dtypes, "float8_e8m0fnu", None)
+    if e8m0 is None or np.can_cast(ml_dtypes.float8_e4m3fn, e8m0, "unsafe"):
+        pytest.skip("this ml_dtypes has no float8_e8m0fnu, or casts float8_e4m3fn to it")
+    memory = np.zeros(6, dtype=e8m0)
+    dst = {"w": np.zeros(4, np.float32), "a": memory[:4], "b": memory[2:]}
+    src = {"w": np.ones(4, np.float32), "a": np.ones(4), "b": np.ones(4, ml_dtypes.float8_e4m3fn)}
+    with pytest.raises(fastload.LoadError, match="b: cannot cast float8_e4m3fn to float8_e8m0fnu"):
+        fastload.loadmodel(dst, src)
+    assert not dst["w"].any() and memory.view(np.uint8).tolist() == [0] * 6
+
+
 def test_unknown_casting_rule_is_a_value_error():
     with pytest.raises(ValueError, match="casting"):
         fastload.loadmodel(np.zeros(1), np.zeros(1), casting="sometimes")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastload
+import fastload.demo
 from fastload import LoadError
 
 
@@ -191,3 +192,50 @@ def test_large_tied_sources_that_are_equal_copies_load_and_one_differing_element
         with pytest.raises(LoadError, match="mismatched sources"):
             fastload.loadmodel(model, {"wte": first, "lm_head": later, "other": np.ones(4)})
         assert not emb.any() and not other.any()
+
+
+class Holder:
+    pass
+
+
+def shared_list():
+    inner = [np.zeros(3), np.zeros(3)]
+    return [inner, inner], [[np.zeros(3), np.ones(3)], [np.zeros(3), np.full(3, 2.0)]]
+
+
+def shared_dict():
+    inner = {"a": np.zeros(3), "b": np.zeros(3)}
+    src = {"x": {"a": np.zeros(3), "b": np.ones(3)}, "y": {"a": np.zeros(3), "b": np.full(3, 2.0)}}
+    return {"x": inner, "y": inner}, src
+
+
+def shared_attributes():
+    first, second = Holder(), Holder()
+    first.w = np.zeros(3)
+    second.__dict__ = first.__dict__
+    return [first, second], [{"w": np.ones(3)}, {"w": np.full(3, 2.0)}]
+
+
+def handed_back_by_user_code():
+    tree = [np.zeros(3), Holder()]
+    fastload.register(Holder, lambda holder: [tree[0]])
+    return tree, [np.ones(3), [np.full(3, 2.0)]]
+
+
+@pytest.mark.parametrize(
+    "make", [shared_list, shared_dict, shared_attributes, handed_back_by_user_code]
+)
+def test_arrays_only_the_tree_holds_are_still_tied_when_reached_twice(make):
+    # Each array below is referenced by one container only (no snapshot may hold it); the
+    # container, or the array through code of the user's, is reached twice.
+    dst, src = make()
+    with pytest.raises(LoadError, match="tied destination parameters"):
+        fastload.loadmodel(dst, src)
+    assert not any(a.any() for a in fastload.demo.arrays_of(dst))  # all zeros still
+
+
+def test_a_view_that_user_code_hands_back_is_ordered_after_the_array():
+    tree = [np.zeros(3), Holder()]
+    fastload.register(Holder, lambda holder: [tree[0][:2]])
+    fastload.loadmodel(tree, [np.ones(3), [np.full(2, 2.0)]])
+    assert tree[0].tolist() == [2.0, 2.0, 1.0]

@@ -233,6 +233,48 @@ def test_casts_into_tensors_give_load_state_dicts_bits(src_dtype, dst_dtype, sou
     )
 
 
+def test_casts_into_tensors_keep_the_checks_of_ties_and_the_walk_order():
+    def tied():
+        model = nn.Module()
+        model.a, model.b = nn.Linear(2, 2, bias=False).half(), nn.Linear(2, 2, bias=False).half()
+        model.b.weight = model.a.weight
+        return model
+
+    def sources(first, second):
+        return {"a.weight": torch.full((2, 2), first), "b.weight": torch.full((2, 2), second)}
+
+    mismatched = {
+        "a.weight": sources(1.0, 2.0)["a.weight"].double(),
+        "b.weight": torch.full((2, 2), 2.0),
+    }
+    model = tied()
+    with pytest.raises(LoadError, match="b.weight: tied destination parameters"):
+        fastload.loadmodel(model, mismatched)
+    agreeing = {"a.weight": torch.full((2, 2), 3.0).double(), "b.weight": torch.full((2, 2), 3.0)}
+    fastload.loadmodel(model, agreeing)
+    assert model.a.weight.tolist() == [[3.0, 3.0], [3.0, 3.0]]
+
+    class Overlapping(nn.Module):  # two buffers over one float16 tensor's memory
+        def __init__(self):
+            super().__init__()
+            base = torch.zeros(6, dtype=torch.float16)
+            self.register_buffer("a", base[0:4])
+            self.register_buffer("b", base[2:6])
+
+    src = {"a": torch.ones(4, dtype=torch.float64), "b": torch.full((4,), 2.0)}
+    model, expected = Overlapping(), Overlapping()
+    expected.load_state_dict(src)
+    fastload.loadmodel(model, src)
+    assert model.a.tolist() == expected.a.tolist() == [1.0, 1.0, 2.0, 2.0]
+
+
+def test_float8_loads_into_float32_under_the_safe_rule():
+    model = nn.Linear(4, 1, bias=False)
+    src = torch.tensor([[0.5, 1.0, -2.0, 448.0]]).to(torch.float8_e4m3fn)
+    fastload.loadmodel(model, {"weight": src}, casting="safe")
+    assert model.weight.tolist() == src.float().tolist()
+
+
 def test_bfloat16_loads_into_float16_under_the_default_rule_like_load_state_dict():
     src = nn.Linear(3, 4).bfloat16()
     model, expected = nn.Linear(3, 4).half(), nn.Linear(3, 4).half()
@@ -507,16 +549,31 @@ def test_modules_that_write_their_own_state_dict_layout_are_refused_unless_regis
             super()._save_to_state_dict(destination, prefix, keep_vars)
             destination[prefix + "scale"] = torch.tensor(self.scale)
 
-    dst = nn.Sequential(Scaled(1.0))
+    class Observer(nn.Module):  # as fake quantizers do: saves exactly its buffers, again
+        def __init__(self, scale):
+            super().__init__()
+            self.register_buffer("scale", torch.tensor([scale]))
+
+        def _save_to_state_dict(self, destination, prefix, keep_vars):
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+            destination[prefix + "scale"] = self.scale
+
+    dst = nn.Sequential(Scaled(1.0), Observer(1.0))
     before = snapshot(dst)
-    with pytest.raises(ArgumentError, match="0: cannot walk this node: TypeError: Scaled writes"):
-        fastload.loadmodel(dst, nn.Sequential(Scaled(2.0)))
-    with pytest.raises(TypeError, match="Scaled writes its own state_dict layout"):
-        fastload.loadmodel(dst, nn.Sequential(Scaled(2.0)).state_dict())
+    refusal = "0: cannot walk this node: TypeError: Scaled saves a state_dict of its own layout"
+    with pytest.raises(ArgumentError, match=refusal):
+        fastload.loadmodel(dst, nn.Sequential(Scaled(2.0), Observer(2.0)))
+    with pytest.raises(ArgumentError, match=refusal):
+        fastload.loadmodel(dst, nn.Sequential(Scaled(2.0), Observer(2.0)).state_dict())
+    with pytest.raises(ArgumentError, match=refusal):
+        fastload.state(dst)
     assert_equal_snapshot(dst, before)
+    observer = Observer(1.0)
+    fastload.loadmodel(observer, Observer(3.0).state_dict())
+    assert observer.scale.tolist() == [3.0]
     try:
         fastload.register(Scaled, lambda m: {"lin": m.lin})
-        src = nn.Sequential(Scaled(2.0))
+        src = nn.Sequential(Scaled(2.0), Observer(2.0))
         fastload.loadmodel(dst, src)
         assert torch.equal(dst[0].lin.weight, src[0].lin.weight)
     finally:

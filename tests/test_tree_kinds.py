@@ -165,3 +165,18 @@ def test_loadmodel_from_the_state_of_another_model():
     np.testing.assert_array_equal(a[0].bias, 2)
     np.testing.assert_array_equal(a[1].weight, 3)
     assert a[1].bias is False
+
+
+def test_an_exception_of_a_children_function_in_state_names_its_path():
+    class Broken:
+        pass
+
+    def children(_):
+        raise ValueError("no children today")
+
+    fastload.register(Broken, children)
+    with pytest.raises(fastload.ArgumentError) as info:
+        fastload.state({"layers": [np.zeros(2), Broken()]})
+    assert info.value.problems == [
+        ("layers.1", "cannot walk this node: ValueError: no children today")
+    ]

@@ -1,4 +1,7 @@
-"""Casts the Rust kernels leave to NumPy (complex numbers, float8, byte-swapped data...).
+"""Casts the Rust kernels leave to NumPy (complex numbers, float8, byte-swapped data...),
+or to torch when the destination is a tensor's memory: torch rounds some casts (float64
+to float16, through float32) differently from NumPy, and a load into a tensor gives
+`load_state_dict`'s bits.
 
 Both are called only for casts already checked against the casting rule, so NumPy's
 floating-point warnings are silenced, with `np.errstate`, which is local to the thread.
@@ -8,19 +11,45 @@ taking `.real` first does that without the process-wide warning filters.
 
 from __future__ import annotations
 
+import sys
+from typing import Optional
+
 import numpy as np
 
 
 def copy_cast(dst: np.ndarray, src: np.ndarray) -> None:
     """Copy ``src`` into ``dst``, casting to ``dst``'s dtype."""
+    cast = _torch_cast(src, dst)
+    if cast is not None:
+        np.copyto(dst, cast, casting="no")
+        return
     if np.iscomplexobj(src) and not np.iscomplexobj(dst):
         src = src.real
     with np.errstate(all="ignore"):
         np.copyto(dst, src, casting="unsafe")
 
 
-def staged(src: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A new C-contiguous array: ``src`` cast to ``dtype``."""
-    out = np.empty(src.shape, dtype=dtype)
+def staged(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """A new C-contiguous array: ``src`` cast to ``dst``'s dtype, as it is copied into
+    ``dst``."""
+    cast = _torch_cast(src, dst)
+    if cast is not None:
+        return np.ascontiguousarray(cast) if cast.ndim else cast.copy()
+    out = np.empty(src.shape, dtype=dst.dtype)
     copy_cast(out, src)
     return out
+
+
+def _torch_cast(src: np.ndarray, dst: np.ndarray) -> Optional[np.ndarray]:
+    """``src`` cast by torch to ``dst``'s dtype when ``dst`` views a tensor's memory and
+    torch holds both dtypes, else ``None``."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(dst.base, torch.Tensor):
+        return None
+    from . import _torch
+
+    try:
+        tensor = _torch.as_tensor(src).to(_torch.torch_dtype(dst))
+    except (TypeError, ValueError, RuntimeError):
+        return None  # a dtype or a byte order torch does not hold: NumPy casts
+    return _torch.as_numpy(tensor)

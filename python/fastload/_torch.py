@@ -95,18 +95,26 @@ _STANDARD_SAVES = (
 
 
 def saves_its_own_layout(tp: type) -> bool:
-    """Whether modules of class ``tp`` write a ``state_dict`` other than their parameters
-    and persistent buffers (quantized modules do), which their children would not load."""
+    """Whether modules of class ``tp`` write their own ``state_dict`` entries, which may be
+    other than their parameters and persistent buffers (quantized modules' are)."""
     return getattr(tp, "_save_to_state_dict", None) not in _STANDARD_SAVES
 
 
-def refuse_own_layout(module: torch.nn.Module) -> Any:
-    """The children of a module that :func:`saves_its_own_layout`: a refusal."""
+def own_layout_children(module: torch.nn.Module) -> Dict[str, Any]:
+    """The children of a module that :func:`saves_its_own_layout`: its usual children
+    where what it saves is exactly its parameters and persistent buffers (as observers and
+    fake quantizers do), else a refusal, since its children would not load its state."""
+    saved: Dict[str, Any] = {}
+    module._save_to_state_dict(saved, "", True)
+    children = module_children(module)
+    own = {k: v for k, v in children.items() if v is not False and k not in module._modules}
+    if saved.keys() == own.keys() and all(saved[k] is own[k] for k in own):
+        return children
     name = type(module).__name__
     raise TypeError(
-        f"{name} writes its own state_dict layout (it overrides _save_to_state_dict), so "
-        "its state is not its parameters and buffers; load it with load_state_dict, or "
-        f"tell fastload its children with fastload.register({name}, ...)"
+        f"{name} saves a state_dict of its own layout (it overrides _save_to_state_dict), "
+        "not its parameters and buffers; load it with load_state_dict, or tell fastload "
+        f"its children with fastload.register({name}, ...)"
     )
 
 

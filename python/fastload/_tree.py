@@ -149,7 +149,7 @@ def _torch_kind(tp: type) -> Optional[Tuple[int, Optional[object]]]:
         from . import _torch
 
         if _torch.saves_its_own_layout(tp):
-            return CUSTOM, _torch.refuse_own_layout
+            return CUSTOM, _torch.own_layout_children
         # Read by the Rust core from the module's own dicts, with this as the fallback.
         return MODULE, _torch.module_children
     return None

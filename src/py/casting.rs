@@ -65,9 +65,13 @@ impl<'py> CastRule<'py> {
             )));
         }
         // NumPy's rules do not count `ml_dtypes`' floats (bfloat16, float8) as floats, so
-        // it finds bfloat16 -> float16 "unsafe": within a kind, it is allowed here.
-        let same_kind_floats = self.rule == "same_kind" && is_floating(src) && is_floating(dst);
-        if !same_kind_floats && !self.can_cast.call1((src, dst, &self.rule))?.is_truthy()? {
+        // it finds bfloat16 -> float16 "unsafe": within a kind, it is allowed here, where
+        // NumPy has a cast at all.
+        let rule = match self.rule == "same_kind" && is_floating(src) && is_floating(dst) {
+            true => "unsafe",
+            false => self.rule.as_str(),
+        };
+        if !self.can_cast.call1((src, dst, rule))?.is_truthy()? {
             return Ok(Err(format!(
                 "cannot cast {from} to {to} under casting={:?}",
                 self.rule

@@ -8,7 +8,7 @@ use super::array::{
 use super::kinds::{ArrayLeaf, Node};
 use super::path::describe;
 use super::python_function;
-use super::walk::{LeafArrays, Walked, Walker};
+use super::walk::{references, LeafArrays, Walked, Walker};
 use crate::core::layout::{fits, span};
 use crate::core::{ArrayView, LeafCopy, Op, Plan, Problem, ProblemKind, Run, TieEntry};
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
@@ -80,10 +80,12 @@ impl<'py> Walker<'py> {
         let Some(run) = run else {
             return self.plan_leaf(dst, Some(src), Op::Bytes, dtype.tie_key);
         };
+        let alone = self.unique && self.alone_allowed && alone(dst);
+        self.planned_alone |= alone && !self.classifier.ran_user_code;
         let Walked {
             plan, leaf_arrays, ..
         } = &mut self.out;
-        let entry = match alone(dst) {
+        let entry = match alone {
             true => plan.add_compact_alone(run),
             false => plan.add_compact(
                 run,
@@ -164,14 +166,10 @@ impl<'py> Walker<'py> {
         Ok(())
     }
 
-    /// Plans `dst <- src` for an array `dst`, which is a view of `tensor`'s memory where
-    /// it has one: a cast into a tensor that the core's kernels do not do is then left to
-    /// torch, which rounds some casts (float64 to float16) differently from NumPy.
     pub(super) fn load_array(
         &mut self,
         dst: &Bound<'py, PyUntypedArray>,
         src: &Bound<'py, PyAny>,
-        tensor: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<()> {
         let dst_dtype = dst.dtype();
         let src_array = match self.classifier.as_array(src)? {
@@ -224,9 +222,7 @@ impl<'py> Walker<'py> {
                     return Ok(());
                 }
             };
-            if let (Op::External, Some(tensor)) = (op, tensor) {
-                self.plan_torch(tensor, Some(src))?;
-            } else if self.writeable(dst) {
+            if self.writeable(dst) {
                 let tie_key = self.dtype_info(dst).tie_key;
                 self.plan_leaf(dst, Some(&src_array), op, tie_key)?;
             }
@@ -370,19 +366,18 @@ impl<'py> Walker<'py> {
     }
 }
 
-/// Whether two shapes are equal, compared in place: shapes are short, and a call to
-/// `memcmp` costs more than the comparison.
-/// Whether no other array can reach `array`'s memory: it owns that memory, and the only
-/// reference to it is its container's (the walk borrows it). Any other array over that
-/// memory (a view, the same array elsewhere in the tree, a tensor made from it) would
-/// hold a reference to it. So its leaf cannot be a tie, nor overlap another.
+/// Whether no other leaf can reach `array`'s memory, given that its container is reached
+/// by one path of the tree only (`Walker::unique`): the array owns that memory, and its
+/// container's reference to it (the walk borrows it) is the only one. Any other array over
+/// that memory (a view, the same array elsewhere, a tensor made from it) would hold a
+/// reference to it. So its leaf cannot be a tie, nor overlap another.
 #[inline(always)]
 fn alone(array: &Bound<'_, PyUntypedArray>) -> bool {
-    // SAFETY: a live object.
-    let references = unsafe { pyo3::ffi::Py_REFCNT(array.as_ptr()) };
-    references == 1 && owns_data(array)
+    references(array.as_any()) == 1 && owns_data(array)
 }
 
+/// Whether two shapes are equal, compared in place: shapes are short, and a call to
+/// `memcmp` costs more than the comparison.
 fn same_shape(a: &[usize], b: &[usize]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
@@ -393,9 +388,7 @@ pub fn stage_cast<'py>(
     dst: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyUntypedArray>> {
     let stage = python_function(src.py(), "fastload._cast", "staged")?;
-    Ok(stage
-        .call1((src, dst.getattr("dtype")?))?
-        .cast_into::<PyUntypedArray>()?)
+    Ok(stage.call1((src, dst))?.cast_into::<PyUntypedArray>()?)
 }
 
 /// Arrays that no longer match the plan made from them: code of the user's that the walk

@@ -6,6 +6,7 @@ use super::kinds::{Classifier, Node};
 use super::path::{KeyPath, Segment};
 use super::room::LastSize;
 use crate::core::{LoadFailure, Problem, ProblemKind};
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -65,7 +66,15 @@ impl<'py> StateBuilder<'py> {
         if let Ok(list) = x.cast_exact::<PyList>() {
             return self.build_once(x, |this| this.build_list(list));
         }
-        match self.classifier.classify(x)? {
+        // An exception of the object's own (a children function, a property) is a problem
+        // at this path, as in `loadmodel`.
+        let node = match self.classifier.classify(x) {
+            Err(err) if err.is_instance_of::<PyException>(self.py) => {
+                return Err(self.fail(format!("cannot walk this node: {err}")));
+            }
+            other => other?,
+        };
+        match node {
             Node::Array(_) | Node::Tensor(_) | Node::Bool(_) | Node::Data => Ok(x.clone()),
             Node::Opaque => Ok(PyTuple::empty(self.py).into_any()),
             node => self.build_once(x, |this| this.build_node(node)),

@@ -126,7 +126,8 @@ impl<'py> TensorViews<'py> {
             Err(err) => return Err(err),
         };
         let Some(layout) = dlpack::layout(&capsule, dtype.itemsize()) else {
-            return Ok(None);
+            // On a GPU, or a capsule of another kind than this core reads.
+            return Ok(self.as_numpy.call1((tensor,))?.cast_into().ok());
         };
         if layout.address == 0 {
             // No memory (no elements): NumPy would allocate some for a null pointer.

@@ -76,6 +76,16 @@ pub struct Walker<'py> {
     pub(super) dtypes: SmallVec<[(Bound<'py, PyArrayDescr>, DtypeInfo); 4]>,
     /// The address and entry of the dtype last looked up in `dtypes` (which keeps it alive).
     pub(super) last_dtype: Option<(usize, DtypeInfo)>,
+    /// Whether the destination node being walked is reached by no other path of the tree:
+    /// the root, and each child borrowed from an exact list or dict (or an object's own
+    /// attributes) that held the only reference to it. Its arrays that it alone references
+    /// can then be planned without looking for ties (see `leaf::alone`).
+    pub(super) unique: bool,
+    /// Whether arrays may be planned so at all: not in a walk run again because code of
+    /// the user's ran after such a leaf, and might have handed that array back.
+    pub(super) alone_allowed: bool,
+    /// Whether a leaf was planned so before any code of the user's ran.
+    pub(super) planned_alone: bool,
     pub(super) out: Walked<'py>,
 }
 
@@ -99,6 +109,9 @@ impl<'py> Walker<'py> {
             staged: FxHashSet::default(),
             dtypes: SmallVec::new(),
             last_dtype: None,
+            unique: true,
+            alone_allowed: true,
+            planned_alone: false,
             out: Walked {
                 plan: Plan::with_capacity(room),
                 problems: Vec::new(),
@@ -122,6 +135,14 @@ impl<'py> Walker<'py> {
         src: &Bound<'py, PyAny>,
     ) -> PyResult<Walked<'py>> {
         self.visit(dst, src)?;
+        if self.planned_alone && self.classifier.ran_user_code {
+            // That code may have handed back an array planned as alone (the same array
+            // again, or a view of it): walked again, every leaf is looked up for ties.
+            let filter = self.filter.take();
+            let mut again = Walker::new(self.py, filter, self.strict, &self.casting_name)?;
+            again.alone_allowed = false;
+            return again.walk(dst, src);
+        }
         PLAN_LEAVES.remember(self.out.plan.len());
         self.out.ran_user_code = self.classifier.ran_user_code || self.filter.is_some();
         self.out.met_torch = self.classifier.met_torch();
@@ -179,7 +200,15 @@ impl<'py> Walker<'py> {
         self.path.push(segment);
         let result = match leaf {
             Some(pair) => self.plan_same_layout(pair),
-            None => self.visit(&dst.clone(), &src.clone()),
+            None => {
+                // Asked before the reference below is taken: the container's is the only
+                // one when no other node holds the child.
+                let unique = self.unique && references(dst) == 1;
+                let outer = std::mem::replace(&mut self.unique, unique);
+                let result = self.visit(&dst.clone(), &src.clone());
+                self.unique = outer;
+                result
+            }
         };
         self.path.pop();
         result
@@ -197,18 +226,27 @@ impl<'py> Walker<'py> {
             // A dict, or an object's attributes, against a dict of the same size: matched
             // position by position while the keys pair up. Any other pair takes the
             // general path.
-            let d = match dst.cast_exact::<PyDict>() {
-                Ok(d) => Some(d.clone()),
-                Err(_) => self.classifier.attribute_dict(dst)?,
+            let (d, own) = match dst.cast_exact::<PyDict>() {
+                Ok(d) => (Some(d.clone()), true),
+                Err(_) => {
+                    let d = self.classifier.attribute_dict(dst)?;
+                    // The object's reference and this one: no other object shares it.
+                    let own = d.as_ref().is_some_and(|d| references(d) == 2);
+                    (d, own)
+                }
             };
             if let Some(d) = d.filter(|d| d.len() == s.len()) {
-                return self.unless_cycle(dst, src, |this| this.match_dicts(&d, s));
+                let unique = self.unique && own;
+                let outer = std::mem::replace(&mut self.unique, unique);
+                let result = self.unless_cycle(dst, src, |this| this.match_dicts(&d, s));
+                self.unique = outer;
+                return result;
             }
         }
         match self.classifier.classify(dst)? {
-            Node::Array(array) => self.load_array(&array, src, None),
+            Node::Array(array) => self.load_array(&array, src),
             Node::Tensor(tensor) => match self.classifier.tensor(&tensor)? {
-                ArrayLeaf::NumPy(array) => self.load_array(&array, src, Some(&tensor)),
+                ArrayLeaf::NumPy(array) => self.load_array(&array, src),
                 ArrayLeaf::Torch(tensor) => self.load_torch(&tensor, src),
             },
             mut node @ (Node::Keyed(_) | Node::Seq(..)) => {
@@ -452,6 +490,12 @@ impl<'py> Walker<'py> {
         }
         Ok(())
     }
+}
+
+/// The number of references to `object`.
+pub(super) fn references(object: &Bound<'_, PyAny>) -> isize {
+    // SAFETY: a live object.
+    unsafe { pyo3::ffi::Py_REFCNT(object.as_ptr()) }
 }
 
 /// Item `i` of `list`, borrowed from it (see [`Walker::child`] for how long that is safe);
