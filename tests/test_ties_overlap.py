@@ -209,17 +209,22 @@ def shared_dict():
     return {"x": inner, "y": inner}, src
 
 
+# In each tree, a first array of the dtype takes the walk's general path, which learns the
+# dtype; the arrays after it are the ones that may skip the tie table.
+
+
 def shared_attributes():
     first, second = Holder(), Holder()
-    first.w = np.zeros(3)
+    first.v, first.w = np.zeros(1), np.zeros(3)
     second.__dict__ = first.__dict__
-    return [first, second], [{"w": np.ones(3)}, {"w": np.full(3, 2.0)}]
+    one, two = {"v": np.ones(1), "w": np.ones(3)}, {"v": np.ones(1), "w": np.full(3, 2.0)}
+    return [first, second], [one, two]
 
 
 def handed_back_by_user_code():
-    tree = [np.zeros(3), Holder()]
-    fastload.register(Holder, lambda holder: [tree[0]])
-    return tree, [np.ones(3), [np.full(3, 2.0)]]
+    tree = [np.zeros(1), np.zeros(3), Holder()]
+    fastload.register(Holder, lambda holder: [tree[1]])
+    return tree, [np.ones(1), np.ones(3), [np.full(3, 2.0)]]
 
 
 @pytest.mark.parametrize(
@@ -235,7 +240,15 @@ def test_arrays_only_the_tree_holds_are_still_tied_when_reached_twice(make):
 
 
 def test_a_view_that_user_code_hands_back_is_ordered_after_the_array():
-    tree = [np.zeros(3), Holder()]
-    fastload.register(Holder, lambda holder: [tree[0][:2]])
-    fastload.loadmodel(tree, [np.ones(3), [np.full(2, 2.0)]])
-    assert tree[0].tolist() == [2.0, 2.0, 1.0]
+    tree = [np.zeros(1), np.zeros(3), Holder()]
+    fastload.register(Holder, lambda holder: [tree[1][:2]])
+    fastload.loadmodel(tree, [np.ones(1), np.ones(3), [np.full(2, 2.0)]])
+    assert tree[1].tolist() == [2.0, 2.0, 1.0]
+
+
+def test_a_children_function_runs_once_a_load_next_to_arrays_only_the_tree_holds():
+    calls = []
+    tree = [np.zeros(1), np.zeros(3), Holder()]
+    fastload.register(Holder, lambda holder: calls.append(1) or [tree[1]])
+    fastload.loadmodel(tree, [np.ones(1), np.ones(3), [np.ones(3)]])  # a tie, equal sources
+    assert len(calls) == 1 and tree[1].tolist() == [1.0] * 3

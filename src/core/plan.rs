@@ -211,10 +211,18 @@ impl Plan {
 
     /// [`Plan::add_compact`] for a destination that no other leaf can share: memory that
     /// only this leaf's array can reach (see `leaf::alone`). It is not recorded for
-    /// finding ties, which a load of many small arrays spends much of its time on.
+    /// finding ties, which a load of many small arrays spends much of its time on, unless
+    /// [`Plan::enter_first`] enters it later.
     #[inline(always)]
     pub fn add_compact_alone(&mut self, run: Run) -> TieEntry {
         self.add_new_compact(run)
+    }
+
+    /// Enters `leaf`, planned by [`Plan::add_compact_alone`], as the first leaf at `addr`
+    /// with `dtype_key`, for leaves planned after it to find.
+    pub fn enter_first(&mut self, addr: usize, dtype_key: u64, leaf: usize) {
+        let found = self.ties.first_or_insert(addr, dtype_key, leaf, |_| false);
+        debug_assert!(found.is_none(), "a leaf planned alone shares its address");
     }
 
     #[inline(always)]

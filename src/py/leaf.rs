@@ -80,13 +80,22 @@ impl<'py> Walker<'py> {
         let Some(run) = run else {
             return self.plan_leaf(dst, Some(src), Op::Bytes, dtype.tie_key);
         };
-        let alone = self.unique && self.alone_allowed && alone(dst);
-        self.planned_alone |= alone && !self.classifier.ran_user_code;
+        self.enter_alone_leaves();
+        let alone = self.unique && !self.classifier.ran_user_code && alone(dst);
         let Walked {
             plan, leaf_arrays, ..
         } = &mut self.out;
         let entry = match alone {
-            true => plan.add_compact_alone(run),
+            true => {
+                let entry = plan.add_compact_alone(run);
+                if let TieEntry::New(leaf) = entry {
+                    match self.alone_leaves.last_mut() {
+                        Some(leaves) if leaves.end == leaf => leaves.end += 1,
+                        _ => self.alone_leaves.push(leaf..leaf + 1),
+                    }
+                }
+                entry
+            }
             false => plan.add_compact(
                 run,
                 dtype.tie_key,
@@ -271,6 +280,7 @@ impl<'py> Walker<'py> {
         op: Op,
         tie_key: u64,
     ) -> PyResult<()> {
+        self.enter_alone_leaves();
         let leaf = LeafCopy {
             dst: view_of(dst),
             src: src.map(view_of),
@@ -292,6 +302,25 @@ impl<'py> Walker<'py> {
         let views = |leaf: usize| view_of(&leaf_arrays[leaf].0);
         let entry = plan.add_spanned(leaf, tie_key, span(extent), run, &views);
         self.settle(entry, dst, src, op)
+    }
+
+    /// Enters the leaves planned without the tie table in it, once code of the user's has
+    /// run: that code could have handed one of their arrays back (the same array, or a
+    /// view of it), to be planned again. They are the first leaves at their addresses.
+    #[inline(always)]
+    fn enter_alone_leaves(&mut self) {
+        if self.classifier.ran_user_code && !self.alone_leaves.is_empty() {
+            self.enter_alone_leaves_now();
+        }
+    }
+
+    #[cold]
+    fn enter_alone_leaves_now(&mut self) {
+        for leaf in std::mem::take(&mut self.alone_leaves).into_iter().flatten() {
+            let dst = self.out.leaf_arrays[leaf].0.clone();
+            let tie_key = self.dtype_info(&dst).tie_key;
+            self.out.plan.enter_first(data_address(&dst), tie_key, leaf);
+        }
     }
 
     /// Records where the plan put a leaf: a new parameter, or a later source of a tied one.

@@ -81,11 +81,10 @@ pub struct Walker<'py> {
     /// attributes) that held the only reference to it. Its arrays that it alone references
     /// can then be planned without looking for ties (see `leaf::alone`).
     pub(super) unique: bool,
-    /// Whether arrays may be planned so at all: not in a walk run again because code of
-    /// the user's ran after such a leaf, and might have handed that array back.
-    pub(super) alone_allowed: bool,
-    /// Whether a leaf was planned so before any code of the user's ran.
-    pub(super) planned_alone: bool,
+    /// The leaves planned so, by number, while no code of the user's had run: entered in
+    /// the tie table once some has, since it could hand such an array back (see
+    /// `leaf::enter_alone_leaves`).
+    pub(super) alone_leaves: Vec<std::ops::Range<usize>>,
     pub(super) out: Walked<'py>,
 }
 
@@ -110,8 +109,7 @@ impl<'py> Walker<'py> {
             dtypes: SmallVec::new(),
             last_dtype: None,
             unique: true,
-            alone_allowed: true,
-            planned_alone: false,
+            alone_leaves: Vec::new(),
             out: Walked {
                 plan: Plan::with_capacity(room),
                 problems: Vec::new(),
@@ -135,14 +133,6 @@ impl<'py> Walker<'py> {
         src: &Bound<'py, PyAny>,
     ) -> PyResult<Walked<'py>> {
         self.visit(dst, src)?;
-        if self.planned_alone && self.classifier.ran_user_code {
-            // That code may have handed back an array planned as alone (the same array
-            // again, or a view of it): walked again, every leaf is looked up for ties.
-            let filter = self.filter.take();
-            let mut again = Walker::new(self.py, filter, self.strict, &self.casting_name)?;
-            again.alone_allowed = false;
-            return again.walk(dst, src);
-        }
         PLAN_LEAVES.remember(self.out.plan.len());
         self.out.ran_user_code = self.classifier.ran_user_code || self.filter.is_some();
         self.out.met_torch = self.classifier.met_torch();
