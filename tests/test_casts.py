@@ -194,6 +194,12 @@ def test_floats_without_a_cast_between_them_are_refused_before_anything_is_writt
     assert not dst["w"].any() and memory.view(np.uint8).tolist() == [0] * 6
 
 
+def test_a_complex_number_is_true_where_either_part_is_not_zero():
+    dst = np.zeros(3, dtype=bool)
+    fastload.loadmodel(dst, np.array([1j, 0, 2]), casting="unsafe")
+    assert dst.tolist() == [True, False, True]
+
+
 def test_unknown_casting_rule_is_a_value_error():
     with pytest.raises(ValueError, match="casting"):
         fastload.loadmodel(np.zeros(1), np.zeros(1), casting="sometimes")

@@ -227,16 +227,75 @@ def handed_back_by_user_code():
     return tree, [np.ones(1), np.ones(3), [np.full(3, 2.0)]]
 
 
+def root_reached_again():
+    class Back:  # (Holder may have a children function registered by another test)
+        pass
+
+    dst = [np.zeros(1), np.zeros(3), Back()]
+    dst[2].root = dst  # another source there: no cycle, with strict=False below
+    src = [np.ones(1), np.ones(3), {"root": [np.ones(1), np.full(3, 2.0), {}]}]
+    return dst, src
+
+
+def handed_back_by_getattr():
+    class Slotted:
+        __slots__ = ("w",)
+
+        def __getattr__(self, name):  # what `getattr` runs for the slot, which is not set
+            return tree[1]
+
+    tree = [np.zeros(1), np.zeros(3), Slotted()]
+    return tree, [np.ones(1), np.ones(3), {"w": np.full(3, 2.0)}]
+
+
+def shared_by_a_computed_dict():
+    shared = {"w": np.zeros(3)}
+
+    class Computed:
+        @property
+        def __dict__(self):
+            return shared
+
+    return [np.zeros(1), Computed(), Computed()], [
+        np.ones(1),
+        {"w": np.ones(3)},
+        {"w": np.full(3, 2.0)},
+    ]
+
+
 @pytest.mark.parametrize(
-    "make", [shared_list, shared_dict, shared_attributes, handed_back_by_user_code]
+    "make",
+    [
+        shared_list,
+        shared_dict,
+        shared_attributes,
+        handed_back_by_user_code,
+        root_reached_again,
+        handed_back_by_getattr,
+        shared_by_a_computed_dict,
+    ],
 )
 def test_arrays_only_the_tree_holds_are_still_tied_when_reached_twice(make):
     # Each array below is referenced by one container only (no snapshot may hold it); the
     # container, or the array through code of the user's, is reached twice.
     dst, src = make()
     with pytest.raises(LoadError, match="tied destination parameters"):
-        fastload.loadmodel(dst, src)
-    assert not any(a.any() for a in fastload.demo.arrays_of(dst))  # all zeros still
+        fastload.loadmodel(dst, src, strict=False)
+    assert all_zeros(dst, set())
+
+
+def all_zeros(tree, seen) -> bool:
+    """Whether every array of ``tree`` (which may contain itself) is still all zeros."""
+    if id(tree) in seen:
+        return True
+    seen.add(id(tree))
+    if isinstance(tree, np.ndarray):
+        return not tree.any()
+    if isinstance(tree, list):
+        return all(all_zeros(x, seen) for x in tree)
+    if isinstance(tree, dict):
+        return all(all_zeros(x, seen) for x in tree.values())
+    return all_zeros(getattr(tree, "__dict__", {}), seen)
 
 
 def test_a_view_that_user_code_hands_back_is_ordered_after_the_array():

@@ -23,8 +23,8 @@ def copy_cast(dst: np.ndarray, src: np.ndarray) -> None:
     if cast is not None:
         np.copyto(dst, cast, casting="no")
         return
-    if np.iscomplexobj(src) and not np.iscomplexobj(dst):
-        src = src.real
+    if np.iscomplexobj(src) and not np.iscomplexobj(dst) and dst.dtype.kind != "b":
+        src = src.real  # (a complex number is true where either part is not zero)
     with np.errstate(all="ignore"):
         np.copyto(dst, src, casting="unsafe")
 
@@ -48,8 +48,14 @@ def _torch_cast(src: np.ndarray, dst: np.ndarray) -> Optional[np.ndarray]:
         return None
     from . import _torch
 
+    if any(stride < 0 for stride in src.strides):
+        src = np.ascontiguousarray(src)  # torch holds no negative strides
     try:
-        tensor = _torch.as_tensor(src).to(_torch.torch_dtype(dst))
+        tensor = _torch.as_tensor(src)
+        dtype = _torch.torch_dtype(dst)
+        if tensor.is_complex() and not dtype.is_complex and dtype != torch.bool:
+            tensor = tensor.real  # as `copy_cast` does, without torch's warning
+        tensor = tensor.to(dtype)
     except (TypeError, ValueError, RuntimeError):
         return None  # a dtype or a byte order torch does not hold: NumPy casts
     return _torch.as_numpy(tensor)

@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import enum
 import functools
+import inspect
 import sys
 import types
 from collections.abc import Mapping
@@ -172,9 +173,17 @@ def _runs_user_code(tp: type, code: int, payload: Optional[object]) -> bool:
     if code in (ATTRIBUTES, FIELDS):
         if not any(tp.__getattribute__ is plain for plain in _PLAIN_GETATTRIBUTE):
             return True
-        names = payload if code == FIELDS else ()
-        return any(_is_computed(tp, name) for name in names)
+        if code == ATTRIBUTES:
+            # The attributes are read through `__dict__`, which may itself be computed.
+            return not isinstance(inspect.getattr_static(tp, "__dict__", None), _SLOT_TYPES)
+        if getattr(tp, "__getattr__", None) is not None:
+            return True  # what `getattr` calls for a field that is not set
+        return any(_is_computed(tp, name) for name in payload)
     return False
+
+
+# How an object's own `__dict__` and slots are read: descriptors of C, which run no code.
+_SLOT_TYPES = (types.GetSetDescriptorType, types.MemberDescriptorType)
 
 
 def _is_computed(tp: type, name: str) -> bool:

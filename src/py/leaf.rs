@@ -81,7 +81,7 @@ impl<'py> Walker<'py> {
             return self.plan_leaf(dst, Some(src), Op::Bytes, dtype.tie_key);
         };
         self.enter_alone_leaves();
-        let alone = self.unique && !self.classifier.ran_user_code && alone(dst);
+        let alone = self.unique && !self.alone_closed() && alone(dst);
         let Walked {
             plan, leaf_arrays, ..
         } = &mut self.out;
@@ -305,13 +305,20 @@ impl<'py> Walker<'py> {
     }
 
     /// Enters the leaves planned without the tie table in it, once code of the user's has
-    /// run: that code could have handed one of their arrays back (the same array, or a
-    /// view of it), to be planned again. They are the first leaves at their addresses.
+    /// run (it could hand one of their arrays back: the same array, or a view of it) or the
+    /// root was met again. They are the first leaves at their addresses.
     #[inline(always)]
     fn enter_alone_leaves(&mut self) {
-        if self.classifier.ran_user_code && !self.alone_leaves.is_empty() {
+        if self.alone_closed() && !self.alone_leaves.is_empty() {
             self.enter_alone_leaves_now();
         }
+    }
+
+    /// Whether leaves may no longer be planned alone: code of the user's ran, or the
+    /// root was met again, either of which can reach an array a second time.
+    #[inline(always)]
+    fn alone_closed(&self) -> bool {
+        self.classifier.ran_user_code || self.root_met_again
     }
 
     #[cold]

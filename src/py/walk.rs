@@ -85,6 +85,10 @@ pub struct Walker<'py> {
     /// the tie table once some has, since it could hand such an array back (see
     /// `leaf::enter_alone_leaves`).
     pub(super) alone_leaves: Vec<std::ops::Range<usize>>,
+    /// The destination's root, whose uniqueness is assumed: met again below itself (with
+    /// another source, or it would be a cycle), no leaf is planned alone from then on.
+    pub(super) root: usize,
+    pub(super) root_met_again: bool,
     pub(super) out: Walked<'py>,
 }
 
@@ -96,9 +100,12 @@ impl<'py> Walker<'py> {
         casting: &str,
     ) -> PyResult<Self> {
         let room = PLAN_LEAVES.room();
+        let mut classifier = Classifier::new(py)?;
+        // The filter is code of the user's too, run from the first node on.
+        classifier.ran_user_code = filter.is_some();
         Ok(Walker {
             py,
-            classifier: Classifier::new(py)?,
+            classifier,
             casting: CastRule::new(py, casting)?,
             casting_name: casting.to_owned(),
             filter,
@@ -110,6 +117,8 @@ impl<'py> Walker<'py> {
             last_dtype: None,
             unique: true,
             alone_leaves: Vec::new(),
+            root: 0,
+            root_met_again: false,
             out: Walked {
                 plan: Plan::with_capacity(room),
                 problems: Vec::new(),
@@ -132,6 +141,7 @@ impl<'py> Walker<'py> {
         dst: &Bound<'py, PyAny>,
         src: &Bound<'py, PyAny>,
     ) -> PyResult<Walked<'py>> {
+        self.root = dst.as_ptr() as usize;
         self.visit(dst, src)?;
         PLAN_LEAVES.remember(self.out.plan.len());
         self.out.ran_user_code = self.classifier.ran_user_code || self.filter.is_some();
@@ -208,6 +218,9 @@ impl<'py> Walker<'py> {
         if let Some(reason) = too_deep(self.path.depth()) {
             self.problem(ProblemKind::Structure, reason);
             return Ok(());
+        }
+        if dst.as_ptr() as usize == self.root && self.path.depth() > 0 {
+            self.root_met_again = true;
         }
         if let (None, Ok(d), Ok(s)) = (&self.filter, dst.cast_exact(), src.cast_exact()) {
             return self.unless_cycle(dst, src, |this| this.match_lists(d, s));
