@@ -242,6 +242,7 @@ class TorchCopies:
             # A sparse tensor's copy gives it new memory, so it is copied into the tensor
             # itself, not a detached one; nor can it be tied through its memory.
             self.sparse.append((dst, src_t))
+            self.written.append(dst)
             return None
         key = (dst_t.device, dst_t.data_ptr(), dst_t.shape, dst_t.stride(), dst_t.dtype)
         first = self.firsts.get(key)
@@ -291,7 +292,7 @@ class TorchCopies:
         copied = self.copies + self.sparse
         for device in {t.device for pair in copied for t in pair if t.is_cuda}:
             torch.cuda.synchronize(device)
-        bump_versions(self.written + [dst for dst, _ in self.sparse])
+        bump_versions(self.written)
 
 
 def _same_values(first: torch.Tensor, later: torch.Tensor, dtype: torch.dtype) -> bool:

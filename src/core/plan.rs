@@ -206,16 +206,7 @@ impl Plan {
                 leaf: Box::new(copy()),
             };
         }
-        self.add_new_compact(run)
-    }
-
-    /// [`Plan::add_compact`] for a destination that no other leaf can share: memory that
-    /// only this leaf's array can reach (see `leaf::alone`). It is not recorded for
-    /// finding ties, which a load of many small arrays spends much of its time on, unless
-    /// [`Plan::enter_first`] enters it later.
-    #[inline(always)]
-    pub fn add_compact_alone(&mut self, run: Run) -> TieEntry {
-        self.add_new_compact(run)
+        self.add_compact_alone(run)
     }
 
     /// Enters `leaf`, planned by [`Plan::add_compact_alone`], as the first leaf at `addr`
@@ -225,8 +216,12 @@ impl Plan {
         debug_assert!(found.is_none(), "a leaf planned alone shares its address");
     }
 
+    /// [`Plan::add_compact`] for a destination that no other leaf can share: memory that
+    /// only this leaf's array can reach (see `leaf::alone`). It is not recorded for
+    /// finding ties, which a load of many small arrays spends much of its time on, unless
+    /// [`Plan::enter_first`] enters it later.
     #[inline(always)]
-    fn add_new_compact(&mut self, run: Run) -> TieEntry {
+    pub fn add_compact_alone(&mut self, run: Run) -> TieEntry {
         let next = self.len();
         if self.compact == 0 {
             self.numbers = (0..self.leaves.len() as u32).collect();

@@ -91,6 +91,14 @@ impl<'py> TensorViews<'py> {
         })
     }
 
+    /// What `_torch.as_numpy` makes of `tensor`: its view where it has one.
+    fn view_by_python(
+        &self,
+        tensor: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
+        Ok(self.as_numpy.call1((tensor,))?.cast_into().ok())
+    }
+
     /// A writeable NumPy view of `tensor`'s memory, or `None` where torch must copy it
     /// (on a GPU, a conjugate or negative view, a dtype NumPy lacks, a lazy parameter).
     pub fn view(
@@ -99,7 +107,7 @@ impl<'py> TensorViews<'py> {
     ) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
         let ty = tensor.get_type();
         if !self.plain_types.iter().any(|plain| ty.is(plain)) {
-            return Ok(self.as_numpy.call1((tensor,))?.cast_into().ok());
+            return self.view_by_python(tensor);
         }
         let py = tensor.py();
         let method = |name| tensor.call_method0(name);
@@ -121,17 +129,17 @@ impl<'py> TensorViews<'py> {
         let capsule = match self.to_dlpack.call1((tensor,)) {
             Ok(capsule) => capsule,
             Err(err) if err.is_instance_of::<PyException>(py) => {
-                return Ok(self.as_numpy.call1((tensor,))?.cast_into().ok())
+                return self.view_by_python(tensor);
             }
             Err(err) => return Err(err),
         };
         let Some(layout) = dlpack::layout(&capsule, dtype.itemsize()) else {
             // On a GPU, or a capsule of another kind than this core reads.
-            return Ok(self.as_numpy.call1((tensor,))?.cast_into().ok());
+            return self.view_by_python(tensor);
         };
         if layout.address == 0 {
             // No memory (no elements): NumPy would allocate some for a null pointer.
-            return Ok(self.as_numpy.call1((tensor,))?.cast_into().ok());
+            return self.view_by_python(tensor);
         }
         // The capsule holds the tensor, not its memory, which `p.data = ...` can replace.
         self.storages.push(method(intern!(py, "untyped_storage"))?);

@@ -144,7 +144,7 @@ impl<'py> Walker<'py> {
         self.root = dst.as_ptr() as usize;
         self.visit(dst, src)?;
         PLAN_LEAVES.remember(self.out.plan.len());
-        self.out.ran_user_code = self.classifier.ran_user_code || self.filter.is_some();
+        self.out.ran_user_code = self.classifier.ran_user_code;
         self.out.met_torch = self.classifier.met_torch();
         let storages = self.classifier.take_tensor_storages();
         self.out.keep_alive.extend(storages);
@@ -204,10 +204,7 @@ impl<'py> Walker<'py> {
                 // Asked before the reference below is taken: the container's is the only
                 // one when no other node holds the child.
                 let unique = self.unique && references(dst) == 1;
-                let outer = std::mem::replace(&mut self.unique, unique);
-                let result = self.visit(&dst.clone(), &src.clone());
-                self.unique = outer;
-                result
+                self.with_unique(unique, |this| this.visit(&dst.clone(), &src.clone()))
             }
         };
         self.path.pop();
@@ -240,10 +237,9 @@ impl<'py> Walker<'py> {
             };
             if let Some(d) = d.filter(|d| d.len() == s.len()) {
                 let unique = self.unique && own;
-                let outer = std::mem::replace(&mut self.unique, unique);
-                let result = self.unless_cycle(dst, src, |this| this.match_dicts(&d, s));
-                self.unique = outer;
-                return result;
+                return self.with_unique(unique, |this| {
+                    this.unless_cycle(dst, src, |this| this.match_dicts(&d, s))
+                });
             }
         }
         match self.classifier.classify(dst)? {
@@ -278,6 +274,18 @@ impl<'py> Walker<'py> {
             }
             plain => self.load_plain(&plain, dst, src),
         }
+    }
+
+    /// Runs `walk` with [`Walker::unique`] set to `unique`, as it is for a node below.
+    fn with_unique(
+        &mut self,
+        unique: bool,
+        walk: impl FnOnce(&mut Self) -> PyResult<()>,
+    ) -> PyResult<()> {
+        let outer = std::mem::replace(&mut self.unique, unique);
+        let result = walk(self);
+        self.unique = outer;
+        result
     }
 
     /// Runs `walk` on the node pair `(dst, src)`, unless the pair is already on the path
