@@ -38,16 +38,17 @@ impl Scalar {
 
     /// Whether the native kernel rounds `self -> to` exactly as NumPy (and `ml_dtypes`) do.
     ///
-    /// The kernels reach 16-bit floats through float32. That is NumPy's own path (a single
-    /// rounding) from float32 and narrower types, and ml_dtypes' path into bfloat16 from
-    /// float64 too; the other pairs (float64, bfloat16 and wide integers into float16, wide
-    /// integers into bfloat16) are left to NumPy.
+    /// The kernels reach 16-bit floats through float32: a single rounding, as NumPy's and
+    /// ml_dtypes' own, only from float32 and narrower types. The wider pairs (float64,
+    /// bfloat16 and wide integers into float16 and bfloat16) are left to NumPy, whose cast
+    /// is the installed ml_dtypes' own: its releases differ on whether float64 rounds into
+    /// bfloat16 once or through float32.
     pub fn casts_natively_to(self, to: Scalar) -> bool {
         let wide = matches!(
             self,
             Scalar::I32 | Scalar::I64 | Scalar::U32 | Scalar::U64 | Scalar::F64 | Scalar::BF16
         );
-        !(wide && to == Scalar::F16 || wide && self != Scalar::F64 && to == Scalar::BF16)
+        !(wide && matches!(to, Scalar::F16 | Scalar::BF16))
     }
 }
 
@@ -210,8 +211,8 @@ float_element!(
     from_float: as_f64 => |x: f64| x,
     from_int: IntValue::to_f64,
 );
-// Into 16-bit floats everything goes through float32, as ml_dtypes does; for float16 that
-// is exact only from float32 and narrower sources (see `Scalar::casts_natively_to`).
+// Into 16-bit floats everything goes through float32: exact only from float32 and narrower
+// sources (see `Scalar::casts_natively_to`).
 float_element!(
     f16,
     as_f32: half_bits::f16_to_f32,
@@ -344,9 +345,11 @@ mod tests {
     }
 
     #[test]
-    fn wide_integers_into_half_floats_are_left_to_numpy() {
+    fn wide_types_into_half_floats_are_left_to_numpy() {
         assert!(!Scalar::I64.casts_natively_to(Scalar::F16));
         assert!(!Scalar::U32.casts_natively_to(Scalar::BF16));
+        assert!(!Scalar::F64.casts_natively_to(Scalar::BF16));
+        assert!(Scalar::F32.casts_natively_to(Scalar::BF16));
         assert!(Scalar::I16.casts_natively_to(Scalar::BF16));
         assert!(Scalar::I64.casts_natively_to(Scalar::F32));
     }

@@ -222,24 +222,16 @@ impl<'py> Walker<'py> {
         if let (None, Ok(d), Ok(s)) = (&self.filter, dst.cast_exact(), src.cast_exact()) {
             return self.unless_cycle(dst, src, |this| this.match_lists(d, s));
         }
-        if let (None, Ok(s)) = (&self.filter, src.cast_exact::<PyDict>()) {
-            // A dict, or an object's attributes, against a dict of the same size: matched
-            // position by position while the keys pair up. Any other pair takes the
-            // general path.
-            let (d, own) = match dst.cast_exact::<PyDict>() {
-                Ok(d) => (Some(d.clone()), true),
-                Err(_) => {
-                    let d = self.classifier.attribute_dict(dst)?;
-                    // The object's reference and this one: no other object shares it.
-                    let own = d.as_ref().is_some_and(|d| references(d) == 2);
-                    (d, own)
+        if self.filter.is_none() {
+            // Two dicts (or objects' attributes) of the same size: matched position by
+            // position while the keys pair up. Any other pair takes the general path.
+            if let Some((s, _)) = self.dict_of(src)? {
+                if let Some((d, own)) = self.dict_of(dst)?.filter(|(d, _)| d.len() == s.len()) {
+                    let unique = self.unique && own;
+                    return self.with_unique(unique, |this| {
+                        this.unless_cycle(dst, src, |this| this.match_dicts(&d, &s))
+                    });
                 }
-            };
-            if let Some(d) = d.filter(|d| d.len() == s.len()) {
-                let unique = self.unique && own;
-                return self.with_unique(unique, |this| {
-                    this.unless_cycle(dst, src, |this| this.match_dicts(&d, s))
-                });
             }
         }
         match self.classifier.classify(dst)? {
@@ -274,6 +266,23 @@ impl<'py> Walker<'py> {
             }
             plain => self.load_plain(&plain, dst, src),
         }
+    }
+
+    /// `node` itself when it is an exact dict, or its attributes when they are read through
+    /// an exact dict (`vars(node)`); with whether no other object shares that dict.
+    fn dict_of(
+        &mut self,
+        node: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<(Bound<'py, PyDict>, bool)>> {
+        if let Ok(dict) = node.cast_exact::<PyDict>() {
+            return Ok(Some((dict.clone(), true)));
+        }
+        let attributes = self.classifier.attribute_dict(node)?;
+        // The object's reference and this one: no other object shares it.
+        Ok(attributes.map(|d| {
+            let own = references(&d) == 2;
+            (d, own)
+        }))
     }
 
     /// Runs `walk` with [`Walker::unique`] set to `unique`, as it is for a node below.
