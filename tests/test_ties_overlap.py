@@ -198,6 +198,13 @@ class Holder:
     pass
 
 
+class Plain:
+    """A plain object (no test registers a children function for it, as some do Holder)."""
+
+    def __init__(self, **attributes):
+        self.__dict__.update(attributes)
+
+
 def shared_list():
     inner = [np.zeros(3), np.zeros(3)]
     return [inner, inner], [[np.zeros(3), np.ones(3)], [np.zeros(3), np.full(3, 2.0)]]
@@ -214,8 +221,7 @@ def shared_dict():
 
 
 def shared_attributes():
-    first, second = Holder(), Holder()
-    first.v, first.w = np.zeros(1), np.zeros(3)
+    first, second = Plain(v=np.zeros(1), w=np.zeros(3)), Plain()
     second.__dict__ = first.__dict__
     one, two = {"v": np.ones(1), "w": np.ones(3)}, {"v": np.ones(1), "w": np.full(3, 2.0)}
     return [first, second], [one, two]
@@ -263,21 +269,51 @@ def shared_by_a_computed_dict():
     ]
 
 
+def with_object_sources(make):
+    """``make``'s trees, each dict of the source an object with those attributes."""
+
+    def objects(tree):
+        if isinstance(tree, dict):
+            return Plain(**{key: objects(value) for key, value in tree.items()})
+        if isinstance(tree, list):
+            return [objects(value) for value in tree]
+        return tree
+
+    def made():
+        dst, src = make()
+        return dst, objects(src)
+
+    made.__name__ = f"{make.__name__}_from_objects"
+    return made
+
+
+def shared_object():
+    inner = Plain(a=np.zeros(1), b=np.zeros(3))
+    src = [{"a": np.ones(1), "b": np.ones(3)}, {"a": np.ones(1), "b": np.full(3, 2.0)}]
+    return [inner, inner], src
+
+
+REACHED_TWICE = [
+    shared_list,
+    shared_dict,
+    shared_attributes,
+    shared_object,
+    handed_back_by_user_code,
+    root_reached_again,
+    handed_back_by_getattr,
+    shared_by_a_computed_dict,
+]
+
+
 @pytest.mark.parametrize(
     "make",
-    [
-        shared_list,
-        shared_dict,
-        shared_attributes,
-        handed_back_by_user_code,
-        root_reached_again,
-        handed_back_by_getattr,
-        shared_by_a_computed_dict,
-    ],
+    REACHED_TWICE + [with_object_sources(make) for make in REACHED_TWICE],
+    ids=lambda make: make.__name__,
 )
 def test_arrays_only_the_tree_holds_are_still_tied_when_reached_twice(make):
     # Each array below is referenced by one container only (no snapshot may hold it); the
-    # container, or the array through code of the user's, is reached twice.
+    # container, or the array through code of the user's, is reached twice. Sources are
+    # dicts, or objects with those attributes, which take the objects' path of the walk.
     dst, src = make()
     with pytest.raises(LoadError, match="tied destination parameters"):
         fastload.loadmodel(dst, src, strict=False)
