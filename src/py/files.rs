@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use tempfile::NamedTempFile;
 
 /// A file mapped read-only; the arrays viewing it hold it as their base.
 #[pyclass(frozen, module = "fastload._fastload")]
@@ -114,17 +115,25 @@ fn mapped_array<'py>(
 /// same folder, which is flushed to disk and then renamed over `path`, so that `path`
 /// holds either its old content or the whole new file, whatever happens.
 ///
+/// With `rename=False` the flushed file stays under its temporary name, which is
+/// returned: a sharded save renames its shards only once all of them are written.
+///
+/// A header longer than `max_header` bytes (safetensors reads none longer) is refused
+/// before any file is made.
+///
 /// `progress(bytes_done, bytes_total)` is called between pieces of 64 MiB, where Ctrl-C
 /// is checked too; an interrupted save leaves `path` as it was.
 #[pyfunction]
-#[pyo3(signature = (path, tensors, metadata, progress))]
+#[pyo3(signature = (path, tensors, metadata, progress, max_header = MAX_HEADER, rename = true))]
 pub fn write_safetensors(
     py: Python<'_>,
     path: PathBuf,
     tensors: &Bound<'_, PyList>,
     metadata: Option<HashMap<String, String>>,
     progress: Option<Bound<'_, PyAny>>,
-) -> PyResult<()> {
+    max_header: usize,
+    rename: bool,
+) -> PyResult<Option<PathBuf>> {
     let mut infos = Vec::with_capacity(tensors.len());
     let mut chunks: Vec<(usize, usize)> = Vec::with_capacity(tensors.len());
     let mut offset = 0;
@@ -153,6 +162,15 @@ pub fn write_safetensors(
         .map_err(|e| file_error(py, &path, &describe(&e)))?;
     let mut head = header.into_bytes();
     head.resize(head.len().next_multiple_of(8), b' ');
+    if head.len() > max_header {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{}: the header (tensor names, shapes and metadata) would be {} bytes, more \
+             than the {max_header} that safetensors reads; save fewer entries or less \
+             metadata, or shard the checkpoint",
+            path.display(),
+            head.len()
+        )));
+    }
     let mut prefix = (head.len() as u64).to_le_bytes().to_vec();
     prefix.extend(head);
     let progress = progress.map(Bound::unbind);
@@ -166,40 +184,50 @@ pub fn write_safetensors(
         })
     };
     // The arrays stay alive (`keep`) while the GIL is released for the write.
-    let written = py.detach(|| write_file(&path, &prefix, &chunks, &mut tick));
+    let written = py.detach(|| {
+        let temp = write_temporary(&path, &prefix, &chunks, &mut tick)?;
+        match rename {
+            true => persist(temp, &path).map(|()| None),
+            false => temp
+                .keep()
+                .map(|(_, name)| Some(name))
+                .map_err(|e| write_error(&path, e.error)),
+        }
+    });
     drop(keep);
     written
 }
+
+/// The longest header safetensors reads (its `MAX_HEADER_SIZE`).
+const MAX_HEADER: usize = 100_000_000;
 
 /// Writes `bytes` to `path` crash-safely, as `write_safetensors` does (for an index).
 #[pyfunction]
 pub fn write_raw(py: Python<'_>, path: PathBuf, bytes: &Bound<'_, PyBytes>) -> PyResult<()> {
     let bytes = bytes.as_bytes();
-    py.detach(|| write_file(&path, bytes, &[], &mut |_, _| Ok(())))
+    py.detach(|| {
+        let temp = write_temporary(&path, bytes, &[], &mut |_, _| Ok(()))?;
+        persist(temp, &path)
+    })
 }
 
 /// Bytes written between two calls of a save's progress.
 const PIECE: usize = 64 << 20;
 
 /// `prefix`, then each `(address, length)` chunk of memory, into a temporary file in
-/// `path`'s folder, flushed to disk and renamed over `path`. `tick(done, total)` runs
-/// between pieces; its error abandons the temporary file.
-fn write_file(
+/// `path`'s folder, flushed to disk. `tick(done, total)` runs between pieces; its error
+/// abandons the temporary file (dropping it removes it).
+fn write_temporary(
     path: &Path,
     prefix: &[u8],
     chunks: &[(usize, usize)],
     tick: &mut dyn FnMut(usize, usize) -> PyResult<()>,
-) -> PyResult<()> {
-    let failed =
-        |e: std::io::Error| PyOSError::new_err(format!("{}: cannot write: {e}", path.display()));
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+) -> PyResult<NamedTempFile> {
+    let failed = |e: std::io::Error| write_error(path, e);
     let temp = tempfile::Builder::new()
         .prefix(".fastload-")
         .suffix(".tmp")
-        .tempfile_in(folder)
+        .tempfile_in(folder_of(path))
         .map_err(failed)?;
     let total = prefix.len() + chunks.iter().map(|c| c.1).sum::<usize>();
     let mut done = 0;
@@ -222,11 +250,28 @@ fn write_file(
         out.flush().map_err(failed)?;
     }
     temp.as_file().sync_all().map_err(failed)?;
-    temp.persist(path).map_err(|e| failed(e.error))?;
+    Ok(temp)
+}
+
+/// Renames the flushed `temp` over `path`, durably.
+fn persist(temp: NamedTempFile, path: &Path) -> PyResult<()> {
+    temp.persist(path).map_err(|e| write_error(path, e.error))?;
     // The rename itself is durable once the folder is flushed too.
-    File::open(folder)
+    File::open(folder_of(path))
         .and_then(|f| f.sync_all())
-        .map_err(failed)
+        .map_err(|e| write_error(path, e))
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn write_error(path: &Path, e: std::io::Error) -> PyErr {
+    PyOSError::new_err(format!("{}: cannot write: {e}", path.display()))
 }
 
 fn parse_dtype(name: &str) -> PyResult<Dtype> {
