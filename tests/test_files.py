@@ -376,3 +376,212 @@ def test_torch_modules_save_and_load_through_files(tmp_path):
     target = build(TinyGPT, 0).to(torch.bfloat16)
     fastload.loadmodel(target, path)
     assert torch.equal(target.h[1].mlp[0].weight, half.h[1].mlp[0].weight)
+
+
+def complex_views(torch, count: int) -> dict:
+    """Tensor views whose values save must copy (conjugate and negative views, strided),
+    each of its own data."""
+    views = {}
+    for i in range(count):
+        c = torch.randn(64, 32, dtype=torch.complex64)
+        views[f"v{i}"] = [c.conj().imag.T, c.T.conj(), c.conj()[:, ::2]][i % 3]
+    return views
+
+
+def test_tensor_views_copied_by_save_keep_their_own_values(tmp_path):
+    torch = pytest.importorskip("torch")
+    tree = complex_views(torch, 24)
+    base = torch.randn(4, dtype=torch.complex64)
+    tree.update(conj=base.conj(), same_conj=None, plain=base)
+    tree["same_conj"] = tree["conj"]  # the same view twice: a tie
+    path = tmp_path / "views.safetensors"
+    fastload.save(path, tree)
+    back = fastload.load(path)
+    for key, value in tree.items():
+        expected = value.resolve_conj().resolve_neg().numpy()
+        assert np.array_equal(back[key], expected), key
+    assert back["same_conj"] is back["conj"]
+    assert sorted(load_file(path)) == sorted(set(tree) - {"same_conj"})
+
+
+NUMPY_SCALARS = {
+    "f64": np.float64(2.5),
+    "f32": np.float32(1.5),
+    "f16": np.float16(0.1),
+    "nan": np.float64("nan"),
+    "c128": np.complex128(1 - 2.5j),
+    "c64": np.complex64(0.1 + 3j),
+    "i8": np.int8(-3),
+    "u64": np.uint64(2**64 - 1),
+}
+
+
+def test_numpy_scalars_round_trip_with_their_dtype(tmp_path):
+    tree = {**NUMPY_SCALARS, "text": np.str_("a\0"), "raw": np.bytes_(b"b\0"), "b": np.bool_(1)}
+    path = tmp_path / "scalars.safetensors"
+    fastload.save(path, {"w": np.ones(1), "s": tree})
+    back = fastload.load(path)["s"]
+    for key, value in NUMPY_SCALARS.items():
+        assert back[key].dtype == value.dtype, key
+        assert np.array_equal(back[key], value, equal_nan=True), key
+    # Text and flags come back as str, bytes and bool, of the same value.
+    assert back["text"] == "a\0" and back["raw"] == b"b\0" and back["b"] is True
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.longdouble(1.5),
+        np.clongdouble(1 + 1j),
+        np.void(b"ab"),
+        np.datetime64("2020-01-01"),
+        np.datetime64(1, "ns"),
+        np.timedelta64(3, "s"),
+        ml_dtypes.bfloat16(1.5),
+    ],
+    ids=repr,
+)
+def test_numpy_scalars_that_would_not_load_back_are_refused_by_save(tmp_path, value):
+    if value.dtype in (np.dtype(np.float64), np.dtype(np.complex128)):
+        pytest.skip("this platform's long double is a double, which round-trips")
+    path = tmp_path / "model.safetensors"
+    fastload.save(path, {"w": np.ones(3)})
+    old = path.read_bytes()
+    with pytest.raises(TypeError, match=re.escape("layers.k: cannot store a NumPy scalar")):
+        fastload.save(path, {"w": np.ones(3), "layers": {"k": value}})
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def stop_in_shard(number: int):
+    """A progress callable that interrupts a save of small shards (each reported once,
+    when whole) as it ends its shard ``number``, before that shard is renamed."""
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+def files_of(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("how", ["interrupted", "a header too long"])
+def test_a_sharded_save_failing_midway_leaves_the_old_checkpoint_loadable(
+    tmp_path, monkeypatch, how
+):
+    index = tmp_path / "model.safetensors.index.json"
+    old = {f"w{i}": np.full(8, i, dtype=np.float64) for i in range(4)}  # a shard each
+    fastload.save(index, old, max_shard_size=64)
+    before = files_of(tmp_path)
+    assert len(before) == 5
+    new = {key: value + 100 for key, value in old.items()}
+    if how == "interrupted":
+        with pytest.raises(KeyboardInterrupt):
+            fastload.save(index, new, max_shard_size=64, progress=stop_in_shard(3))
+    else:
+        # The third shard's header alone is too long (a long name, under a low limit).
+        new = {key + "x" * 2000 if key == "w2" else key: value for key, value in new.items()}
+        monkeypatch.setattr(fastload._files, "MAX_HEADER_BYTES", 1000)
+        with pytest.raises(ValueError, match="model-00003-of-00004.safetensors: the header"):
+            fastload.save(index, new, max_shard_size=64)
+    assert files_of(tmp_path) == before  # no shard replaced, no temporary file left
+    back = fastload.load(index)
+    assert all(np.array_equal(back[key], value) for key, value in old.items())
+    fastload.save(index, {key: value + 100 for key, value in old.items()}, max_shard_size=64)
+    assert fastload.load(index)["w3"][0] == 103
+
+
+def test_a_header_longer_than_safetensors_reads_is_refused_before_writing(tmp_path):
+    path = tmp_path / "model.safetensors"
+    fastload.save(path, {"w": np.ones(3)})
+    old = path.read_bytes()
+    # The note goes into the header's metadata, escaped as JSON.
+    tree = {"w": np.ones(3), "note": "x" * 100_000_000}
+    with pytest.raises(ValueError, match=r"more than the 100000000 that safetensors reads"):
+        fastload.save(path, tree)
+    with pytest.raises(ValueError, match="model.safetensors: the header"):
+        fastload.save(path, {"w": np.ones(3)}, metadata={"note": "x" * 100_000_000})
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "tree, key",
+    [
+        ({"__metadata__": np.ones(2), "w": np.ones(1)}, "__metadata__"),
+        ({"w": np.ones(1), "a": {"": np.ones(2)}}, "a."),
+        ({"w": np.ones(1), "a": {"": {"b": 1.5}}}, "a..b"),
+        ({"w": np.ones(1), "": 3}, ""),
+        (np.ones(3), ""),
+    ],
+    ids=["__metadata__", "a trailing empty key", "an empty key between", "an empty key", "a leaf"],
+)
+def test_names_a_file_cannot_hold_are_refused_by_save(tmp_path, tree, key):
+    path = tmp_path / "model.safetensors"
+    fastload.save(path, {"w": np.ones(3)})
+    old = path.read_bytes()
+    with pytest.raises(ValueError, match=re.escape(f"key {key!r}")):
+        fastload.save(path, tree)
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def test_a_shard_index_nested_too_deep_or_not_an_object_is_refused(tmp_path):
+    index = tmp_path / "model.safetensors.index.json"
+    for text in ('{"weight_map": {}, "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}", "[]"):
+        index.write_text(text)
+        with pytest.raises(LoadError, match="model.safetensors.index.json: not a shard index"):
+            fastload.load(index)
+        with pytest.raises(LoadError, match="not a shard index"):
+            fastload.loadmodel({"w": np.zeros(1)}, index)
+
+
+def two_tensor_file(path: Path, metadata: dict) -> Path:
+    entry = {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}
+    later = {"dtype": "F32", "shape": [4], "data_offsets": [16, 32]}
+    data = np.arange(8, dtype=np.float32).tobytes()
+    return header_file(path, tensor_header(__metadata__=metadata, w=entry, v=later), data)
+
+
+@pytest.mark.parametrize(
+    "metadata, key",
+    [
+        ({"fastload.ties": '{"v": "w"}'}, "'v'"),  # a tie whose name is a stored tensor
+        ({"fastload.ties": '{"w": "w"}'}, "'w'"),
+        ({"fastload.state": '{"v": ["int", 1]}'}, "'v'"),  # a value where a tensor is
+        ({"fastload.ties": '{"u": "w"}', "fastload.state": '{"u": ["none", null]}'}, "'u'"),
+    ],
+    ids=["tie over a tensor", "tie to itself", "value over a tensor", "value over a tie"],
+)
+def test_fastload_metadata_at_odds_with_the_tensors_is_refused_naming_the_key(
+    tmp_path, snapshot, metadata, key
+):
+    path = two_tensor_file(tmp_path / "forged.safetensors", metadata)
+    invalid = "forged.safetensors: its fastload metadata is invalid"
+    with pytest.raises(LoadError, match=invalid) as info:
+        fastload.load(path)
+    assert key in str(info.value)
+    if "fastload.state" not in metadata:  # a load into a model reads the tie table only
+        dst = {"w": np.zeros(4, np.float32), "v": np.zeros(4, np.float32)}
+        before = snapshot(dst)
+        with pytest.raises(LoadError, match=key):
+            fastload.loadmodel(dst, path)
+        before.assert_unchanged()
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_a_sparse_tensor_is_refused_by_save_saying_to_make_it_dense(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "model.safetensors"
+    for tensor in (torch.eye(3).to_sparse(), torch.eye(3).to_sparse_csr()):
+        with pytest.raises(TypeError) as info:
+            fastload.save(path, {"layer": {"w": tensor}})
+        message = str(info.value)
+        assert message.startswith("layer.w: a sparse tensor (layout torch.sparse_")
+        assert "dtype" not in message and "to_dense()" in message
+    assert os.listdir(tmp_path) == []

@@ -15,7 +15,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -30,6 +30,12 @@ STATE_KEY = "fastload.state"
 TIES_KEY = "fastload.ties"
 SAVE_ID_KEY = "fastload.save_id"
 INDEX_SUFFIX = ".index.json"
+
+# The longest header safetensors reads (its MAX_HEADER_SIZE): a save refuses to write one
+# longer, which no reader would open.
+MAX_HEADER_BYTES = 100_000_000
+# The name a safetensors header gives its metadata, which no tensor can have.
+_METADATA_NAME = "__metadata__"
 
 # safetensors dtype names and NumPy's; the ml_dtypes ones are looked up when met.
 _NUMPY = {
@@ -105,16 +111,29 @@ def save(
         reserved = [k for k in metadata if k.startswith("fastload.")]
         if reserved:
             raise ValueError(f"metadata keys starting with 'fastload.' are reserved: {reserved}")
-    arrays, rest, ties = _split_state(flatten_all(x))
+    flat = flatten_all(x)
+    _check_names(flat)
+    arrays, rest, ties = _split_state(flat)
     info = dict(metadata or {})
     info[STATE_KEY] = json.dumps(rest)
     info[TIES_KEY] = json.dumps(ties)
     if max_shard_size is None:
         if path.name.endswith(INDEX_SUFFIX):
             raise ValueError(f"{path} names a shard index; pass max_shard_size to shard")
-        _fastload.write_safetensors(path, arrays, info, report)
+        _fastload.write_safetensors(path, arrays, info, report, MAX_HEADER_BYTES)
         return
     _save_sharded(path, arrays, info, max_shard_size, report)
+
+
+def _check_names(flat: Dict[str, Any]) -> None:
+    """Refuses a state whose paths would not load back: one with an empty part (a key
+    ``""`` in a dict, or a leaf at the root), as ``load`` refuses such a file."""
+    for key in flat:
+        if "" in key.split("."):
+            raise ValueError(
+                f"key {key!r} has an empty part: a checkpoint names its entries by dotted "
+                "paths of non-empty keys (is the state a bare leaf, or has a dict a key ''?)"
+            )
 
 
 def _split_state(flat: Dict[str, Any]) -> Tuple[List, Dict[str, Any], Dict[str, str]]:
@@ -124,40 +143,72 @@ def _split_state(flat: Dict[str, Any]) -> Tuple[List, Dict[str, Any], Dict[str, 
     ties: Dict[str, str] = {}
     seen: Dict[tuple, str] = {}
     for key, value in flat.items():
-        array = _as_array(key, value)
-        if array is None:
+        leaf = _array_leaf(key, value)
+        if leaf is None:
             rest[key] = _encode(key, value)
             continue
-        identity = _identity(array)
+        identity, values = leaf
         if identity in seen:
             ties[key] = seen[identity]
             continue
         seen[identity] = key
-        # (np.ascontiguousarray would make a 0-d array 1-d.)
-        contiguous = array if array.flags.c_contiguous else array.copy(order="C")
-        if contiguous.dtype.byteorder == ">":
-            contiguous = contiguous.astype(contiguous.dtype.newbyteorder("="))
-        arrays.append((key, safetensors_dtype(contiguous.dtype), contiguous))
+        arrays.append(_stored(key, values()))
     return arrays, rest, ties
 
 
-def _as_array(key: str, value: Any) -> Optional[np.ndarray]:
+# The identity of an array leaf (leaves with the same one are a tie), and how to get its
+# values as a NumPy array.
+ArrayLeaf = Tuple[tuple, Callable[[], np.ndarray]]
+
+
+def _array_leaf(key: str, value: Any) -> Optional[ArrayLeaf]:
+    """The identity and values of an array or tensor leaf; ``None`` for other leaves."""
     if isinstance(value, np.ndarray):
-        return value
+        return _identity(value), lambda: value
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
-        from . import _torch
-
-        if _torch.is_lazy(value):
-            raise TypeError(f"{key}: an uninitialized parameter of a lazy module holds no values")
-        tensor = value.detach()
-        view = _torch.as_numpy(tensor)
-        if view is None:
-            view = _torch.as_numpy(tensor.cpu().resolve_conj().resolve_neg())
-        if view is None:
-            raise TypeError(f"{key}: safetensors cannot hold a tensor of dtype {value.dtype}")
-        return view
+        return _tensor_leaf(key, value)
     return None
+
+
+def _tensor_leaf(key: str, value: Any) -> ArrayLeaf:
+    import torch  # already imported: `value` is a tensor
+
+    from . import _torch
+
+    if _torch.is_lazy(value):
+        raise TypeError(f"{key}: an uninitialized parameter of a lazy module holds no values")
+    if value.layout != torch.strided:
+        kind = "sparse tensor" if "sparse" in str(value.layout) else "tensor"
+        raise TypeError(
+            f"{key}: a {kind} (layout {value.layout}) cannot be saved, as safetensors holds "
+            "dense tensors only; make it dense first (tensor.to_dense())"
+        )
+    if value.is_meta:
+        raise TypeError(f"{key}: a tensor on the meta device holds no values")
+    tensor = value.detach()
+    view = _torch.as_numpy(tensor)
+    if view is not None:
+        return _identity(view), lambda: view
+    # A conjugate or negative view, or a tensor off the CPU: its values are a temporary
+    # copy, freed once stored, whose address the next one may reuse. Its identity is
+    # the tensor's own.
+    return _tensor_identity(tensor), lambda: _copied_to_cpu(key, tensor)
+
+
+def _tensor_identity(tensor: Any) -> tuple:
+    """Tensors with this identity are views of the same memory with the same values."""
+    where = str(tensor.device), tensor.data_ptr(), tuple(tensor.shape), tensor.stride()
+    return (*where, str(tensor.dtype), tensor.is_conj(), tensor.is_neg())
+
+
+def _copied_to_cpu(key: str, tensor: Any) -> np.ndarray:
+    from . import _torch
+
+    view = _torch.as_numpy(tensor.cpu().resolve_conj().resolve_neg())
+    if view is None:
+        raise TypeError(f"{key}: safetensors cannot hold a tensor of dtype {tensor.dtype}")
+    return view
 
 
 def _identity(array: np.ndarray) -> tuple:
@@ -166,24 +217,39 @@ def _identity(array: np.ndarray) -> tuple:
     return address, array.shape, array.strides, array.dtype.str
 
 
+def _stored(key: str, array: np.ndarray) -> Tuple[str, str, np.ndarray]:
+    """An array as a file stores it: C-contiguous, little-endian, with its dtype name."""
+    if key == _METADATA_NAME:
+        raise ValueError(
+            f"key {key!r} names an array, and safetensors keeps that name for the metadata "
+            "of a file; rename it"
+        )
+    # (np.ascontiguousarray would make a 0-d array 1-d.)
+    contiguous = array if array.flags.c_contiguous else array.copy(order="C")
+    if contiguous.dtype.byteorder == ">":
+        contiguous = contiguous.astype(contiguous.dtype.newbyteorder("="))
+    return key, safetensors_dtype(contiguous.dtype), contiguous
+
+
 def _encode(key: str, value: Any) -> List[Any]:
     """A plain leaf as a JSON ``[type, value]`` pair."""
     if value is None:
         return ["none", None]
     if isinstance(value, (bool, np.bool_)):
         return ["bool", bool(value)]
-    if isinstance(value, int):
-        return ["int", value]
-    if isinstance(value, float):
-        return ["float", repr(value)]
     if isinstance(value, str):
-        return ["str", value]
+        return ["str", str.__str__(value)]  # (np.str_'s own __str__ drops trailing NULs)
     if isinstance(value, bytes):
         return ["bytes", value.hex()]
-    if isinstance(value, complex):
-        return ["complex", [repr(value.real), repr(value.imag)]]
+    # Asked before `float`: np.float64 is one, whose repr names NumPy.
     if isinstance(value, np.generic):
-        return ["numpy", value.dtype.str, _encode(key, value.item())]
+        return _encode_numpy(key, value)
+    if isinstance(value, int):
+        return ["int", int(value)]
+    if isinstance(value, float):
+        return ["float", repr(float(value))]
+    if isinstance(value, complex):
+        return ["complex", [repr(float(value.real)), repr(float(value.imag))]]
     if isinstance(value, tuple) and not value:
         return ["empty", None]
     if isinstance(value, list) and not value:
@@ -195,6 +261,18 @@ def _encode(key: str, value: Any) -> List[Any]:
 
 # The kinds of NumPy scalar that `_encode` stores: bools, numbers, text.
 _SCALAR_KINDS = "biufcSU"
+
+
+def _encode_numpy(key: str, value: np.generic) -> List[Any]:
+    """A NumPy scalar as its dtype and the Python number it equals. Scalars that no Python
+    number holds exactly (long doubles) or that are not numbers (dates, records, the
+    ``ml_dtypes`` types) are refused: ``load`` could not give them back."""
+    item = value.item()
+    if value.dtype.kind not in _SCALAR_KINDS or type(item) not in (int, float, complex):
+        raise TypeError(
+            f"{key}: cannot store a NumPy scalar of dtype {value.dtype} in a checkpoint"
+        )
+    return ["numpy", value.dtype.str, _encode(key, item)]
 
 
 def _decode(pair: List[Any]) -> Any:
@@ -245,28 +323,44 @@ def _save_sharded(
     # Every shard carries the id of its save, so that a load can tell shards of another
     # (say, interrupted) save from this one's.
     save_id = uuid.uuid4().hex
-    weight_map = {}
     total = sum(entry[2].nbytes for entry in arrays)
-    written = 0
-    for name, shard in zip(names, shards):
-        # Each shard's progress, as part of the whole save's.
-        shard_report = None
-        if report is not None:
-
-            def shard_report(done: int, _: int, before: int = written) -> None:
-                report(before + done, total)
-
-        shard_info = {"format": "np", SAVE_ID_KEY: save_id}
-        _fastload.write_safetensors(index.parent / name, shard, shard_info, shard_report)
-        weight_map.update({key: name for key, _, _ in shard})
-        written += sum(entry[2].nbytes for entry in shard)
+    # The shards are written under temporary names and renamed over the old ones only once
+    # all of them are: a save that fails before leaves the old checkpoint whole.
+    written: List[Tuple[Path, Path]] = []
+    try:
+        done = 0
+        for name, shard in zip(names, shards):
+            shard_info = {"format": "np", SAVE_ID_KEY: save_id}
+            temporary = _fastload.write_safetensors(
+                index.parent / name,
+                shard,
+                shard_info,
+                _shard_report(report, done, total),
+                MAX_HEADER_BYTES,
+                False,
+            )
+            written.append((Path(temporary), index.parent / name))
+            done += sum(entry[2].nbytes for entry in shard)
+        for temporary, final in written:
+            os.replace(temporary, final)
+    except BaseException:
+        for temporary, _ in written:
+            temporary.unlink(missing_ok=True)
+        raise
     body = {
         "metadata": dict(info, total_size=str(total), **{SAVE_ID_KEY: save_id}),
-        "weight_map": weight_map,
+        "weight_map": {key: name for name, shard in zip(names, shards) for key, _, _ in shard},
     }
-    # The index is written last, by the same crash-safe path: until it lands, the old
-    # index (if any) still names whole shards.
+    # The index is written last, by the same crash-safe path (whose flush of the folder
+    # makes the renames above durable too).
     _write_text(index, json.dumps(body, indent=2))
+
+
+def _shard_report(report: Optional[ProgressFn], before: int, total: int) -> Optional[ProgressFn]:
+    """A shard's progress, as part of the whole save's."""
+    if report is None:
+        return None
+    return lambda done, _: report(before + done, total)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -291,13 +385,15 @@ def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
         raise _file_error(index, "not a regular file")  # a FIFO would block the read
     try:
         body = json.loads(index.read_text())
+        if not isinstance(body, dict):
+            raise TypeError("not a JSON object")
         weight_map = body["weight_map"]
         if not isinstance(weight_map, dict):
             raise TypeError("weight_map is not an object")
         if not all(isinstance(shard, str) for shard in weight_map.values()):
             raise TypeError("weight_map does not map tensor names to file names")
         metadata = {str(k): str(v) for k, v in dict(body.get("metadata") or {}).items()}
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
         raise _file_error(index, f"not a shard index: {err}") from None
     arrays: Dict[str, np.ndarray] = {}
     for shard in dict.fromkeys(weight_map.values()):
@@ -322,23 +418,39 @@ def _file_error(path: Path, reason: str) -> LoadError:
 
 def load(path: PathLike, *, copy: bool = False) -> Any:
     """The nested state stored at ``path`` (see ``fastload.load``)."""
-    flat, metadata = _read_tied(path, copy)
+    return read_checked(path, copy)[2]
+
+
+def read_checked(
+    path: PathLike, copy: bool = False
+) -> Tuple[Dict[str, np.ndarray], Dict[str, str], Any]:
+    """The arrays of a checkpoint, its tie table and its nested state, or the
+    ``LoadError`` of ``load`` for a file that does not hold a state."""
+    arrays, metadata = read_flat(path)
+    if copy:
+        arrays = {key: np.array(a) for key, a in arrays.items()}
+    ties = read_ties(path, metadata)
+    flat = _tied(path, arrays, ties)
     for key, pair in _metadata_json(path, metadata, STATE_KEY).items():
+        if key in flat:
+            what = "a tensor" if key in arrays else "tied to a tensor"
+            raise _metadata_error(path, f"{STATE_KEY} holds a value for {key!r}, which is {what}")
         try:
             flat[key] = _decode(pair)
         except (ValueError, KeyError, TypeError, IndexError, OverflowError) as err:
             raise _metadata_error(path, err) from None
     try:
-        return unflatten(flat)
-    except ValueError:
+        return arrays, ties, unflatten(flat)
+    except ValueError as err:
         _check_keys(path, flat)
-        raise
+        raise _file_error(Path(os.fspath(path)), str(err)) from None
 
 
 def source_for(dst: Any, path: PathLike) -> Any:
     """What ``loadmodel(dst, path)`` loads from: the file's arrays (ties as shared arrays),
     nested, completed with the parts of ``dst`` that hold no arrays."""
-    flat, _ = _read_tied(path, copy=False)
+    arrays, metadata = read_flat(path)
+    flat = _tied(path, arrays, read_ties(path, metadata))
     try:
         return flat_source(dst, flat)
     except LoadError:
@@ -365,17 +477,17 @@ def _check_keys(path: PathLike, flat: Dict[str, Any]) -> None:
         raise _file_error(Path(os.fspath(path)), reason)
 
 
-def _read_tied(path: PathLike, copy: bool) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    """The arrays of a checkpoint, each tied key holding its first key's array."""
-    arrays, metadata = read_flat(path)
-    if copy:
-        arrays = {key: np.array(a) for key, a in arrays.items()}
+def _tied(path: PathLike, arrays: Dict[str, Any], ties: Dict[str, str]) -> Dict[str, Any]:
+    """``arrays`` and each tied key, holding its first key's array."""
     flat: Dict[str, Any] = dict(arrays)
-    for key, first in read_ties(path, metadata).items():
+    for key, first in ties.items():
+        if key in arrays:
+            reason = f"{TIES_KEY} ties {key!r} to {first!r}, yet {key!r} is a tensor itself"
+            raise _metadata_error(path, reason)
         if first not in arrays:
             raise _metadata_error(path, KeyError(first))
         flat[key] = arrays[first]
-    return flat, metadata
+    return flat
 
 
 def read_ties(path: PathLike, metadata: Dict[str, str]) -> Dict[str, str]:
@@ -397,5 +509,6 @@ def _metadata_json(path: PathLike, metadata: Dict[str, str], key: str) -> Dict[s
     return value
 
 
-def _metadata_error(path: PathLike, err: Exception) -> LoadError:
-    return _file_error(Path(os.fspath(path)), f"its fastload metadata is invalid: {err!r}")
+def _metadata_error(path: PathLike, err: Union[Exception, str]) -> LoadError:
+    reason = err if isinstance(err, str) else repr(err)
+    return _file_error(Path(os.fspath(path)), f"its fastload metadata is invalid: {reason}")
