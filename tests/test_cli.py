@@ -113,3 +113,59 @@ def test_inspect_prints_a_key_of_many_parts_in_linear_space(tmp_path):
     result = run("inspect", path)
     assert result.returncode == 0
     assert len(result.stdout) < 20000 * 80  # indented by 32 levels at most
+
+
+def assert_one_line_error(result, *texts):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for text in texts:
+        assert text in lines[0]
+
+
+def test_a_target_that_cannot_be_built_is_a_one_line_error(tmp_path):
+    (tmp_path / "mymodels.py").write_text(
+        "def needs_size(n):\n"
+        "    return {}\n"
+        "def fails():\n"
+        "    raise RuntimeError('no weights here')\n"
+    )
+    (tmp_path / "broken.py").write_text("raise ValueError('broken module')\n")
+    path = tmp_path / "m.safetensors"
+    fastload.save(path, {"wte": np.zeros((10, 4), np.float32)})
+    for target, texts in {
+        ":": ["':': a target is written module:name"],
+        "mymodels:": ["a target is written module:name"],
+        "mymodels:needs_size": ["needs_size() raised TypeError", "no arguments"],
+        "mymodels:fails": ["mymodels:fails: calling fails() raised RuntimeError: no weights"],
+        "mymodels:absent": ["mymodels has no absent"],
+        "nosuchmodule:build": ["cannot import nosuchmodule: ModuleNotFoundError"],
+        "broken:build": ["cannot import broken: ValueError: broken module"],
+    }.items():
+        assert_one_line_error(run("diff", path, target, cwd=tmp_path), *texts)
+
+
+def test_inspect_and_diff_refuse_a_file_that_load_refuses(tmp_path):
+    entry = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+    for metadata, text in (
+        ({"fastload.ties": '{"v": "nothing"}'}, "KeyError('nothing')"),
+        ({"fastload.ties": '{"w": "w"}'}, "ties 'w' to 'w'"),
+        ({"fastload.ties": '{"w.x": "w"}'}, "'w.x' is below 'w'"),
+        ({"fastload.state": '{"w": ["int", 1]}'}, "holds a value for 'w'"),
+    ):
+        header = json.dumps({"__metadata__": metadata, "w": entry}).encode()
+        bad = tmp_path / "forged.safetensors"
+        bad.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+        for args in (("inspect", bad), ("diff", bad, bad)):
+            result = run(*args)
+            assert result.returncode == 2 and text in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_shard_index_nested_too_deep_is_an_error_without_a_traceback(tmp_path):
+    index = tmp_path / "m.safetensors.index.json"
+    index.write_text('{"weight_map": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    result = run("inspect", index)
+    assert result.returncode == 2 and "not a shard index" in result.stderr
+    assert "Traceback" not in result.stderr

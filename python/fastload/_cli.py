@@ -15,11 +15,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._files import read_flat, read_ties
+from ._files import read_checked
 from ._flat import flatten, is_array
 from .errors import LoadError, shape_text
 
 Signature = Tuple[Tuple[int, ...], str]
+
+
+class TargetError(Exception):
+    """A ``module:name`` target that cannot be imported, found or built."""
 
 
 def _size(nbytes: int) -> str:
@@ -31,9 +35,9 @@ def _size(nbytes: int) -> str:
 
 
 def inspect(path: str, out=sys.stdout) -> None:
-    """Prints the tree of a checkpoint: paths, shapes, dtypes, bytes, ties and totals."""
-    arrays, metadata = read_flat(path)
-    ties = read_ties(path, metadata)
+    """Prints the tree of a checkpoint: paths, shapes, dtypes, bytes, ties and totals.
+    A file that ``load`` refuses is refused (``LoadError``) rather than half shown."""
+    arrays, ties, _ = read_checked(path)
     entries: Dict[str, Any] = dict(arrays)
     entries.update(ties)
     rows: List[Tuple[str, str]] = []
@@ -80,28 +84,55 @@ def _natural(key: str) -> List[Any]:
 def signatures(spec: str) -> Dict[str, Signature]:
     """Shape and dtype of each array of a checkpoint path or a ``module:name`` object."""
     if os.path.exists(spec) or spec.endswith((".safetensors", ".json")):
-        arrays, metadata = read_flat(spec)
-        ties = read_ties(spec, metadata)
+        arrays, ties, _ = read_checked(spec)
         found = {k: (tuple(a.shape), a.dtype.name) for k, a in arrays.items()}
-        found.update({k: found[first] for k, first in ties.items() if first in found})
+        found.update({k: found[first] for k, first in ties.items()})
         return found
     obj = _import(spec)
+    try:
+        leaves = flatten(obj)
+    except Exception as err:  # a failing `children` of the user's own types, say
+        raise TargetError(f"{spec}: cannot take its state: {_one_line(err)}") from None
     out = {}
-    for key, value in flatten(obj).items():
+    for key, value in leaves.items():
         if is_array(value):
             out[key] = (tuple(value.shape), str(value.dtype).replace("torch.", ""))
     return out
 
 
 def _import(spec: str) -> Any:
+    """The object a ``module:name`` target names, called (with no arguments) if callable.
+    Whatever goes wrong is a ``TargetError`` saying what."""
     if ":" not in spec:
         raise LoadError(f"{spec}: no such file (for a Python object, write module:name)", [])
     module, _, name = spec.partition(":")
+    if not module or not name:
+        raise TargetError(f"{spec!r}: a target is written module:name, as mypkg.models:build")
     sys.path.insert(0, os.getcwd())
-    obj: Any = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj() if callable(obj) else obj
+    try:
+        obj: Any = importlib.import_module(module)
+    except Exception as err:
+        raise TargetError(f"{spec}: cannot import {module}: {_one_line(err)}") from None
+    try:
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except Exception as err:
+        raise TargetError(f"{spec}: {module} has no {name}: {_one_line(err)}") from None
+    if not callable(obj):
+        return obj
+    try:
+        return obj()
+    except Exception as err:
+        raise TargetError(
+            f"{spec}: calling {name}() raised {_one_line(err)} (a target is called with no "
+            "arguments)"
+        ) from None
+
+
+def _one_line(err: Exception) -> str:
+    """An exception as one line: its class and the first line of its message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def diff(a: str, b: str, out=sys.stdout) -> int:
@@ -144,6 +175,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             inspect(args.file)
             return 0
         return diff(args.a, args.b)
-    except (LoadError, OSError, ImportError, AttributeError) as err:
+    except (LoadError, TargetError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
