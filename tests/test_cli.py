@@ -130,6 +130,10 @@ def test_a_target_that_cannot_be_built_is_a_one_line_error(tmp_path):
         "    return {}\n"
         "def fails():\n"
         "    raise RuntimeError('no weights here')\n"
+        "def cyclic():\n"
+        "    tree = {}\n"
+        "    tree['self'] = tree\n"
+        "    return tree\n"
     )
     (tmp_path / "broken.py").write_text("raise ValueError('broken module')\n")
     path = tmp_path / "m.safetensors"
@@ -140,6 +144,7 @@ def test_a_target_that_cannot_be_built_is_a_one_line_error(tmp_path):
         "mymodels:needs_size": ["needs_size() raised TypeError", "no arguments"],
         "mymodels:fails": ["mymodels:fails: calling fails() raised RuntimeError: no weights"],
         "mymodels:absent": ["mymodels has no absent"],
+        "mymodels:cyclic": ["mymodels:cyclic: cannot take its state: ArgumentError", "itself"],
         "nosuchmodule:build": ["cannot import nosuchmodule: ModuleNotFoundError"],
         "broken:build": ["cannot import broken: ValueError: broken module"],
     }.items():

@@ -130,7 +130,13 @@ def _import(spec: str) -> Any:
 
 
 def _one_line(err: Exception) -> str:
-    """An exception as one line: its class and the first line of its message."""
+    """An exception as one line: its class and the first line of its message, or of a
+    ``LoadError``, its first problem."""
+    problems = getattr(err, "problems", None)
+    if isinstance(err, LoadError) and problems:
+        path, text = problems[0]
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        return f"{type(err).__name__}: {path or 'the root'}: {(text.splitlines() or [''])[0]}{more}"
     lines = str(err).strip().splitlines()
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
