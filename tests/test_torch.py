@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -627,3 +629,275 @@ def test_flatten_and_unflatten():
         fastload.unflatten({1: 2})
     with pytest.raises(ValueError, match="separator"):
         fastload.flatten({"a.b": 1})
+
+
+def raw(t):
+    """What a tensor holds, bit for bit: its whole memory, and a quantized tensor's
+    quantizer, a sparse tensor's indices and values."""
+    t = t.detach()
+    if t.layout == torch.sparse_coo:
+        return ("coo", t.sparse_dim(), raw(t._indices()), raw(t._values()))
+    if t.layout in (torch.sparse_csr, torch.sparse_bsr):
+        return (str(t.layout), raw(t.crow_indices()), raw(t.col_indices()), raw(t.values()))
+    if t.is_quantized:
+        if t.qscheme() == torch.per_tensor_affine:
+            quantizer = (t.q_scale(), t.q_zero_point())
+        else:
+            quantizer = (raw(t.q_per_channel_scales()), raw(t.q_per_channel_zero_points()))
+        return ("quantized", t.dtype, t.qscheme(), quantizer, raw(t.int_repr()))
+    layout = (t.dtype, tuple(t.shape), t.stride(), t.storage_offset())
+    return ("strided", layout, bytes(t.untyped_storage()))
+
+
+class Holder(nn.Module):
+    """A module whose leaf ``s`` comes after ``a`` (copied by the core) and ``b`` (copied
+    by torch, from a conjugate view), which a load writes first."""
+
+    def __init__(self, s):
+        super().__init__()
+        self.a = nn.Parameter(torch.zeros(2))
+        self.register_buffer("b", torch.zeros(2, dtype=torch.complex64))
+        self.register_buffer("s", s)
+
+
+def holder_source(s):
+    return {"a": torch.ones(2), "b": torch.tensor([1 + 2j, 3j]).conj(), "s": s}
+
+
+def assert_refused_untouched(dst, src, message):
+    """Loading ``src`` into ``dst`` raises fastload's ``LoadError`` for ``s`` alone, and
+    leaves every leaf of ``dst`` as it was, bit for bit."""
+    before = {k: raw(v) for k, v in dst.state_dict().items()}
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel(dst, src)
+    assert [path for path, _ in info.value.problems] == ["s"]
+    assert re.search(message, info.value.problems[0][1]), info.value.problems
+    assert "s: " in str(info.value)
+    assert {k: raw(v) for k, v in dst.state_dict().items()} == before
+
+
+def quantized(values, scale, zero_point, dtype=torch.qint8):
+    with warnings.catch_warnings():  # torch deprecates quantized tensors in its core
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.quantize_per_tensor(torch.tensor(values), scale, zero_point, dtype)
+
+
+def per_channel(values, scales, zero_points, axis=0):
+    scales, zero_points = torch.tensor(scales, dtype=torch.float64), torch.tensor(zero_points)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.quantize_per_channel(
+            torch.tensor(values), scales, zero_points, axis, torch.qint8
+        )
+
+
+def test_quantized_tensors_take_their_sources_scale_and_zero_point_like_load_state_dict():
+    class Quantized(nn.Module):
+        def __init__(self, seed):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+            values = [float(seed + i) for i in range(4)]
+            self.register_buffer("q", quantized(values, 0.5 / (seed + 1), seed, torch.quint8))
+            rows = [[float(seed)] * 3, [-1.0, 0.5, 2.0]]
+            self.register_buffer("pc", per_channel(rows, [0.1 * (seed + 1), 0.3], [seed, 0]))
+
+    for feed in (lambda m: m, lambda m: m.state_dict()):
+        dst, src, expected = Quantized(0), Quantized(1), Quantized(0)
+        buffers = dst.q, dst.pc
+        expected.load_state_dict(src.state_dict())
+        assert raw(expected.q) == raw(src.q)  # load_state_dict takes the source's quantizer
+        fastload.loadmodel(dst, feed(src))
+        assert (dst.q, dst.pc) == buffers  # the same tensors, written in place
+        for name in ("q", "pc"):
+            assert raw(getattr(dst, name)) == raw(getattr(expected, name)), name
+        assert dst.q.q_scale() == src.q.q_scale() and dst.q.q_zero_point() == 1
+        assert torch.equal(dst.pc.q_per_channel_scales(), src.pc.q_per_channel_scales())
+    # A plain quantized tensor as the root, and float32 into one: quantized with its own
+    # scale and zero point, as torch's copy does.
+    q = quantized([0.0, 0.0, 0.0], 1.0, 0)
+    fastload.loadmodel(q, quantized([1.0, 2.0, 3.0], 0.25, 3))
+    assert (q.int_repr().tolist(), q.q_scale(), q.q_zero_point()) == ([7, 11, 15], 0.25, 3)
+    expected = quantized([0.0, 0.0, 0.0], 0.5, 1)
+    q = quantized([0.0, 0.0, 0.0], 0.5, 1)
+    fastload.loadmodel(q, torch.tensor([1.0, -1.0, 3.0]))
+    expected.copy_(torch.tensor([1.0, -1.0, 3.0]))
+    assert raw(q) == raw(expected) and q.int_repr().tolist() == [3, -1, 7]
+    fastload.loadmodel(q, False)
+    assert q.dequantize().tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(LoadError, match="cannot cast float32 to qint8 under casting='safe'"):
+        fastload.loadmodel(q, torch.ones(3), casting="safe")
+
+
+def test_tied_quantized_tensors_must_get_the_same_values_and_quantizer():
+    q = quantized([0.0, 0.0], 1.0, 0)
+    same = {"x": quantized([1.0, 2.0], 0.5, 2), "y": quantized([1.0, 2.0], 0.5, 2)}
+    fastload.loadmodel({"x": q, "y": q}, same)
+    assert raw(q) == raw(quantized([1.0, 2.0], 0.5, 2))
+    before = raw(q)
+    other_scale = {"x": quantized([1.0, 2.0], 0.5, 2), "y": quantized([1.0, 2.0], 0.25, 2)}
+    with pytest.raises(LoadError, match="y: this parameter is tied"):
+        fastload.loadmodel({"x": q, "y": q}, other_scale)
+    assert raw(q) == before
+
+
+def test_quantized_modules_that_pack_their_weights_are_refused_with_their_path():
+    nnq = pytest.importorskip("torch.ao.nn.quantized")
+    dst = nn.Sequential(nn.Linear(4, 4), nnq.Linear(4, 3))
+    before = {k: raw(v) for k, v in dst[0].state_dict().items()}
+    with pytest.raises(ArgumentError, match="1: cannot walk this node: .*saves a state_dict"):
+        fastload.loadmodel(dst, nn.Sequential(nn.Linear(4, 4), nnq.Linear(4, 3)))
+    assert {k: raw(v) for k, v in dst[0].state_dict().items()} == before
+
+
+def _copies_torch_refuses():
+    """Makers of ``(dst, src, what fastload says)`` for pairs of tensors whose copy torch
+    refuses, each raising at ``copy_``."""
+    ones = torch.ones(3, 3)
+    square = [[0.0, 1.0], [2.0, 3.0]]
+    cases = {
+        "csr_with_other_nnz": lambda: (
+            torch.eye(3).to_sparse_csr(),
+            ones.to_sparse_csr(),
+            "sparse_csr tensor of 9 specified elements into one of 3",
+        ),
+        "bsr_with_other_blocks": lambda: (
+            torch.ones(4, 4).to_sparse_bsr((2, 2)),
+            torch.eye(4).to_sparse_bsr((1, 1)),
+            r"values have shape \(4, 1, 1\) into one whose values have shape \(4, 2, 2\)",
+        ),
+        "coo_with_other_sparse_dims": lambda: (
+            ones.to_sparse(1),
+            ones.to_sparse(2),
+            "sparse_coo tensor of 2 sparse and 0 dense dimensions into one of 1 and 1",
+        ),
+        "qint8_from_quint8": lambda: (
+            quantized([0.0, 1.0], 1.0, 0),
+            quantized([0.0, 1.0], 1.0, 0, torch.quint8),
+            "quantized quint8 tensor into a quantized qint8 one",
+        ),
+        "float32_from_qint8": lambda: (
+            torch.zeros(2),
+            quantized([0.0, 1.0], 1.0, 0),
+            r"quantized qint8 tensor into a float32 one; dequantize\(\) it first",
+        ),
+        "qint8_from_float64": lambda: (
+            quantized([0.0, 1.0], 1.0, 0),
+            torch.ones(2, dtype=torch.float64),
+            "loads only from one of its dtype or from float32, not from float64",
+        ),
+        "per_tensor_from_per_channel": lambda: (
+            quantized(square, 1.0, 0),
+            per_channel(square, [0.1, 0.2], [0, 0]),
+            "quantized per_channel_affine into one quantized per_tensor_affine",
+        ),
+        "quint4x2_from_quint4x2": lambda: (
+            quantized([0.0, 1.0], 1.0, 0, torch.quint4x2),
+            quantized([2.0, 1.0], 1.0, 0, torch.quint4x2),
+            "torch cannot copy quint4x2 into quint4x2",
+        ),
+        "transposed_qint8_from_float32": lambda: (
+            quantized(square, 1.0, 0).t(),
+            torch.ones(2, 2),
+            "torch quantizes float32 only into a contiguous quantized tensor",
+        ),
+    }
+    for name in EXOTIC_DTYPES:
+        cases[f"float32_from_{name}"] = lambda name=name: (
+            torch.zeros(2),
+            exotic_zeros(name),
+            f"torch cannot copy {name} into float32",
+        )
+        cases[f"{name}_from_float32"] = lambda name=name: (
+            exotic_zeros(name),
+            torch.ones(2),
+            f"torch cannot copy float32 into {name}",
+        )
+    return cases
+
+
+# One-byte dtypes that torch copies only into themselves.
+EXOTIC_DTYPES = [name for name in ("float4_e2m1fn_x2", "bits8") if hasattr(torch, name)]
+
+
+def exotic_zeros(name):
+    return torch.zeros(2, dtype=torch.uint8).view(getattr(torch, name))
+
+
+@pytest.mark.filterwarnings("ignore:Sparse .* tensor support is in beta")
+@pytest.mark.parametrize("case", sorted(_copies_torch_refuses()))
+def test_copies_torch_refuses_are_refused_before_anything_is_written(case):
+    dst, src, message = _copies_torch_refuses()[case]()
+    assert_refused_untouched(Holder(dst), holder_source(src), message)
+
+
+@pytest.mark.parametrize("name", EXOTIC_DTYPES)
+def test_exotic_dtypes_still_load_into_their_own_dtype(name):
+    dst = exotic_zeros(name)
+    src = torch.tensor([3, 7], dtype=torch.uint8).view(getattr(torch, name))
+    fastload.loadmodel({"w": dst}, {"w": src})
+    assert dst.view(torch.uint8).tolist() == [3, 7]
+
+
+OVERLAP = "the destination's elements share memory"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.zeros(1).expand(4),  # a zero stride, viewed by the core
+        lambda: torch.zeros(1, dtype=torch.complex64).expand(4).conj(),  # copied by torch
+        lambda: torch.zeros(1, 3).expand(2, 3).t(),
+        lambda: torch.zeros(5).as_strided((3, 2), (1, 1)),  # overlapping strides
+    ],
+    ids=["expand", "conjugate_expand", "transposed_expand", "as_strided"],
+)
+def test_self_overlapping_destinations_are_refused_like_load_state_dict(make):
+    src = torch.arange(float(make().numel())).reshape(make().shape)
+    if 0 in make().stride():  # torch finds only zero strides, and lets others write twice
+        with pytest.raises(RuntimeError, match="single memory location"):
+            Holder(make()).load_state_dict(holder_source(src))
+    assert_refused_untouched(Holder(make()), holder_source(src), OVERLAP)
+
+
+def test_self_overlapping_numpy_destinations_keep_numpys_rule_unless_torch_copies():
+    as_strided = np.lib.stride_tricks.as_strided
+    dst = as_strided(np.zeros(1, dtype=np.complex64), (4,), (0,))
+    fastload.loadmodel(dst, np.arange(4, dtype=np.complex64))  # element by element
+    assert dst.tolist() == [3, 3, 3, 3]
+    earlier = np.zeros(2)
+    conj = torch.tensor([1j, 2j, 3j, 4j]).conj()  # torch refuses to copy into `dst`
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel({"a": earlier, "s": dst}, {"a": np.ones(2), "s": conj})
+    assert info.value.problems == [("s", info.value.problems[0][1])]
+    assert OVERLAP in info.value.problems[0][1]
+    assert earlier.tolist() == [0, 0] and dst.tolist() == [3, 3, 3, 3]
+
+
+def test_views_whose_elements_do_not_share_memory_still_load():
+    base = torch.zeros(6)
+    view = base.as_strided((2, 3), (1, 2))  # a transposed layout: every element its own
+    fastload.loadmodel({"w": view}, {"w": torch.arange(6.0).reshape(2, 3)})
+    assert base.tolist() == [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+    single = torch.zeros(1).expand(1, 1)  # a zero stride over a single element
+    fastload.loadmodel(single, torch.ones(1, 1))
+    assert single.item() == 1.0
+
+
+def test_inference_tensors_are_written_only_in_inference_mode_as_torch_allows():
+    with torch.inference_mode():
+        made = torch.zeros(3), torch.zeros(3, dtype=torch.complex64)
+    src = torch.arange(3.0)
+    with pytest.raises(RuntimeError, match="Inplace update to inference tensor"):
+        Holder(made[0]).load_state_dict(holder_source(src))
+    inference = "the destination is an inference tensor"
+    assert_refused_untouched(Holder(made[0]), holder_source(src), inference)
+    conj_src = torch.tensor([1j, 2j, 3j]).conj()  # copied by torch
+    assert_refused_untouched(Holder(made[1]), holder_source(conj_src), inference)
+    with torch.inference_mode():
+        model = nn.Linear(3, 2)
+        fastload.loadmodel(model, nn.Linear(3, 2).state_dict())
+        fastload.loadmodel(made[0], src)
+        fastload.loadmodel(made[1], conj_src)
+    assert model.weight.is_inference()
+    assert made[0].tolist() == [0.0, 1.0, 2.0]
+    assert made[1].tolist() == [-1j, -2j, -3j]

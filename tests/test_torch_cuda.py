@@ -294,3 +294,24 @@ def test_refused_staged_load_leaves_the_gpu_model_unchanged():
     with pytest.raises(LoadError, match="mlp.weight"):
         fastload.loadmodel(dst, bad)
     assert_equal_snapshot(dst, before)
+
+
+@cuda
+def test_gpu_destinations_torch_cannot_write_are_refused_before_anything_is_written():
+    with torch.inference_mode():
+        inference = torch.zeros(3, device="cuda")
+    cases = [
+        (torch.zeros(1, device="cuda").expand(3), torch.ones(3), "elements share memory"),
+        (inference, torch.ones(3, device="cuda"), "an inference tensor"),
+    ]
+    if hasattr(torch, "float4_e2m1fn_x2"):
+        float4 = torch.zeros(3, dtype=torch.uint8, device="cuda").view(torch.float4_e2m1fn_x2)
+        cases.append((torch.zeros(3, device="cuda"), float4, "torch cannot copy float4"))
+    for dst, src, message in cases:
+        earlier = torch.zeros(2, device="cuda")
+        with pytest.raises(LoadError, match=f"s: [^\n]*{message}"):
+            fastload.loadmodel({"a": earlier, "s": dst}, {"a": torch.ones(2), "s": src})
+        assert earlier.tolist() == [0.0, 0.0] and dst.tolist() == [0.0, 0.0, 0.0]
+    with torch.inference_mode():
+        fastload.loadmodel(inference, torch.ones(3))
+    assert inference.tolist() == [1.0, 1.0, 1.0]

@@ -180,6 +180,181 @@ def _name_of(dtype: Any) -> str:
     return str(dtype).replace("torch.", "")
 
 
+_QUANTIZED = frozenset(
+    getattr(torch, name)
+    for name in ("qint8", "quint8", "qint32", "quint4x2", "quint2x4")
+    if hasattr(torch, name)
+)
+
+
+def _quantized_refusal(src: Any, dst: Any, casting: str) -> Optional[str]:
+    """Why ``src`` cannot load into ``dst`` where either is quantized, or ``None``. As
+    with ``load_state_dict``, a quantized tensor loads from one of its dtype and
+    quantization scheme (taking its scale and zero point), or from float32, which it
+    quantizes with its own (a cast, under the casting rule); nothing else loads from one."""
+    src_dtype, dst_dtype = torch_dtype(src), torch_dtype(dst)
+    if dst_dtype not in _QUANTIZED:
+        return (
+            f"cannot load a quantized {_name_of(src_dtype)} tensor into a "
+            f"{_name_of(dst_dtype)} one; dequantize() it first"
+        )
+    if src_dtype not in _QUANTIZED:
+        if src_dtype != torch.float32:
+            return (
+                f"a quantized {_name_of(dst_dtype)} tensor loads only from one of its dtype "
+                f"or from float32, not from {_name_of(src_dtype)}"
+            )
+        if casting in ("same_kind", "unsafe"):
+            return None
+        return f"cannot cast float32 to {_name_of(dst_dtype)} under casting={casting!r}"
+    if src_dtype != dst_dtype:
+        return (
+            f"cannot load a quantized {_name_of(src_dtype)} tensor into a quantized "
+            f"{_name_of(dst_dtype)} one"
+        )
+    if src.qscheme() != dst.qscheme():
+        schemes = _name_of(src.qscheme()), _name_of(dst.qscheme())
+        return "cannot load a tensor quantized {} into one quantized {}".format(*schemes)
+    return None
+
+
+# Dtypes that torch copies from and into each other on every device.
+_COPIED = frozenset(
+    [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
+    + [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+    + [torch.complex64, torch.complex128]
+)
+
+# Whether torch copies between two dtypes on a device type: `(src, dst, device)` ->
+# `None`, or why not.
+_COPY_REFUSALS: Dict[Tuple[torch.dtype, torch.dtype, str], Optional[str]] = {}
+
+
+def _copy_refusal(src: Any, dst: Any, devices: Tuple[str, ...]) -> Optional[str]:
+    """Why torch has no copy from dtype ``src`` into ``dst`` on one of ``devices`` (as
+    for float4, the bit and sub-byte dtypes), or ``None``. Tried once per pair and device,
+    on one element."""
+    if not (isinstance(src, torch.dtype) and isinstance(dst, torch.dtype)):
+        return None  # a NumPy dtype torch lacks: refused when made a tensor
+    for device in devices:
+        key = (src, dst, device)
+        if key not in _COPY_REFUSALS:
+            _COPY_REFUSALS[key] = _try_copy(src, dst, device)
+        if _COPY_REFUSALS[key] is not None:
+            return _COPY_REFUSALS[key]
+    return None
+
+
+def _try_copy(src: torch.dtype, dst: torch.dtype, device: str) -> Optional[str]:
+    """Copies one element of dtype ``src`` into one of ``dst`` on ``device``: ``None``, or
+    why torch refused."""
+    try:
+        _one_element(dst, device).copy_(_one_element(src, device))
+    except (RuntimeError, NotImplementedError, TypeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return f"torch cannot copy {_name_of(src)} into {_name_of(dst)}: {reason}"
+    return None
+
+
+def _one_element(dtype: torch.dtype, device: str) -> torch.Tensor:
+    """A tensor of one element of ``dtype`` (quantized ones with a quantizer)."""
+    if dtype in _QUANTIZED:
+        with warnings.catch_warnings():  # torch deprecates making quantized tensors
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.quantize_per_tensor(torch.zeros(1, device=device), 1.0, 0, dtype)
+    return torch.zeros(1, dtype=dtype, device=device)
+
+
+def _devices(*tensors: Any) -> Tuple[str, ...]:
+    """The device types on which torch may run a copy between ``tensors``: the CPU
+    (which casts staged uploads) and theirs, but the meta device."""
+    devices = ["cpu"]
+    for x in tensors:
+        kind = x.device.type if isinstance(x, torch.Tensor) else "cpu"
+        if kind not in devices and kind != "meta":
+            devices.append(kind)
+    return tuple(devices)
+
+
+def _zeros_for(dst: torch.Tensor) -> torch.Tensor:
+    """Zeros of ``dst``'s shape to copy into it: float32 for a quantized ``dst``, which
+    quantizes them."""
+    dtype = torch.float32 if dst.dtype in _QUANTIZED else dst.dtype
+    return torch.zeros((), dtype=dtype, device=dst.device).expand(dst.shape)
+
+
+def _to_quantize_into(dst: torch.Tensor, src: torch.Tensor) -> Optional[torch.Tensor]:
+    """``src`` (float32) laid out as torch quantizes it into ``dst``: in ``dst``'s memory
+    format, which must be C order or channels-last; else ``None``."""
+    for layout in (torch.contiguous_format, torch.channels_last):
+        if dst.is_contiguous(memory_format=layout):
+            return src.contiguous(memory_format=layout)
+    return None
+
+
+def _destination_refusal(dst: torch.Tensor) -> Optional[str]:
+    """Why torch would refuse to write the tensor ``dst`` in place, or ``None``: an
+    inference tensor outside inference mode."""
+    if dst.is_inference() and not torch.is_inference_mode_enabled():
+        return (
+            "the destination is an inference tensor (made under torch.inference_mode()), "
+            "which torch writes in place only in inference mode; load inside "
+            "torch.inference_mode(), or into a clone()"
+        )
+    return None
+
+
+_OVERLAPPING = (
+    "the destination's elements share memory (a zero or overlapping stride, as expand() "
+    "and as_strided() give), which torch refuses to copy into; load into a clone()"
+)
+
+
+def overlaps_itself(tensor: torch.Tensor) -> bool:
+    """Whether two elements of a strided tensor may share memory: a zero stride, or
+    strides that interleave. Conservative as the core's check of arrays is, whose walk
+    routes such tensors here: ``False`` guarantees every element has memory of its own."""
+    if tensor.is_contiguous() or tensor.numel() == 0:
+        return False
+    dims = sorted((abs(stride), size) for size, stride in zip(tensor.shape, tensor.stride()))
+    extent = 1  # in elements: the span of the dimensions sorted so far
+    for stride, size in dims:
+        if size == 1:
+            continue
+        if stride < extent:
+            return True
+        extent += stride * (size - 1)
+    return False
+
+
+def _sparse_refusal(src: torch.Tensor, dst: torch.Tensor) -> Optional[str]:
+    """Why torch cannot copy ``src`` into ``dst``, sparse tensors of one layout and
+    shape, or ``None``. A sparse COO tensor that holds elements keeps its numbers of
+    sparse and dense dimensions; a compressed one (CSR, CSC, BSR, BSC) keeps its number
+    of specified elements, its block size and its dense dimensions."""
+    layout = _name_of(dst.layout)
+    if dst.layout == torch.sparse_coo:
+        dims = (src.sparse_dim(), src.dense_dim()), (dst.sparse_dim(), dst.dense_dim())
+        if dims[0] == dims[1] or dst._nnz() == 0:
+            return None
+        return (
+            f"cannot load a {layout} tensor of {dims[0][0]} sparse and {dims[0][1]} dense "
+            f"dimensions into one of {dims[1][0]} and {dims[1][1]}"
+        )
+    if src._nnz() != dst._nnz():
+        return (
+            f"cannot load a {layout} tensor of {src._nnz()} specified elements into one "
+            f"of {dst._nnz()}"
+        )
+    if src.values().shape != dst.values().shape:
+        shapes = shape_text(src.values().shape), shape_text(dst.values().shape)
+        return (
+            "cannot load a {layout} tensor whose values have shape {} into one whose "
+            "values have shape {} (another block size or dense dimensions)"
+        ).format(*shapes, layout=layout)
+    return None
+
+
 class TorchCopies:
     """The leaves of one load that torch copies: planned and checked during the walk,
     copied only once the whole load has passed its checks."""
@@ -194,8 +369,9 @@ class TorchCopies:
         self.written: List[Any] = []
         # Lazy modules' parameters to materialize, by id: (parameter, first source).
         self.lazy: Dict[int, Tuple[Any, torch.Tensor]] = {}
-        # Sparse destinations (tensors themselves) and their sources.
-        self.sparse: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        # Destinations copied into as they are, not detached, and their sources: sparse
+        # and quantized tensors.
+        self.into_tensors: List[Tuple[torch.Tensor, torch.Tensor]] = []
 
     def add(self, dst: Any, src: Any, path: str) -> Optional[Tuple[int, str]]:
         """Plans ``dst <- src`` (zeros where ``src`` is ``None``); returns ``(kind,
@@ -215,44 +391,72 @@ class TorchCopies:
             if not lazy and tuple(dst.shape) != tuple(src.shape):
                 src_size, dst_size = shape_text(src.shape), shape_text(dst.shape)
                 return 1, f"Tried to load size {src_size} array into size {dst_size}"
-            src_dtype, dst_dtype = torch_dtype(src), torch_dtype(dst)
-            if src_dtype != dst_dtype:
-                refusal = _cast_refusal(src_dtype, dst_dtype, self.casting)
-                if refusal is not None:
-                    return 2, refusal
+            refusal = self._dtype_refusal(src, dst)
+            if refusal is not None:
+                return 2, refusal
         for x in (dst, src):
             if isinstance(x, torch.Tensor) and x.is_meta:
                 return 2, "a tensor on the meta device holds no data to copy"
+        if isinstance(dst, torch.Tensor) and not lazy:
+            refusal = _destination_refusal(dst)
+            if refusal is not None:
+                return 2, refusal
         try:
             if lazy:
                 self._add_lazy(dst, as_tensor(src), path)
                 return None
             dst_t = as_tensor(dst)
-            if src is None:
-                src_t = torch.zeros((), dtype=dst_t.dtype, device=dst_t.device)
-                src_t = src_t.expand(dst_t.shape)
-            else:
-                src_t = as_tensor(src)
-        except TypeError as err:
+            src_t = _zeros_for(dst_t) if src is None else as_tensor(src)
+        except (TypeError, RuntimeError, NotImplementedError) as err:
             return 2, str(err)
         if dst_t.layout != src_t.layout:
             layouts = _name_of(src_t.layout), _name_of(dst_t.layout)
             return 2, "cannot load a {} tensor into a {} one".format(*layouts)
+        if dst_t.layout == torch.strided and overlaps_itself(dst_t):
+            # Asked of NumPy destinations too, which torch refuses to copy into as well.
+            return 2, _OVERLAPPING
         if dst_t.layout != torch.strided:
+            refusal = _sparse_refusal(src_t, dst_t)
+            if refusal is not None:
+                return 2, refusal
             # A sparse tensor's copy gives it new memory, so it is copied into the tensor
             # itself, not a detached one; nor can it be tied through its memory.
-            self.sparse.append((dst, src_t))
+            self.into_tensors.append((dst, src_t))
             self.written.append(dst)
             return None
+        if dst_t.is_quantized and not src_t.is_quantized:
+            src_t = _to_quantize_into(dst_t, src_t)
+            if src_t is None:
+                return 2, "torch quantizes float32 only into a contiguous quantized tensor"
         key = (dst_t.device, dst_t.data_ptr(), dst_t.shape, dst_t.stride(), dst_t.dtype)
         first = self.firsts.get(key)
         if first is None:
             self.firsts[key] = src_t
-            self.copies.append((dst_t, src_t))
+            if dst_t.is_quantized:
+                # Its copy sets its quantizer (scale, zero point): on the tensor itself,
+                # since a detached one has a quantizer of its own.
+                self.into_tensors.append((dst, src_t))
+            else:
+                self.copies.append((dst_t, src_t))
             self.written.append(_owner(dst))
         else:
             self.ties.append((path, dst_t, first, src_t))
         return None
+
+    def _dtype_refusal(self, src: Any, dst: Any) -> Optional[str]:
+        """Why ``src``'s dtype cannot load into ``dst``'s: the casting rule, quantization,
+        or a pair torch has no copy for. Asked during the walk, since torch would raise
+        only while copying, after other leaves were written."""
+        src_dtype, dst_dtype = torch_dtype(src), torch_dtype(dst)
+        if src_dtype in _QUANTIZED or dst_dtype in _QUANTIZED:
+            refusal = _quantized_refusal(src, dst, self.casting)
+        elif src_dtype != dst_dtype:
+            refusal = _cast_refusal(src_dtype, dst_dtype, self.casting)
+        else:
+            refusal = None
+        if refusal is None and not (src_dtype in _COPIED and dst_dtype in _COPIED):
+            refusal = _copy_refusal(src_dtype, dst_dtype, _devices(src, dst))
+        return refusal
 
     def _add_lazy(self, param: Any, src: torch.Tensor, path: str) -> None:
         """Plans a checked lazy parameter: materialized at its first source's shape, or a
@@ -267,7 +471,11 @@ class TorchCopies:
         """``(path, message)`` of every tied parameter loaded with different values."""
         problems = []
         for path, dst, first, later in self.ties:
-            if not _same_values(first, later, dst.dtype):
+            if dst.dtype in _QUANTIZED:
+                same = torch.equal(_copied_into_like(dst, first), _copied_into_like(dst, later))
+            else:
+                same = _same_values(first, later, dst.dtype)
+            if not same:
                 problems.append(
                     (
                         path,
@@ -287,9 +495,9 @@ class TorchCopies:
             for dst, src in _staging.run(self.copies, threads):
                 upload = dst.is_cuda and src.device.type == "cpu" and src.is_pinned()
                 dst.copy_(src, non_blocking=upload)
-            for dst, src in self.sparse:
+            for dst, src in self.into_tensors:
                 dst.copy_(src)
-        copied = self.copies + self.sparse
+        copied = self.copies + self.into_tensors
         for device in {t.device for pair in copied for t in pair if t.is_cuda}:
             torch.cuda.synchronize(device)
         bump_versions(self.written)
@@ -312,6 +520,14 @@ def _same_values(first: torch.Tensor, later: torch.Tensor, dtype: torch.dtype) -
     a = first.to(dtype=dtype)
     b = later.to(device=first.device).to(dtype=dtype)
     return torch.equal(_bits(a), _bits(b))
+
+
+def _copied_into_like(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """What a copy of ``src`` into the quantized ``dst`` would hold (its bits and
+    quantizer, compared by ``torch.equal``), in a new tensor."""
+    out = torch.empty_like(dst)
+    out.copy_(src)
+    return out
 
 
 def _bits(tensor: torch.Tensor) -> torch.Tensor:

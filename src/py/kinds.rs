@@ -129,6 +129,17 @@ pub enum ArrayLeaf<'py> {
     Torch(Bound<'py, PyAny>),
 }
 
+/// A tensor as an array leaf: its NumPy `view` where it has one, else itself.
+fn array_leaf<'py>(
+    tensor: &Bound<'py, PyAny>,
+    view: Option<Bound<'py, PyUntypedArray>>,
+) -> ArrayLeaf<'py> {
+    match view {
+        Some(array) => ArrayLeaf::NumPy(array),
+        None => ArrayLeaf::Torch(tensor.clone()),
+    }
+}
+
 /// An object as the walk sees it.
 pub enum Node<'py> {
     Array(Bound<'py, PyUntypedArray>),
@@ -234,14 +245,23 @@ impl<'py> Classifier<'py> {
 
     /// A tensor as a NumPy view of its memory where it has one.
     pub fn tensor(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<ArrayLeaf<'py>> {
-        let views = match &mut self.tensor_views {
+        let view = self.tensor_views()?.view(obj)?;
+        Ok(array_leaf(obj, view))
+    }
+
+    /// A destination tensor as a NumPy view of its memory where the core may write it
+    /// (see [`TensorViews::destination_view`]).
+    pub fn destination_tensor(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<ArrayLeaf<'py>> {
+        let view = self.tensor_views()?.destination_view(obj)?;
+        Ok(array_leaf(obj, view))
+    }
+
+    fn tensor_views(&mut self) -> PyResult<&mut TensorViews<'py>> {
+        let views = match self.tensor_views.take() {
             Some(views) => views,
-            None => self.tensor_views.insert(TensorViews::new(self.py)?),
+            None => TensorViews::new(self.py)?,
         };
-        Ok(match views.view(obj)? {
-            Some(array) => ArrayLeaf::NumPy(array),
-            None => ArrayLeaf::Torch(obj.clone()),
-        })
+        Ok(self.tensor_views.insert(views))
     }
 
     /// `Some(value)` when `obj` is `True`/`False` or a NumPy bool scalar.

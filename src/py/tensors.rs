@@ -7,7 +7,7 @@
 //! where its address, device, layout, shape and strides take one call each (measured at
 //! GPT-2's layout: 0.84 -> 0.65 ms a load of 149 small tensors from a `state_dict`).
 
-use super::array::array_over;
+use super::array::{array_over, is_c_contiguous, view_of};
 use super::dlpack;
 use super::kinds::Keyed;
 use super::python_function;
@@ -77,6 +77,8 @@ pub struct TensorViews<'py> {
     /// `torch.utils.dlpack.to_dlpack`: a tensor's address, device, shape and strides in
     /// one call, where reading them takes one call each.
     to_dlpack: Bound<'py, PyAny>,
+    /// Whether torch's inference mode is on: inference tensors may then be written.
+    inference_mode: bool,
 }
 
 impl<'py> TensorViews<'py> {
@@ -88,7 +90,35 @@ impl<'py> TensorViews<'py> {
             dtypes: python_function(py, "fastload._torch", "VIEW_DTYPES")?.cast_into()?,
             storages: Vec::new(),
             to_dlpack: python_function(py, "torch.utils.dlpack", "to_dlpack")?,
+            inference_mode: python_function(py, "torch", "is_inference_mode_enabled")?
+                .call0()?
+                .is_truthy()?,
         })
+    }
+
+    /// [`TensorViews::view`] of a destination, or `None` where torch must copy it or
+    /// `_torch.TorchCopies` refuse it, as torch refuses to write it in place: an inference
+    /// tensor outside inference mode, or one whose elements may share memory (`expand`,
+    /// `as_strided`). A view would write either silently.
+    pub fn destination_view(
+        &mut self,
+        tensor: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
+        let Some(view) = self.view(tensor)? else {
+            return Ok(None);
+        };
+        // A contiguous view, the common case, cannot overlap itself.
+        if !is_c_contiguous(&view) && view_of(&view).may_self_overlap() {
+            return Ok(None);
+        }
+        if !self.inference_mode
+            && tensor
+                .call_method0(intern!(tensor.py(), "is_inference"))?
+                .is_truthy()?
+        {
+            return Ok(None);
+        }
+        Ok(Some(view))
     }
 
     /// What `_torch.as_numpy` makes of `tensor`: its view where it has one.

@@ -236,7 +236,7 @@ impl<'py> Walker<'py> {
         }
         match self.classifier.classify(dst)? {
             Node::Array(array) => self.load_array(&array, src),
-            Node::Tensor(tensor) => match self.classifier.tensor(&tensor)? {
+            Node::Tensor(tensor) => match self.classifier.destination_tensor(&tensor)? {
                 ArrayLeaf::NumPy(array) => self.load_array(&array, src),
                 ArrayLeaf::Torch(tensor) => self.load_torch(&tensor, src),
             },
