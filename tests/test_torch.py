@@ -838,6 +838,16 @@ def test_exotic_dtypes_still_load_into_their_own_dtype(name):
     assert dst.view(torch.uint8).tolist() == [3, 7]
 
 
+@pytest.mark.skipif(not hasattr(torch, "uint1"), reason="torch has no uint1")
+def test_zeros_into_a_dtype_torch_cannot_copy_are_refused_before_anything_is_written():
+    # False zeroes its destination; torch has no copy into uint1 at all.
+    assert_refused_untouched(
+        Holder(torch.zeros(3, dtype=torch.uint1)),
+        holder_source(False),
+        "torch cannot copy uint1 into uint1",
+    )
+
+
 OVERLAP = "the destination's elements share memory"
 
 

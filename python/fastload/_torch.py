@@ -283,6 +283,13 @@ def _zeros_for(dst: torch.Tensor) -> torch.Tensor:
     return torch.zeros((), dtype=dtype, device=dst.device).expand(dst.shape)
 
 
+def _zeros_refusal(dst: Any) -> Optional[str]:
+    """Why torch cannot copy the zeros of :func:`_zeros_for` into ``dst``, or ``None``."""
+    dtype = torch_dtype(dst)
+    zeros = torch.float32 if dtype in _QUANTIZED else dtype
+    return _copy_refusal(zeros, dtype, _devices(dst))
+
+
 def _to_quantize_into(dst: torch.Tensor, src: torch.Tensor) -> Optional[torch.Tensor]:
     """``src`` (float32) laid out as torch quantizes it into ``dst``: in ``dst``'s memory
     format, which must be C order or channels-last; else ``None``."""
@@ -292,17 +299,11 @@ def _to_quantize_into(dst: torch.Tensor, src: torch.Tensor) -> Optional[torch.Te
     return None
 
 
-def _destination_refusal(dst: torch.Tensor) -> Optional[str]:
-    """Why torch would refuse to write the tensor ``dst`` in place, or ``None``: an
-    inference tensor outside inference mode."""
-    if dst.is_inference() and not torch.is_inference_mode_enabled():
-        return (
-            "the destination is an inference tensor (made under torch.inference_mode()), "
-            "which torch writes in place only in inference mode; load inside "
-            "torch.inference_mode(), or into a clone()"
-        )
-    return None
-
+_INFERENCE = (
+    "the destination is an inference tensor (made under torch.inference_mode()), which "
+    "torch writes in place only in inference mode; load inside torch.inference_mode(), "
+    "or into a clone()"
+)
 
 _OVERLAPPING = (
     "the destination's elements share memory (a zero or overlapping stride, as expand() "
@@ -391,16 +392,21 @@ class TorchCopies:
             if not lazy and tuple(dst.shape) != tuple(src.shape):
                 src_size, dst_size = shape_text(src.shape), shape_text(dst.shape)
                 return 1, f"Tried to load size {src_size} array into size {dst_size}"
-            refusal = self._dtype_refusal(src, dst)
+            src_dtype, dst_dtype = torch_dtype(src), torch_dtype(dst)
+            if src_dtype != dst_dtype or dst_dtype not in _COPIED:
+                refusal = self._dtype_refusal(src, dst, src_dtype, dst_dtype)
+                if refusal is not None:
+                    return 2, refusal
+        elif not lazy and torch_dtype(dst) not in _COPIED:
+            refusal = _zeros_refusal(dst)
             if refusal is not None:
                 return 2, refusal
         for x in (dst, src):
             if isinstance(x, torch.Tensor) and x.is_meta:
                 return 2, "a tensor on the meta device holds no data to copy"
-        if isinstance(dst, torch.Tensor) and not lazy:
-            refusal = _destination_refusal(dst)
-            if refusal is not None:
-                return 2, refusal
+        if not lazy and isinstance(dst, torch.Tensor) and dst.is_inference():
+            if not torch.is_inference_mode_enabled():  # torch refuses to write it
+                return 2, _INFERENCE
         try:
             if lazy:
                 self._add_lazy(dst, as_tensor(src), path)
@@ -409,13 +415,15 @@ class TorchCopies:
             src_t = _zeros_for(dst_t) if src is None else as_tensor(src)
         except (TypeError, RuntimeError, NotImplementedError) as err:
             return 2, str(err)
-        if dst_t.layout != src_t.layout:
-            layouts = _name_of(src_t.layout), _name_of(dst_t.layout)
+        layout = dst_t.layout
+        if layout != src_t.layout:
+            layouts = _name_of(src_t.layout), _name_of(layout)
             return 2, "cannot load a {} tensor into a {} one".format(*layouts)
-        if dst_t.layout == torch.strided and overlaps_itself(dst_t):
+        strided = layout == torch.strided
+        if strided and not dst_t.is_contiguous() and overlaps_itself(dst_t):
             # Asked of NumPy destinations too, which torch refuses to copy into as well.
             return 2, _OVERLAPPING
-        if dst_t.layout != torch.strided:
+        if not strided:
             refusal = _sparse_refusal(src_t, dst_t)
             if refusal is not None:
                 return 2, refusal
@@ -424,7 +432,8 @@ class TorchCopies:
             self.into_tensors.append((dst, src_t))
             self.written.append(dst)
             return None
-        if dst_t.is_quantized and not src_t.is_quantized:
+        quantized = dst_t.dtype in _QUANTIZED
+        if quantized and not src_t.is_quantized:
             src_t = _to_quantize_into(dst_t, src_t)
             if src_t is None:
                 return 2, "torch quantizes float32 only into a contiguous quantized tensor"
@@ -432,7 +441,7 @@ class TorchCopies:
         first = self.firsts.get(key)
         if first is None:
             self.firsts[key] = src_t
-            if dst_t.is_quantized:
+            if quantized:
                 # Its copy sets its quantizer (scale, zero point): on the tensor itself,
                 # since a detached one has a quantizer of its own.
                 self.into_tensors.append((dst, src_t))
@@ -443,11 +452,10 @@ class TorchCopies:
             self.ties.append((path, dst_t, first, src_t))
         return None
 
-    def _dtype_refusal(self, src: Any, dst: Any) -> Optional[str]:
+    def _dtype_refusal(self, src: Any, dst: Any, src_dtype: Any, dst_dtype: Any) -> Optional[str]:
         """Why ``src``'s dtype cannot load into ``dst``'s: the casting rule, quantization,
         or a pair torch has no copy for. Asked during the walk, since torch would raise
         only while copying, after other leaves were written."""
-        src_dtype, dst_dtype = torch_dtype(src), torch_dtype(dst)
         if src_dtype in _QUANTIZED or dst_dtype in _QUANTIZED:
             refusal = _quantized_refusal(src, dst, self.casting)
         elif src_dtype != dst_dtype:
