@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -109,6 +110,42 @@ def test_overlapping_memory_gives_the_walk_order_result(make, threads):
     fastload.loadmodel([d for d, _ in make(a)], [s for _, s in make(a)], threads=threads)
     sequential_reference(make(b))
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "src_dtype,dst_dtype,src_at,dst_at",
+    [
+        # Casts NumPy performs, between dtypes of different sizes or byte orders.
+        (np.float64, np.float16, 0, 40),
+        (np.float64, ml_dtypes.bfloat16, 0, 40),
+        (np.int64, np.float16, 0, 40),
+        (np.complex64, np.float32, 0, 40),
+        (np.float32, np.dtype(">f8"), 0, 0),
+        (np.float32, np.complex64, 0, 0),
+        # The same layouts cast by the core's kernels.
+        (np.float32, np.float16, 0, 40),
+        (np.float32, np.float64, 0, 0),
+    ],
+)
+@pytest.mark.parametrize("threads", [1, None])
+@pytest.mark.filterwarnings("ignore:Casting complex values to real")  # (the reference's)
+def test_a_source_overlapping_its_own_cast_destination_is_read_in_full_first(
+    src_dtype, dst_dtype, src_at, dst_at, threads
+):
+    def views(buffer):
+        raw = buffer.view(np.uint8)
+        n = 1000
+        src = raw[src_at : src_at + n * np.dtype(src_dtype).itemsize].view(src_dtype)
+        return raw[dst_at : dst_at + n * np.dtype(dst_dtype).itemsize].view(dst_dtype), src
+
+    initial = np.random.default_rng(0).standard_normal(4000).astype(np.float32)
+    ours, theirs = initial.copy(), initial.copy()
+    dst, src = views(ours)
+    with np.errstate(all="ignore"):
+        fastload.loadmodel(dst, src, casting="unsafe", threads=threads)
+        expected, source = views(theirs)
+        np.copyto(expected, source.copy(), casting="unsafe")
+    assert ours.tobytes() == theirs.tobytes()
 
 
 def test_large_overlapping_load_is_deterministic():

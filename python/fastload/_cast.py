@@ -19,6 +19,10 @@ import numpy as np
 
 def copy_cast(dst: np.ndarray, src: np.ndarray) -> None:
     """Copy ``src`` into ``dst``, casting to ``dst``'s dtype."""
+    if np.may_share_memory(dst, src):
+        # Read in full before any element is written: NumPy's own overlap check does not
+        # cover a cast between dtypes of different sizes.
+        src = src.copy()
     cast = _torch_cast(src, dst)
     if cast is not None:
         np.copyto(dst, cast, casting="no")
