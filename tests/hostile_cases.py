@@ -251,6 +251,48 @@ def case_huge_shape_mismatch():
     return {"w": np.zeros((2, 3))}, {"w": np.broadcast_to(np.ones(1), (2**40,))}
 
 
+class ClearingKey:
+    """A key whose ``__eq__`` empties the destination dict it is looked up for."""
+
+    def __init__(self, name, victim):
+        self.name, self.victim = name, victim
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __eq__(self, other):
+        self.victim.clear()
+        return isinstance(other, ClearingKey) and other.name == self.name
+
+
+def case_key_eq_clears_the_destination_dict():
+    dst = {}
+    watched = [np.zeros(3), np.zeros(3)]
+    dst.update({ClearingKey("a", dst): watched[0], ClearingKey("b", dst): watched[1]})
+    src = {ClearingKey("a", dst): np.ones(3), ClearingKey("b", dst): np.ones(3)}
+    return dst, src, {}, watched
+
+
+class RepeatingKeys(Mapping):
+    """Its iteration lists a key twice."""
+
+    def __init__(self):
+        self.data = {"w": np.ones(3)}
+
+    def __getitem__(self, k):
+        return self.data[k]
+
+    def __iter__(self):
+        return iter(["w", "w"])
+
+    def __len__(self):
+        return 2
+
+
+def case_mapping_lists_a_key_twice():
+    return {"w": np.zeros(3)}, RepeatingKeys()
+
+
 def case_read_only_destination():
     dst = np.zeros(3)
     dst.flags.writeable = False

@@ -438,7 +438,7 @@ def test_object_array_against_numeric_is_load_error(side, snapshot):
     snap.assert_unchanged()
 
 
-@pytest.mark.parametrize("threads", [None, 1, 2, 7])
+@pytest.mark.parametrize("threads", [None, 1, 2, 7, 2**64])
 def test_thread_counts_give_identical_results(threads):
     rng = np.random.default_rng(1)
     src = [rng.normal(size=(256, 1024)).astype(np.float32) for _ in range(8)]

@@ -106,7 +106,7 @@ def loadmodel(
     elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     else:
-        count = threads
+        count = min(threads, 2**31)  # (the pool has at most one thread a core anyway)
     if filter is not None and not callable(filter):
         raise TypeError(f"filter must be callable or None, got {filter!r}")
     report = reporter(progress, "fastload: loading")

@@ -83,6 +83,12 @@ impl<'py> Keyed<'py> {
         }
     }
 
+    /// The size of the dict the children were read from, if any: read again after code of
+    /// the user's ran, to tell whether that code changed it.
+    pub fn dict_len(&self) -> Option<usize> {
+        self.index.as_ref().map(|index| index.len())
+    }
+
     /// Reads the children into `pairs`, for a node made by [`Keyed::lookup`].
     pub fn read_pairs(&mut self) {
         if let (true, Some(index)) = (self.unread, &self.index) {

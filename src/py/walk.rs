@@ -383,6 +383,7 @@ impl<'py> Walker<'py> {
         // key on both sides is a `str` or an `int`.
         let plain = dst.pairs.iter().all(|(key, _)| plain_key(key)) && plain_keys(&index);
         self.classifier.ran_user_code |= !plain;
+        let sizes = (dst.dict_len(), index.len());
         let mut matched = Vec::with_capacity(dst.pairs.len());
         let mut missing = Vec::new();
         for (key, d) in &dst.pairs {
@@ -390,6 +391,11 @@ impl<'py> Walker<'py> {
                 Some(s) => matched.push((key, d, s)),
                 None => missing.push(key.clone()),
             }
+        }
+        if (dst.dict_len(), index.len()) != sizes {
+            let message = "a dict changed while its keys were compared (by a key's __eq__)";
+            self.problem(ProblemKind::Structure, message);
+            return Ok(());
         }
         if !missing.is_empty() || matched.len() != src.len() {
             src.read_pairs();
@@ -402,6 +408,15 @@ impl<'py> Walker<'py> {
                 if !dst_keys.contains(key)? {
                     unexpected.push(key.clone());
                 }
+            }
+            if missing.is_empty() && unexpected.is_empty() {
+                let message = format!(
+                    "the same keys on both sides, yet {} children in the destination and {} in the source: a mapping lists a key twice",
+                    dst.pairs.len(),
+                    src.pairs.len()
+                );
+                self.problem(ProblemKind::Structure, message);
+                return Ok(());
             }
             self.one_sided(missing, unexpected);
         }
