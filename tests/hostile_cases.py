@@ -27,19 +27,19 @@ class RaisingGetattr:
 
 
 class LyingKeys(Mapping):
-    """keys() names keys that __getitem__ does not have."""
+    """Its keys are ``listed``, whatever ``__getitem__`` has: by default, one it does not."""
 
-    def __init__(self):
-        self.data = {"w": np.ones(3)}
+    def __init__(self, listed=("w", "ghost")):
+        self.data, self.listed = {"w": np.ones(3)}, listed
 
     def __getitem__(self, k):
         return self.data[k]
 
     def __iter__(self):
-        return iter(["w", "ghost"])
+        return iter(self.listed)
 
     def __len__(self):
-        return 2
+        return len(self.listed)
 
 
 class KeysNotIterable(Mapping):
@@ -273,24 +273,8 @@ def case_key_eq_clears_the_destination_dict():
     return dst, src, {}, watched
 
 
-class RepeatingKeys(Mapping):
-    """Its iteration lists a key twice."""
-
-    def __init__(self):
-        self.data = {"w": np.ones(3)}
-
-    def __getitem__(self, k):
-        return self.data[k]
-
-    def __iter__(self):
-        return iter(["w", "w"])
-
-    def __len__(self):
-        return 2
-
-
 def case_mapping_lists_a_key_twice():
-    return {"w": np.zeros(3)}, RepeatingKeys()
+    return {"w": np.zeros(3)}, LyingKeys(listed=("w", "w"))
 
 
 def case_read_only_destination():
