@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import struct
 from pathlib import Path
 
@@ -585,3 +586,15 @@ def test_a_sparse_tensor_is_refused_by_save_saying_to_make_it_dense(tmp_path):
         assert message.startswith("layer.w: a sparse tensor (layout torch.sparse_")
         assert "dtype" not in message and "to_dense()" in message
     assert os.listdir(tmp_path) == []
+
+
+def test_saved_files_get_the_permissions_the_umask_gives_new_files(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        single, index = tmp_path / "m.safetensors", tmp_path / "s.safetensors.index.json"
+        fastload.save(single, {"w": np.ones(4)})
+        fastload.save(index, {"a": np.ones(4), "b": np.ones(4)}, max_shard_size=32)
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert len(modes) == 4 and set(modes.values()) == {0o640}, modes

@@ -69,6 +69,17 @@ def test_save_progress_and_interrupted_save_keeps_the_old_file(tmp_path, big):
     assert seen[-1][0] == seen[-1][1] == path.stat().st_size
 
 
+def test_sharded_save_progress_counts_up_to_its_total(tmp_path):
+    state = {f"w{i}": np.full(1000, i, np.float32) for i in range(4)}
+    seen = []
+    index = tmp_path / "model.safetensors.index.json"
+    fastload.save(index, state, max_shard_size=4000, progress=lambda d, t: seen.append((d, t)))
+    total = 4 * 4000
+    assert seen[-1] == (total, total)
+    assert all(t == total and 0 <= d <= total for d, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
 def test_ctrl_c_stops_a_long_copy():
     # SIGINT arrives while the copy runs with the GIL released; the load must end with
     # KeyboardInterrupt soon after, not only when the copy is done.

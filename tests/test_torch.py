@@ -911,3 +911,26 @@ def test_inference_tensors_are_written_only_in_inference_mode_as_torch_allows():
     assert model.weight.is_inference()
     assert made[0].tolist() == [0.0, 1.0, 2.0]
     assert made[1].tolist() == [-1j, -2j, -3j]
+
+
+@pytest.mark.parametrize("side", ["destination", "source"])
+@pytest.mark.parametrize("change", ["resize", "new memory"])
+def test_a_tensor_a_filter_resizes_after_it_was_planned_is_refused(side, change):
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"a": nn.Linear(64, 64), "b": nn.Linear(4, 4)})
+    src = nn.ModuleDict({"a": nn.Linear(64, 64), "b": nn.Linear(4, 4)})
+    changed = (model if side == "destination" else src)["a"].weight
+    trigger = (model if side == "destination" else src)["b"].weight
+
+    def moving_filter(child):
+        if child is trigger:  # "a.weight" is planned by now
+            if change == "resize":
+                changed.data.resize_(200, 200)  # frees the memory planned
+            else:
+                changed.data = torch.zeros(64, 64)
+        return True
+
+    others = {k: v.clone() for k, v in model.state_dict().items() if k != "a.weight"}
+    with pytest.raises(LoadError, match="1 tensor.s. changed while the trees were walked"):
+        fastload.loadmodel(model, src, filter=moving_filter)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in others.items())

@@ -180,3 +180,18 @@ def test_an_exception_of_a_children_function_in_state_names_its_path():
     assert info.value.problems == [
         ("layers.1", "cannot walk this node: ValueError: no children today")
     ]
+
+
+class Unlistable:
+    """An object whose attributes cannot be read (a proxy, say)."""
+
+    @property
+    def __dict__(self):
+        raise RuntimeError("no attributes here")
+
+
+@pytest.mark.parametrize("dst_leaf", [0.5, len], ids=["number", "function"])
+def test_any_source_loads_into_a_leaf_that_is_not_an_array_unread(dst_leaf):
+    dst = {"act": dst_leaf, "w": np.zeros(2)}
+    fastload.loadmodel(dst, {"act": Unlistable(), "w": np.ones(2)})
+    assert dst["act"] is dst_leaf and dst["w"].tolist() == [1.0, 1.0]

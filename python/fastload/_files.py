@@ -330,17 +330,18 @@ def _save_sharded(
     try:
         done = 0
         for name, shard in zip(names, shards):
+            nbytes = sum(entry[2].nbytes for entry in shard)
             shard_info = {"format": "np", SAVE_ID_KEY: save_id}
             temporary = _fastload.write_safetensors(
                 index.parent / name,
                 shard,
                 shard_info,
-                _shard_report(report, done, total),
+                _shard_report(report, done, nbytes, total),
                 MAX_HEADER_BYTES,
                 False,
             )
             written.append((Path(temporary), index.parent / name))
-            done += sum(entry[2].nbytes for entry in shard)
+            done += nbytes
         for temporary, final in written:
             os.replace(temporary, final)
     except BaseException:
@@ -356,11 +357,19 @@ def _save_sharded(
     _write_text(index, json.dumps(body, indent=2))
 
 
-def _shard_report(report: Optional[ProgressFn], before: int, total: int) -> Optional[ProgressFn]:
-    """A shard's progress, as part of the whole save's."""
+def _shard_report(
+    report: Optional[ProgressFn], before: int, nbytes: int, total: int
+) -> Optional[ProgressFn]:
+    """A shard's progress, as part of the whole save's: ``total`` counts the tensors'
+    bytes, a shard's own report its header's too, which comes first."""
     if report is None:
         return None
-    return lambda done, _: report(before + done, total)
+
+    def shard_report(done: int, shard_total: int) -> None:
+        header = shard_total - nbytes
+        report(before + max(done - header, 0), total)
+
+    return shard_report
 
 
 def _write_text(path: Path, text: str) -> None:

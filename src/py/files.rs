@@ -224,11 +224,13 @@ fn write_temporary(
     tick: &mut dyn FnMut(usize, usize) -> PyResult<()>,
 ) -> PyResult<NamedTempFile> {
     let failed = |e: std::io::Error| write_error(path, e);
-    let temp = tempfile::Builder::new()
-        .prefix(".fastload-")
-        .suffix(".tmp")
-        .tempfile_in(folder_of(path))
-        .map_err(failed)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".fastload-").suffix(".tmp");
+    // A temporary file is the owner's alone; the checkpoint it becomes gets what `open`
+    // gives a new file under the process's umask.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let temp = builder.tempfile_in(folder_of(path)).map_err(failed)?;
     let total = prefix.len() + chunks.iter().map(|c| c.1).sum::<usize>();
     let mut done = 0;
     {

@@ -230,6 +230,14 @@ impl<'py> Classifier<'py> {
             .unwrap_or_default()
     }
 
+    /// The tensors viewed, with their views' addresses (see [`TensorViews::viewed`]).
+    pub fn take_viewed_tensors(&mut self) -> Vec<(Bound<'py, PyAny>, usize)> {
+        self.tensor_views
+            .as_mut()
+            .map(|views| std::mem::take(&mut views.viewed))
+            .unwrap_or_default()
+    }
+
     /// `obj` as an array leaf, or `None` when it is anything else.
     pub fn as_array(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<Option<ArrayLeaf<'py>>> {
         if let Ok(array) = obj.cast::<PyUntypedArray>() {
@@ -290,7 +298,7 @@ impl<'py> Classifier<'py> {
         &mut self,
         obj: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        if is_builtin_leaf(obj) || obj.cast::<PyUntypedArray>().is_ok() {
+        if obj.cast::<PyUntypedArray>().is_ok() || is_builtin_leaf(obj) {
             return Ok(None);
         }
         if !matches!(self.kind_of(obj)?, TypeKind::Attributes) {

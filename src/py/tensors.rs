@@ -74,6 +74,10 @@ pub struct TensorViews<'py> {
     /// The storage of each tensor viewed here: a view points into it, so it must stay
     /// alive even if the tensor is given other memory (`param.data = ...`) meanwhile.
     pub storages: Vec<Bound<'py, PyAny>>,
+    /// Each tensor viewed here, with the address its view starts at: code of the user's
+    /// that the walk runs may resize its storage, which frees the memory viewed (see
+    /// [`moved_tensors`]).
+    pub viewed: Vec<(Bound<'py, PyAny>, usize)>,
     /// `torch.utils.dlpack.to_dlpack`: a tensor's address, device, shape and strides in
     /// one call, where reading them takes one call each.
     to_dlpack: Bound<'py, PyAny>,
@@ -89,6 +93,7 @@ impl<'py> TensorViews<'py> {
             plain_types: plain_types.extract()?,
             dtypes: python_function(py, "fastload._torch", "VIEW_DTYPES")?.cast_into()?,
             storages: Vec::new(),
+            viewed: Vec::new(),
             to_dlpack: python_function(py, "torch.utils.dlpack", "to_dlpack")?,
             inference_mode: python_function(py, "torch", "is_inference_mode_enabled")?
                 .call0()?
@@ -123,10 +128,14 @@ impl<'py> TensorViews<'py> {
 
     /// What `_torch.as_numpy` makes of `tensor`: its view where it has one.
     fn view_by_python(
-        &self,
+        &mut self,
         tensor: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
-        Ok(self.as_numpy.call1((tensor,))?.cast_into().ok())
+        let view = self.as_numpy.call1((tensor,))?.cast_into().ok();
+        if let Some(view) = &view {
+            self.viewed.push((tensor.clone(), view_of(view).addr));
+        }
+        Ok(view)
     }
 
     /// A writeable NumPy view of `tensor`'s memory, or `None` where torch must copy it
@@ -173,6 +182,7 @@ impl<'py> TensorViews<'py> {
         }
         // The capsule holds the tensor, not its memory, which `p.data = ...` can replace.
         self.storages.push(method(intern!(py, "untyped_storage"))?);
+        self.viewed.push((tensor.clone(), layout.address));
         // SAFETY: the address, shape and strides are the tensor's own, so the view covers
         // only its memory, which `storages` keeps alive for the walk and the copy. The
         // tensor is the view's base, as with `Tensor.numpy()`: its owner, whose version
@@ -189,4 +199,18 @@ impl<'py> TensorViews<'py> {
         };
         view.map(Some)
     }
+}
+
+/// How many of the tensors viewed for a load no longer start where their views do: code
+/// of the user's that the walk ran resized their storage (which frees the memory viewed)
+/// or gave them other memory.
+pub fn moved_tensors(viewed: &[(Bound<'_, PyAny>, usize)]) -> usize {
+    let starts_at = |tensor: &Bound<'_, PyAny>| {
+        let address = tensor.call_method0(intern!(tensor.py(), "data_ptr"));
+        address.and_then(|address| address.extract::<usize>()).ok()
+    };
+    viewed
+        .iter()
+        .filter(|(tensor, address)| starts_at(tensor) != Some(*address))
+        .count()
 }

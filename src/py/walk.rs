@@ -10,6 +10,7 @@ use super::kinds::{ArrayLeaf, Classifier, Keyed, Node};
 use super::leaf::{DtypeInfo, SameLayout};
 use super::path::{describe, KeyPath, Segment};
 use super::room::LastSize;
+use super::tensors::moved_tensors;
 use crate::core::{Plan, Problem, ProblemKind};
 use numpy::{PyArrayDescr, PyUntypedArray};
 use pyo3::exceptions::PyException;
@@ -148,6 +149,18 @@ impl<'py> Walker<'py> {
         self.out.met_torch = self.classifier.met_torch();
         let storages = self.classifier.take_tensor_storages();
         self.out.keep_alive.extend(storages);
+        let viewed = self.classifier.take_viewed_tensors();
+        if self.out.ran_user_code {
+            let moved = moved_tensors(&viewed);
+            if moved > 0 {
+                let message = format!(
+                    "{moved} tensor(s) changed while the trees were walked (resized or given \
+                     other memory by code the walk ran); load again once they stay put"
+                );
+                let problem = Problem::new(ProblemKind::Leaf, "<walk>", message);
+                self.out.problems.push(problem);
+            }
+        }
         Ok(self.out)
     }
 
@@ -225,8 +238,8 @@ impl<'py> Walker<'py> {
         if self.filter.is_none() {
             // Two dicts (or objects' attributes) of the same size: matched position by
             // position while the keys pair up. Any other pair takes the general path.
-            if let Some((s, _)) = self.dict_of(src)? {
-                if let Some((d, own)) = self.dict_of(dst)?.filter(|(d, _)| d.len() == s.len()) {
+            if let Some((d, own)) = self.dict_of(dst)? {
+                if let Some((s, _)) = self.dict_of(src)?.filter(|(s, _)| d.len() == s.len()) {
                     let unique = self.unique && own;
                     return self.with_unique(unique, |this| {
                         this.unless_cycle(dst, src, |this| this.match_dicts(&d, &s))
@@ -269,7 +282,9 @@ impl<'py> Walker<'py> {
     }
 
     /// `node` itself when it is an exact dict, or its attributes when they are read through
-    /// an exact dict (`vars(node)`); with whether no other object shares that dict.
+    /// an exact dict (`vars(node)`); with whether that dict is the node's own: an exact dict
+    /// is (whether the dict itself is shared is for its container's reference count to
+    /// tell), an object's attributes are when no other object holds them.
     fn dict_of(
         &mut self,
         node: &Bound<'py, PyAny>,
@@ -393,7 +408,7 @@ impl<'py> Walker<'py> {
             }
         }
         if (dst.dict_len(), index.len()) != sizes {
-            let message = "a dict changed while its keys were compared (by a key's __eq__)";
+            let message = "a dict changed size while its keys were compared (by a key's __eq__)";
             self.problem(ProblemKind::Structure, message);
             return Ok(());
         }
