@@ -72,7 +72,8 @@ pub struct TensorViews<'py> {
     /// The NumPy dtype of each torch dtype that has one (`_torch.VIEW_DTYPES`).
     dtypes: Bound<'py, PyDict>,
     /// The storage of each tensor viewed here: a view points into it, so it must stay
-    /// alive even if the tensor is given other memory (`param.data = ...`) meanwhile.
+    /// alive even if the tensor is given other memory (`param.data = ...`) meanwhile,
+    /// until the load is refused for it.
     pub storages: Vec<Bound<'py, PyAny>>,
     /// Each tensor viewed here, with the address its view starts at: code of the user's
     /// that the walk runs may resize its storage, which frees the memory viewed (see
