@@ -935,3 +935,29 @@ def test_a_tensor_a_filter_changes_after_it_was_planned_is_refused(side, change)
     with pytest.raises(LoadError, match="1 tensor.s. changed while the trees were walked"):
         fastload.loadmodel(model, src, filter=moving_filter)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in others.items())
+
+
+def test_wrapper_tensors_without_memory_of_their_own_are_not_taken_for_ties():
+    two_tensor = pytest.importorskip("torch.testing._internal.two_tensor")
+    model = nn.Module()
+    model.a = nn.Parameter(two_tensor.TwoTensor(torch.zeros(3), torch.zeros(3)))
+    model.b = nn.Parameter(two_tensor.TwoTensor(torch.zeros(3), torch.zeros(3)))
+    model.c = model.a  # a tie all the same
+    fastload.loadmodel(model, {"a": torch.ones(3), "b": torch.full((3,), 2.0), "c": torch.ones(3)})
+    assert model.a.a.tolist() == [1.0] * 3 and model.b.a.tolist() == [2.0] * 3
+    with pytest.raises(LoadError, match="c"):
+        fastload.loadmodel(model, {"a": torch.ones(3), "b": torch.ones(3), "c": torch.zeros(3)})
+    assert model.a.a.tolist() == [1.0] * 3
+
+
+def test_numpy_sources_torch_cannot_read_as_they_are_load_into_tensors_torch_copies():
+    reversed_, swapped = np.arange(3, dtype=np.float32)[::-1], np.arange(3, dtype=">f4")
+    quantized = torch.quantize_per_tensor(torch.zeros(3), 0.5, 0, torch.qint8)
+    negative = torch.zeros(3, dtype=torch.complex64).conj().imag  # torch copies into it
+    fastload.loadmodel({"q": quantized, "n": negative}, {"q": reversed_, "n": swapped})
+    assert quantized.dequantize().tolist() == [2.0, 1.0, 0.0]
+    assert negative.tolist() == [0.0, 1.0, 2.0]
+    long_double = np.zeros(3, np.longdouble)
+    with pytest.raises(LoadError, match="n: torch holds no"):
+        fastload.loadmodel({"q": quantized, "n": negative}, {"q": reversed_, "n": long_double})
+    assert negative.tolist() == [0.0, 1.0, 2.0]

@@ -161,6 +161,16 @@ def as_tensor(x: Any) -> torch.Tensor:
     return tensor.view(same_size).view(dtype) if dtype in _ML else tensor
 
 
+def _readable_by_torch(array: np.ndarray) -> np.ndarray:
+    """``array``, or a copy of it in native byte order without negative strides, which
+    torch cannot read."""
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if any(stride < 0 for stride in array.strides):
+        array = array.copy()
+    return array
+
+
 def torch_dtype(x: Any) -> Any:
     return x.dtype if isinstance(x, torch.Tensor) else _TORCH.get(x.dtype, x.dtype)
 
@@ -392,7 +402,12 @@ class TorchCopies:
             if not lazy and tuple(dst.shape) != tuple(src.shape):
                 src_size, dst_size = shape_text(src.shape), shape_text(dst.shape)
                 return 1, f"Tried to load size {src_size} array into size {dst_size}"
+            if isinstance(src, np.ndarray):
+                src = _readable_by_torch(src)
             src_dtype, dst_dtype = torch_dtype(src), torch_dtype(dst)
+            for array, dtype in ((src, src_dtype), (dst, dst_dtype)):
+                if not isinstance(dtype, torch.dtype):
+                    return 2, f"torch holds no {array.dtype} array, and it copies this leaf"
             if src_dtype != dst_dtype or dst_dtype not in _COPIED:
                 refusal = self._dtype_refusal(src, dst, src_dtype, dst_dtype)
                 if refusal is not None:
@@ -413,8 +428,8 @@ class TorchCopies:
                 return None
             dst_t = as_tensor(dst)
             src_t = _zeros_for(dst_t) if src is None else as_tensor(src)
-        except (TypeError, RuntimeError, NotImplementedError) as err:
-            return 2, str(err)
+        except (TypeError, ValueError, RuntimeError, NotImplementedError) as err:
+            return 2, str(err)  # (a NumPy destination with negative strides, say)
         layout = dst_t.layout
         if layout != src_t.layout:
             layouts = _name_of(src_t.layout), _name_of(layout)
@@ -437,7 +452,11 @@ class TorchCopies:
             src_t = _to_quantize_into(dst_t, src_t)
             if src_t is None:
                 return 2, "torch quantizes float32 only into a contiguous quantized tensor"
-        key = (dst_t.device, dst_t.data_ptr(), dst_t.shape, dst_t.stride(), dst_t.dtype)
+        address = dst_t.data_ptr()
+        # A tensor without memory of its own (a wrapper subclass, as DTensor) is tied only
+        # to itself.
+        where = address if address else ("object", id(dst))
+        key = (dst_t.device, where, dst_t.shape, dst_t.stride(), dst_t.dtype)
         first = self.firsts.get(key)
         if first is None:
             self.firsts[key] = src_t
@@ -517,7 +536,7 @@ def _same_values(first: torch.Tensor, later: torch.Tensor, dtype: torch.dtype) -
     comparison."""
     if (
         first.device == later.device
-        and first.data_ptr() == later.data_ptr()
+        and first.data_ptr() == later.data_ptr() != 0
         and first.dtype == later.dtype
         and first.shape == later.shape
         and first.stride() == later.stride()
