@@ -961,3 +961,14 @@ def test_numpy_sources_torch_cannot_read_as_they_are_load_into_tensors_torch_cop
     with pytest.raises(LoadError, match="n: torch holds no"):
         fastload.loadmodel({"q": quantized, "n": negative}, {"q": reversed_, "n": long_double})
     assert negative.tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("extra", ["0.weight.extra", "0", "0..weight"])
+def test_a_flat_state_dict_key_that_is_no_path_is_an_argument_error_naming_it(extra):
+    model = nn.Sequential(nn.Linear(2, 2))
+    before = snapshot(model)
+    flat = dict(nn.Sequential(nn.Linear(2, 2)).state_dict(), **{extra: torch.ones(1)})
+    with pytest.raises(ArgumentError, match=re.escape(repr(extra))) as info:
+        fastload.loadmodel(model, flat)
+    assert info.value.problems[0][0] == "<root>"
+    assert_equal_snapshot(model, before)

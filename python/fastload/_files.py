@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from . import _fastload
-from ._flat import flat_source, flatten_all, unflatten
+from ._flat import flatten_all, nested_for, unflatten
 from ._progress import ProgressFn, reporter
 from .errors import LoadError
 
@@ -461,7 +461,7 @@ def source_for(dst: Any, path: PathLike) -> Any:
     arrays, metadata = read_flat(path)
     flat = _tied(path, arrays, read_ties(path, metadata))
     try:
-        return flat_source(dst, flat)
+        return nested_for(dst, flat)
     except LoadError:
         raise
     except ValueError:

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _fastload
 from ._gc import paused
+from .errors import ArgumentError, LoadError
 
 
 def unflatten(flat: Mapping, sep: str = ".") -> Dict[str, Any]:
@@ -53,6 +54,17 @@ def flat_source(dst: Any, flat: Mapping) -> Dict[str, Any]:
     from ``dst`` where that part of ``dst`` holds no arrays, and from the source of the
     parameter it is tied to where it is tied to one the source has.
     """
+    try:
+        return nested_for(dst, flat)
+    except LoadError:
+        raise
+    except ValueError as err:  # keys that are no paths of one tree
+        message = f"1 problem; nothing was loaded:\n  <root>: {err}"
+        raise ArgumentError(message, [("<root>", err)]) from None
+
+
+def nested_for(dst: Any, flat: Mapping) -> Dict[str, Any]:
+    """:func:`flat_source`, raising ``ValueError`` for keys that are no paths of a tree."""
     return paused(_nest_for, dst, flat)
 
 
