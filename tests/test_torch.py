@@ -875,12 +875,29 @@ def test_self_overlapping_numpy_destinations_keep_numpys_rule_unless_torch_copie
     fastload.loadmodel(dst, np.arange(4, dtype=np.complex64))  # element by element
     assert dst.tolist() == [3, 3, 3, 3]
     earlier = np.zeros(2)
-    conj = torch.tensor([1j, 2j, 3j, 4j]).conj()  # torch refuses to copy into `dst`
+    half = complex_half([1j, 2j, 3j, 4j])  # torch copies it, and refuses to copy into `dst`
     with pytest.raises(LoadError) as info:
-        fastload.loadmodel({"a": earlier, "s": dst}, {"a": np.ones(2), "s": conj})
+        fastload.loadmodel({"a": earlier, "s": dst}, {"a": np.ones(2), "s": half})
     assert info.value.problems == [("s", info.value.problems[0][1])]
     assert OVERLAP in info.value.problems[0][1]
     assert earlier.tolist() == [0, 0] and dst.tolist() == [3, 3, 3, 3]
+
+
+def complex_half(values) -> torch.Tensor:
+    """A complex32 tensor, which NumPy has no dtype for: torch copies it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # (complex32 is experimental)
+        return torch.tensor(values, dtype=torch.complex64).to(torch.complex32)
+
+
+def test_conjugate_and_negative_views_on_the_cpu_are_tied_like_any_source():
+    weight = np.zeros(3, np.complex64)
+    values = torch.tensor([1 + 1j, 2 + 2j, 3 + 3j], dtype=torch.complex64)
+    with pytest.raises(LoadError, match="b: tied destination parameters"):
+        fastload.loadmodel({"a": weight, "b": weight}, {"a": values, "b": values.conj()})
+    assert not weight.any()
+    fastload.loadmodel({"a": weight, "b": weight}, {"a": values.conj(), "b": values.conj()})
+    assert weight.tolist() == [1 - 1j, 2 - 2j, 3 - 3j]
 
 
 def test_views_whose_elements_do_not_share_memory_still_load():

@@ -135,6 +135,16 @@ def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
     return None
 
 
+def resolved_values(tensor: torch.Tensor) -> Optional[np.ndarray]:
+    """A conjugate or negative view on the CPU, resolved into a new array; ``None`` for
+    any other tensor, or one whose dtype NumPy lacks."""
+    if tensor.device.type != "cpu" or tensor.layout != torch.strided or is_lazy(tensor):
+        return None
+    if not (tensor.is_conj() or tensor.is_neg()):
+        return None
+    return as_numpy(tensor.detach().resolve_conj().resolve_neg())
+
+
 def is_lazy(x: Any) -> bool:
     """Whether ``x`` is the uninitialized parameter or buffer of a lazy module, which has
     a dtype but neither a shape nor memory yet."""
