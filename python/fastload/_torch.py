@@ -135,6 +135,10 @@ def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
     return None
 
 
+# As the core words it (see `src/core/ties.rs`).
+_MISMATCHED_TIE = "tied destination parameters with untied and mismatched sources"
+
+
 def resolved_values(tensor: torch.Tensor) -> Optional[np.ndarray]:
     """A conjugate or negative view on the CPU, resolved into a new array; ``None`` for
     any other tensor, or one whose dtype NumPy lacks."""
@@ -513,12 +517,7 @@ class TorchCopies:
             else:
                 same = _same_values(first, later, dst.dtype)
             if not same:
-                problems.append(
-                    (
-                        path,
-                        "this parameter is tied to one loaded earlier, and the two sources differ",
-                    )
-                )
+                problems.append((path, _MISMATCHED_TIE))
         return problems
 
     def run(self, threads: int = 0) -> None:
