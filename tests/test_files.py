@@ -588,6 +588,15 @@ def test_a_sparse_tensor_is_refused_by_save_saying_to_make_it_dense(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_wrapper_tensor_is_refused_by_save_saying_what_it_is(tmp_path):
+    torch = pytest.importorskip("torch")
+    two_tensor = pytest.importorskip("torch.testing._internal.two_tensor")
+    wrapper = two_tensor.TwoTensor(torch.zeros(3), torch.zeros(3))
+    with pytest.raises(TypeError, match="w: a TwoTensor holds no memory of its own"):
+        fastload.save(tmp_path / "model.safetensors", {"w": wrapper})
+    assert os.listdir(tmp_path) == []
+
+
 def test_saved_files_get_the_permissions_the_umask_gives_new_files(tmp_path):
     previous = os.umask(0o027)
     try:

@@ -735,7 +735,7 @@ def test_tied_quantized_tensors_must_get_the_same_values_and_quantizer():
     assert raw(q) == raw(quantized([1.0, 2.0], 0.5, 2))
     before = raw(q)
     other_scale = {"x": quantized([1.0, 2.0], 0.5, 2), "y": quantized([1.0, 2.0], 0.25, 2)}
-    with pytest.raises(LoadError, match="y: tied destination parameters with untied and mismatched sources"):
+    with pytest.raises(LoadError, match="y: tied destination parameters with untied"):
         fastload.loadmodel({"x": q, "y": q}, other_scale)
     assert raw(q) == before
 

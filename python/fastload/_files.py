@@ -206,6 +206,11 @@ def _copied_to_cpu(key: str, tensor: Any) -> np.ndarray:
     from . import _torch
 
     view = _torch.as_numpy(tensor.cpu().resolve_conj().resolve_neg())
+    if view is None and tensor.data_ptr() == 0 and tensor.numel() > 0:
+        raise TypeError(
+            f"{key}: a {type(tensor).__name__} holds no memory of its own (a wrapper tensor, "
+            "as a DTensor is): save the plain tensor it stands for (say, its full_tensor())"
+        )
     if view is None:
         raise TypeError(f"{key}: safetensors cannot hold a tensor of dtype {tensor.dtype}")
     return view
