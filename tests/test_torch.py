@@ -989,3 +989,16 @@ def test_a_flat_state_dict_key_that_is_no_path_is_an_argument_error_naming_it(ex
         fastload.loadmodel(model, flat)
     assert info.value.problems[0][0] == "<root>"
     assert_equal_snapshot(model, before)
+
+
+def test_a_sparse_parameter_under_two_names_is_one_tied_parameter():
+    model = nn.Module()
+    model.a, model.b = nn.Module(), nn.Module()
+    model.a.w = nn.Parameter(torch.zeros(3, 3).to_sparse())
+    model.b.w = model.a.w
+    eye = torch.eye(3).to_sparse()
+    with pytest.raises(LoadError, match="b.w: tied destination parameters"):
+        fastload.loadmodel(model, {"a.w": eye, "b.w": (2 * torch.eye(3)).to_sparse()})
+    assert not model.a.w.to_dense().any()
+    fastload.loadmodel(model, {"a.w": eye, "b.w": torch.eye(3).to_sparse()})
+    assert model.b.w is model.a.w and torch.equal(model.a.w.to_dense(), torch.eye(3))

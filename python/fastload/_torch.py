@@ -457,7 +457,13 @@ class TorchCopies:
             if refusal is not None:
                 return 2, refusal
             # A sparse tensor's copy gives it new memory, so it is copied into the tensor
-            # itself, not a detached one; nor can it be tied through its memory.
+            # itself, not a detached one; nor can it be tied through its memory, only as
+            # the same object.
+            first = self.firsts.get(("sparse", id(dst)))
+            if first is not None:
+                self.ties.append((path, dst_t, first, src_t))
+                return None
+            self.firsts[("sparse", id(dst))] = src_t
             self.into_tensors.append((dst, src_t))
             self.written.append(dst)
             return None
@@ -514,6 +520,8 @@ class TorchCopies:
         for path, dst, first, later in self.ties:
             if dst.dtype in _QUANTIZED:
                 same = torch.equal(_copied_into_like(dst, first), _copied_into_like(dst, later))
+            elif dst.layout != torch.strided:
+                same = _same_values(first.to_dense(), later.to_dense(), dst.dtype)
             else:
                 same = _same_values(first, later, dst.dtype)
             if not same:
