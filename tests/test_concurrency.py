@@ -115,6 +115,25 @@ def test_two_threads_loading_into_one_model_give_one_load_after_the_other(thread
         assert len(values) == 1 and values <= {1.0, 2.0}, values
 
 
+def test_two_threads_loading_leaves_torch_copies_into_one_model_give_one_load_after_the_other():
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    leaves, size = 24, 1 << 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # (complex32 is experimental)
+        # complex32, which NumPy lacks: every leaf is copied by torch.
+        sources = [
+            [torch.full((size,), complex(k + 1, 0)).to(torch.complex32) for _ in range(leaves)]
+            for k in range(2)
+        ]
+    model = [torch.zeros(size, dtype=torch.complex64) for _ in range(leaves)]
+    for _ in range(10):
+        run_together(lambda k: fastload.loadmodel(model, sources[k]), 2)
+        values = {complex(leaf[0]) for leaf in model} | {complex(leaf[-1]) for leaf in model}
+        assert len(values) == 1 and values <= {1, 2}, values
+
+
 def test_a_load_started_inside_another_into_the_same_model_is_an_error():
     model = [np.zeros(32 << 20, np.float32)]  # 128 MiB: a watched copy with a progress call
     inner_errors = []

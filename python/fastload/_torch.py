@@ -528,6 +528,18 @@ class TorchCopies:
                 problems.append((path, _MISMATCHED_TIE))
         return problems
 
+    def written_span(self) -> Optional[Tuple[int, int]]:
+        """The lowest and past-the-highest address the planned copies write (on any
+        device: a span is only compared with other loads' spans), or ``None``."""
+        spans = [
+            _span_of(dst)
+            for dst, _ in self.copies + self.into_tensors
+            if dst.layout == torch.strided and dst.numel()
+        ]
+        if not spans:
+            return None
+        return min(start for start, _ in spans), max(end for _, end in spans)
+
     def run(self, threads: int = 0) -> None:
         """Copies every planned leaf (large transfers between host and GPU through pinned
         buffers, on ``threads`` threads, 0 for the default), then waits for the GPUs."""
@@ -545,6 +557,14 @@ class TorchCopies:
         for device in {t.device for pair in copied for t in pair if t.is_cuda}:
             torch.cuda.synchronize(device)
         bump_versions(self.written)
+
+
+def _span_of(tensor: torch.Tensor) -> Tuple[int, int]:
+    """The addresses a strided tensor's elements lie between (its strides are never
+    negative)."""
+    start = tensor.data_ptr()
+    last = sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()))
+    return start, start + (last + 1) * tensor.element_size()
 
 
 def _same_values(first: torch.Tensor, later: torch.Tensor, dtype: torch.dtype) -> bool:

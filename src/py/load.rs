@@ -12,6 +12,7 @@ use crate::core::{
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
+use std::ops::Range;
 
 /// Loads `src` into `dst` in place; the Python wrapper validates the arguments. Returns
 /// the keys skipped under `strict=False` (see [`Skipped`]).
@@ -85,7 +86,7 @@ pub fn loadmodel<'py>(
     // Held until the leaves torch copies are written too: two loads into one model run
     // one after the other, never mixed.
     let _reservation = if reserve {
-        let span = plan.written_span();
+        let span = with_torch_span(plan.written_span(), torch_copies.as_ref())?;
         let reservation = py.detach(|| inflight::reserve(span));
         Some(reservation.map_err(PyRuntimeError::new_err)?)
     } else {
@@ -175,6 +176,22 @@ fn copy_in_parallel<'py>(
         }
     });
     py.detach(|| executor.execute_watched(plan, &ordered, cast, watch))
+}
+
+/// `span`, widened to the memory the leaves torch copies write, if any.
+fn with_torch_span(
+    span: Option<Range<usize>>,
+    torch_copies: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Range<usize>>> {
+    let Some(copies) = torch_copies else {
+        return Ok(span);
+    };
+    let torch_span: Option<(usize, usize)> = copies.call_method0("written_span")?.extract()?;
+    Ok(match (span, torch_span) {
+        (Some(span), Some((start, end))) => Some(span.start.min(start)..span.end.max(end)),
+        (None, Some((start, end))) => Some(start..end),
+        (span, None) => span,
+    })
 }
 
 /// The number of threads `threads=None` uses.
