@@ -30,7 +30,7 @@ def write_safetensors(
     tensors: List[Tuple[str, str, Any]],
     metadata: Optional[Dict[str, str]],
     progress: Optional[Callable[[int, int], object]],
-    max_header: int = 100_000_000,
+    max_header: int,
     rename: bool = True,
 ) -> Optional[PathLike[str]]: ...
 def write_raw(path: PathLike[str] | str, bytes: bytes) -> None: ...

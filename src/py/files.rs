@@ -124,7 +124,7 @@ fn mapped_array<'py>(
 /// `progress(bytes_done, bytes_total)` is called between pieces of 64 MiB, where Ctrl-C
 /// is checked too; an interrupted save leaves `path` as it was.
 #[pyfunction]
-#[pyo3(signature = (path, tensors, metadata, progress, max_header = MAX_HEADER, rename = true))]
+#[pyo3(signature = (path, tensors, metadata, progress, max_header, rename = true))]
 pub fn write_safetensors(
     py: Python<'_>,
     path: PathBuf,
@@ -198,8 +198,6 @@ pub fn write_safetensors(
     written
 }
 
-/// The longest header safetensors reads (its `MAX_HEADER_SIZE`).
-const MAX_HEADER: usize = 100_000_000;
 
 /// Writes `bytes` to `path` crash-safely, as `write_safetensors` does (for an index).
 #[pyfunction]
