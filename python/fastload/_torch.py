@@ -449,7 +449,7 @@ class TorchCopies:
             layouts = _name_of(src_t.layout), _name_of(layout)
             return 2, "cannot load a {} tensor into a {} one".format(*layouts)
         strided = layout == torch.strided
-        if strided and not dst_t.is_contiguous() and overlaps_itself(dst_t):
+        if strided and overlaps_itself(dst_t):
             # Asked of NumPy destinations too, which torch refuses to copy into as well.
             return 2, _OVERLAPPING
         if not strided:
