@@ -195,3 +195,12 @@ def test_any_source_loads_into_a_leaf_that_is_not_an_array_unread(dst_leaf):
     dst = {"act": dst_leaf, "w": np.zeros(2)}
     fastload.loadmodel(dst, {"act": Unlistable(), "w": np.ones(2)})
     assert dst["act"] is dst_leaf and dst["w"].tolist() == [1.0, 1.0]
+
+
+def test_a_state_that_cannot_be_taken_says_so():
+    tree = {}
+    tree["x"] = tree
+    with pytest.raises(fastload.ArgumentError) as info:
+        fastload.state(tree)
+    assert str(info.value).startswith("1 problem; no state was taken:")
+    assert info.value.problems[0][0] == "x"

@@ -49,11 +49,15 @@ impl LoadFailure {
 
     /// The exception message: a count, then one line per problem (the first few dozen).
     pub fn message(&self) -> String {
+        self.message_after("nothing was loaded")
+    }
+
+    /// [`LoadFailure::message`], saying `outcome` of what was refused.
+    pub fn message_after(&self, outcome: &str) -> String {
         let n = self.problems.len();
-        let mut out = if n == 1 {
-            String::from("1 problem; nothing was loaded:")
-        } else {
-            format!("{n} problems; nothing was loaded:")
+        let mut out = match n {
+            1 => format!("1 problem; {outcome}:"),
+            _ => format!("{n} problems; {outcome}:"),
         };
         for p in self.problems.iter().take(LISTED_PROBLEMS) {
             let _ = write!(out, "\n  {}: {}", p.path, p.message);

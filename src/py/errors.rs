@@ -6,13 +6,16 @@ use pyo3::types::PyList;
 
 /// The exception for a refused load: the class of the first problem, every problem listed.
 pub fn load_error(py: Python<'_>, failure: &LoadFailure) -> PyErr {
-    match build(py, failure) {
-        Ok(err) => err,
-        Err(err) => err,
-    }
+    build(py, failure, failure.message()).unwrap_or_else(|err| err)
 }
 
-fn build(py: Python<'_>, failure: &LoadFailure) -> PyResult<PyErr> {
+/// [`load_error`] for a state that could not be taken.
+pub fn state_error(py: Python<'_>, failure: &LoadFailure) -> PyErr {
+    let message = failure.message_after("no state was taken");
+    build(py, failure, message).unwrap_or_else(|err| err)
+}
+
+fn build(py: Python<'_>, failure: &LoadFailure, message: String) -> PyResult<PyErr> {
     let errors = py.import("fastload.errors")?;
     let class = errors.getattr(match failure.kind() {
         ProblemKind::Structure => "ArgumentError",
@@ -23,6 +26,6 @@ fn build(py: Python<'_>, failure: &LoadFailure) -> PyResult<PyErr> {
     for p in &failure.problems {
         problems.append((p.path.as_str(), p.message.as_str()))?;
     }
-    let exc = class.call1((failure.message(), problems))?;
+    let exc = class.call1((message, problems))?;
     Ok(PyErr::from_value(exc))
 }

@@ -1,7 +1,7 @@
 //! `state`: a tree of plain containers and arrays with the nesting of the model.
 
 use super::depth::too_deep;
-use super::errors::load_error;
+use super::errors::state_error;
 use super::kinds::{Classifier, Node};
 use super::path::{KeyPath, Segment};
 use super::room::LastSize;
@@ -45,7 +45,7 @@ struct StateBuilder<'py> {
 impl<'py> StateBuilder<'py> {
     fn fail(&self, message: String) -> PyErr {
         let problem = Problem::new(ProblemKind::Structure, self.path.render(), message);
-        load_error(
+        state_error(
             self.py,
             &LoadFailure {
                 problems: vec![problem],
