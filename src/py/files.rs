@@ -198,7 +198,6 @@ pub fn write_safetensors(
     written
 }
 
-
 /// Writes `bytes` to `path` crash-safely, as `write_safetensors` does (for an index).
 #[pyfunction]
 pub fn write_raw(py: Python<'_>, path: PathBuf, bytes: &Bound<'_, PyBytes>) -> PyResult<()> {
