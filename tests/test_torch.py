@@ -834,6 +834,13 @@ def test_copies_torch_refuses_are_refused_before_anything_is_written(case):
 def test_exotic_dtypes_still_load_into_their_own_dtype(name):
     dst = exotic_zeros(name)
     src = torch.tensor([3, 7], dtype=torch.uint8).view(getattr(torch, name))
+    try:
+        exotic_zeros(name).copy_(src)
+    except RuntimeError:  # not in this torch release: refused before anything is written
+        with pytest.raises(LoadError, match=f"w: torch cannot copy {name} into {name}"):
+            fastload.loadmodel({"w": dst}, {"w": src})
+        assert dst.view(torch.uint8).tolist() == [0, 0]
+        return
     fastload.loadmodel({"w": dst}, {"w": src})
     assert dst.view(torch.uint8).tolist() == [3, 7]
 
