@@ -1009,3 +1009,28 @@ def test_a_sparse_parameter_under_two_names_is_one_tied_parameter():
     assert not model.a.w.to_dense().any()
     fastload.loadmodel(model, {"a.w": eye, "b.w": torch.eye(3).to_sparse()})
     assert model.b.w is model.a.w and torch.equal(model.a.w.to_dense(), torch.eye(3))
+
+
+def test_tensors_without_elements_load_when_the_walk_runs_code_of_the_users():
+    dst = {"e": torch.zeros(4, 0), "w": torch.zeros(3)}
+    fastload.loadmodel(dst, {"e": torch.ones(4, 0), "w": torch.ones(3)}, filter=lambda x: True)
+    assert dst["w"].tolist() == [1.0] * 3
+    model, src = nn.Linear(0, 4), nn.Linear(0, 4)
+    fastload.loadmodel(model, src.state_dict(), filter=lambda x: True)
+    assert torch.equal(model.bias, src.bias)
+
+
+def test_a_wrapper_tensor_among_leaves_torch_copies_reserves_no_memory_of_others():
+    two_tensor = pytest.importorskip("torch.testing._internal.two_tensor")
+    unrelated, inner = np.zeros(4), []
+
+    def progress(done, total):
+        if not inner:  # a load into other memory, from inside this one
+            inner.append(fastload.loadmodel(unrelated, np.ones(4)))
+
+    wrapper = two_tensor.TwoTensor(torch.zeros(3), torch.zeros(3))
+    big = np.zeros(1 << 20)
+    fastload.loadmodel(
+        {"w": wrapper, "b": big}, {"w": torch.ones(3), "b": np.ones(1 << 20)}, progress=progress
+    )
+    assert unrelated.tolist() == [1.0] * 4 and wrapper.a.tolist() == [1.0] * 3

@@ -534,7 +534,8 @@ class TorchCopies:
         spans = [
             _span_of(dst)
             for dst, _ in self.copies + self.into_tensors
-            if dst.layout == torch.strided and dst.numel()
+            # (A wrapper tensor, as DTensor is, has no memory of its own to reserve.)
+            if dst.layout == torch.strided and dst.numel() and dst.data_ptr()
         ]
         if not spans:
             return None

@@ -133,7 +133,8 @@ impl<'py> TensorViews<'py> {
         tensor: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
         let view = self.as_numpy.call1((tensor,))?.cast_into().ok();
-        if let Some(view) = &view {
+        // A view of no elements has memory of NumPy's own, which nothing is written to.
+        if let Some(view) = view.as_ref().filter(|view| view_of(view).nbytes() > 0) {
             self.viewed.push((tensor.clone(), view_of(view).addr));
         }
         Ok(view)
