@@ -183,7 +183,7 @@ def disjoint(copies: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> bool:
     spans = []
     for dst, src in copies:
         for tensor, written in ((dst, True), (src, False)):
-            span = _span(tensor)
+            span = span_of(tensor)
             if span is not None:
                 spans.append(span + (written,))
     spans.sort()
@@ -201,7 +201,7 @@ def disjoint(copies: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> bool:
     return True
 
 
-def _span(tensor: torch.Tensor) -> Optional[Tuple[Tuple[str, int], int, int]]:
+def span_of(tensor: torch.Tensor) -> Optional[Tuple[Tuple[str, int], int, int]]:
     """``(device, start, end)`` of the bytes a tensor reaches, or ``None`` if empty."""
     if tensor.numel() == 0:
         return None

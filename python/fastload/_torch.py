@@ -532,14 +532,15 @@ class TorchCopies:
         """The lowest and past-the-highest address the planned copies write (on any
         device: a span is only compared with other loads' spans), or ``None``."""
         spans = [
-            _span_of(dst)
+            _staging.span_of(dst)
             for dst, _ in self.copies + self.into_tensors
             # (A wrapper tensor, as DTensor is, has no memory of its own to reserve.)
-            if dst.layout == torch.strided and dst.numel() and dst.data_ptr()
+            if dst.layout == torch.strided and dst.data_ptr()
         ]
+        spans = [span for span in spans if span is not None]  # (no elements, no bytes)
         if not spans:
             return None
-        return min(start for start, _ in spans), max(end for _, end in spans)
+        return min(start for _, start, _ in spans), max(end for _, _, end in spans)
 
     def run(self, threads: int = 0) -> None:
         """Copies every planned leaf (large transfers between host and GPU through pinned
@@ -558,14 +559,6 @@ class TorchCopies:
         for device in {t.device for pair in copied for t in pair if t.is_cuda}:
             torch.cuda.synchronize(device)
         bump_versions(self.written)
-
-
-def _span_of(tensor: torch.Tensor) -> Tuple[int, int]:
-    """The addresses a strided tensor's elements lie between (its strides are never
-    negative)."""
-    start = tensor.data_ptr()
-    last = sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()))
-    return start, start + (last + 1) * tensor.element_size()
 
 
 def _same_values(first: torch.Tensor, later: torch.Tensor, dtype: torch.dtype) -> bool:

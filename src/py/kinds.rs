@@ -270,6 +270,15 @@ impl<'py> Classifier<'py> {
         Ok(array_leaf(obj, view))
     }
 
+    /// The values of a source tensor that has no NumPy view as it is (see
+    /// [`TensorViews::resolved_values`]).
+    pub fn resolved_values(
+        &mut self,
+        tensor: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
+        self.tensor_views()?.resolved_values(tensor)
+    }
+
     fn tensor_views(&mut self) -> PyResult<&mut TensorViews<'py>> {
         let views = match self.tensor_views.take() {
             Some(views) => views,

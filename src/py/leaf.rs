@@ -185,7 +185,7 @@ impl<'py> Walker<'py> {
         if let Some(ArrayLeaf::Torch(tensor)) = &src_leaf {
             // A conjugate or negative view on the CPU, resolved: its leaf is then planned
             // like any other, in the tie table.
-            if let Some(values) = resolved_values(tensor)? {
+            if let Some(values) = self.classifier.resolved_values(tensor)? {
                 src_leaf = Some(ArrayLeaf::NumPy(values));
             }
         }
@@ -511,13 +511,4 @@ pub fn write_out_compact(plan: &mut Plan, leaf_arrays: &LeafArrays<'_>) {
             op: Op::Bytes,
         }
     });
-}
-
-/// The values of a CPU tensor that has no NumPy view as it is (a conjugate or negative
-/// view) as a new array, or `None` for a tensor torch must copy itself.
-fn resolved_values<'py>(
-    tensor: &Bound<'py, PyAny>,
-) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
-    let resolve = python_function(tensor.py(), "fastload._torch", "resolved_values")?;
-    Ok(resolve.call1((tensor,))?.cast_into::<PyUntypedArray>().ok())
 }

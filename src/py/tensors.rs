@@ -66,6 +66,8 @@ pub fn module_children<'py>(module: &Bound<'py, PyAny>) -> PyResult<Option<Keyed
 pub struct TensorViews<'py> {
     /// `fastload._torch.as_numpy`, for tensors of other types.
     as_numpy: Bound<'py, PyAny>,
+    /// `fastload._torch.resolved_values`, for sources that have no view as they are.
+    resolve: Bound<'py, PyAny>,
     /// The tensor types read here: `torch.Tensor` and `torch.nn.Parameter` exactly, whose
     /// methods run no code of the user's.
     plain_types: Vec<Bound<'py, PyType>>,
@@ -91,6 +93,7 @@ impl<'py> TensorViews<'py> {
         let plain_types = python_function(py, "fastload._torch", "PLAIN_TENSOR_TYPES")?;
         Ok(TensorViews {
             as_numpy: python_function(py, "fastload._torch", "as_numpy")?,
+            resolve: python_function(py, "fastload._torch", "resolved_values")?,
             plain_types: plain_types.extract()?,
             dtypes: python_function(py, "fastload._torch", "VIEW_DTYPES")?.cast_into()?,
             storages: Vec::new(),
@@ -125,6 +128,15 @@ impl<'py> TensorViews<'py> {
             return Ok(None);
         }
         Ok(Some(view))
+    }
+
+    /// The values of a CPU tensor that has no NumPy view as it is (a conjugate or negative
+    /// view) as a new array, or `None` for a tensor torch must copy itself.
+    pub fn resolved_values(
+        &self,
+        tensor: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
+        Ok(self.resolve.call1((tensor,))?.cast_into().ok())
     }
 
     /// What `_torch.as_numpy` makes of `tensor`: its view where it has one.

@@ -238,8 +238,12 @@ impl<'py> Walker<'py> {
         if self.filter.is_none() {
             // Two dicts (or objects' attributes) of the same size: matched position by
             // position while the keys pair up. Any other pair takes the general path.
-            if let Some((d, own)) = self.dict_of(dst)? {
-                if let Some((s, _)) = self.dict_of(src)?.filter(|(s, _)| d.len() == s.len()) {
+            if let Some(d) = self.dict_of(dst)? {
+                if let Some(s) = self.dict_of(src)?.filter(|s| d.len() == s.len()) {
+                    // An exact dict's sharing is for its container's reference count to
+                    // tell; an object's attributes are its own when only the object and
+                    // `d` hold them.
+                    let own = dst.is(&d) || references(&d) == 2;
                     let unique = self.unique && own;
                     return self.with_unique(unique, |this| {
                         this.unless_cycle(dst, src, |this| this.match_dicts(&d, &s))
@@ -282,22 +286,12 @@ impl<'py> Walker<'py> {
     }
 
     /// `node` itself when it is an exact dict, or its attributes when they are read through
-    /// an exact dict (`vars(node)`); with whether that dict is the node's own: an exact dict
-    /// is (whether the dict itself is shared is for its container's reference count to
-    /// tell), an object's attributes are when no other object holds them.
-    fn dict_of(
-        &mut self,
-        node: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<(Bound<'py, PyDict>, bool)>> {
+    /// an exact dict (`vars(node)`).
+    fn dict_of(&mut self, node: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
         if let Ok(dict) = node.cast_exact::<PyDict>() {
-            return Ok(Some((dict.clone(), true)));
+            return Ok(Some(dict.clone()));
         }
-        let attributes = self.classifier.attribute_dict(node)?;
-        // The object's reference and this one: no other object shares it.
-        Ok(attributes.map(|d| {
-            let own = references(&d) == 2;
-            (d, own)
-        }))
+        self.classifier.attribute_dict(node)
     }
 
     /// Runs `walk` with [`Walker::unique`] set to `unique`, as it is for a node below.
