@@ -150,6 +150,21 @@ def test_a_tied_array_stored_under_its_later_name_fills_the_first(tmp_path):
     assert dst["head"]["act"] is np.tanh
 
 
+def test_arrays_tied_through_their_memory_fill_each_other_from_a_file(tmp_path):
+    base = np.zeros((2, 3), np.float32)
+    # Two views of one memory alike are one tied parameter; a transposed view is not.
+    dst = {"wte": base[:], "head": {"weight": base[:]}, "t": base.T}
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    path = tmp_path / "tied.safetensors"
+    save_file({"head.weight": w}, str(path))
+    fastload.loadmodel({"wte": dst["wte"], "head": dst["head"]}, path)
+    np.testing.assert_array_equal(base, w)
+    before = base.copy()
+    with pytest.raises(fastload.ArgumentError, match=r"missing keys \['t'\]"):
+        fastload.loadmodel(dst, path)
+    np.testing.assert_array_equal(base, before)
+
+
 def _shape_of(nested):
     """A nested source as sorted pairs, its leaves by identity: what the walk reads."""
     if isinstance(nested, dict):

@@ -235,6 +235,31 @@ def test_casts_into_tensors_give_load_state_dicts_bits(src_dtype, dst_dtype, sou
     )
 
 
+def test_parameters_tied_through_data_load_from_a_file_holding_one_of_them(tmp_path):
+    save_model = pytest.importorskip("safetensors.torch").save_model
+
+    def model(seed):
+        torch.manual_seed(seed)
+        m = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, bias=False))
+        m[1].weight.data = m[0].weight.data  # two parameters over one memory
+        return m
+
+    src, path = model(1), tmp_path / "tied.safetensors"
+    save_model(src, str(path))  # stores the tie once, under one of its names
+    for source in (path, {"0.weight": src[0].weight.detach()}):
+        dst = model(0)
+        fastload.loadmodel(dst, source)
+        assert torch.equal(dst[1].weight, src[1].weight)
+        assert dst[0].weight.data_ptr() == dst[1].weight.data_ptr()
+    # Parameters over other memory are not tied: the missing one is still missing.
+    dst = model(0)
+    dst[1].weight = nn.Parameter(dst[1].weight.detach().clone())
+    before = snapshot(dst)
+    with pytest.raises(ArgumentError, match="missing keys"):
+        fastload.loadmodel(dst, {"0.weight": src[0].weight.detach()})
+    assert_equal_snapshot(dst, before)
+
+
 def test_casts_into_tensors_keep_the_checks_of_ties_and_the_walk_order():
     def tied():
         model = nn.Module()

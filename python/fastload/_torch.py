@@ -149,6 +149,24 @@ def resolved_values(tensor: torch.Tensor) -> Optional[np.ndarray]:
     return as_numpy(tensor.detach().resolve_conj().resolve_neg())
 
 
+def memory_key(tensor: torch.Tensor, owner: Any) -> tuple:
+    """What makes destinations one tied parameter: the same memory viewed the same way
+    (device, address, shape, strides, dtype), whatever the objects. A tensor without
+    memory of its own (a wrapper subclass, as DTensor) is tied only to ``owner``, the
+    object it was taken from."""
+    address = tensor.data_ptr()
+    where = address if address else ("object", id(owner))
+    return (tensor.device, where, tensor.shape, tensor.stride(), tensor.dtype)
+
+
+def tie_key(x: Any) -> tuple:
+    """:func:`memory_key` of a destination leaf of a flat source's nesting; a sparse or
+    lazy tensor, which has no memory to share, is tied only to itself."""
+    if not isinstance(x, torch.Tensor) or x.layout != torch.strided or is_lazy(x):
+        return ("object", id(x))
+    return memory_key(x.detach(), x)
+
+
 def is_lazy(x: Any) -> bool:
     """Whether ``x`` is the uninitialized parameter or buffer of a lazy module, which has
     a dtype but neither a shape nor memory yet."""
@@ -472,11 +490,7 @@ class TorchCopies:
             src_t = _to_quantize_into(dst_t, src_t)
             if src_t is None:
                 return 2, "torch quantizes float32 only into a contiguous quantized tensor"
-        address = dst_t.data_ptr()
-        # A tensor without memory of its own (a wrapper subclass, as DTensor) is tied only
-        # to itself.
-        where = address if address else ("object", id(dst))
-        key = (dst_t.device, where, dst_t.shape, dst_t.stride(), dst_t.dtype)
+        key = memory_key(dst_t, dst)
         first = self.firsts.get(key)
         if first is None:
             self.firsts[key] = src_t

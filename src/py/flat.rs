@@ -1,8 +1,11 @@
 //! Flat dotted keys (`h.0.attn.weight`, as a `state_dict` or a checkpoint names arrays)
 //! and nested state, both ways; and a flat source nested for loading into a destination.
 
+use super::array::{data_address, dtype_key};
 use super::depth::too_deep;
 use super::flat_like::nest_like;
+use super::python_function;
+use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
@@ -312,19 +315,10 @@ pub fn nest_flat<'py>(
             present.insert(key.to_cow()?.into_owned(), at);
         }
     }
-    // The destination's arrays by identity, in walk order, with every path they are at.
-    let mut tied: Vec<Vec<String>> = Vec::new();
-    let mut group_of: FxHashMap<usize, usize> = FxHashMap::default();
-    for (path, leaf) in leaves(dst_state, ".")? {
-        if arrays.is_array(&leaf)? {
-            let group = *group_of.entry(leaf.as_ptr() as usize).or_insert_with(|| {
-                tied.push(Vec::new());
-                tied.len() - 1
-            });
-            tied[group].push(path);
-        }
-    }
-    for paths in tied.iter().filter(|paths| paths.len() > 1) {
+    for paths in tied_paths(dst_state, &arrays)?
+        .iter()
+        .filter(|paths| paths.len() > 1)
+    {
         let Some(first) = paths.iter().find_map(|path| present.get(path).copied()) else {
             continue;
         };
@@ -339,6 +333,65 @@ pub fn nest_flat<'py>(
     let mut tree = nest(pairs, ".")?;
     fill_arrayless(&mut tree, Tree::ROOT, dst_state, &arrays, 0)?;
     tree.into_dict(py)
+}
+
+/// What makes two NumPy arrays of a destination one tied parameter: the same object, or
+/// the same memory viewed the same way (an array without elements shares none).
+#[derive(Hash, PartialEq, Eq)]
+enum TieKey {
+    Object(usize),
+    Memory(usize, Vec<usize>, Vec<isize>, u64),
+}
+
+/// The destination's arrays grouped into tied parameters (the same object, or the same
+/// memory viewed the same way, as two tensors over one storage), in walk order, each with
+/// every path it is at.
+fn tied_paths<'py>(
+    dst_state: &Bound<'py, PyAny>,
+    arrays: &Arrays<'py>,
+) -> PyResult<Vec<Vec<String>>> {
+    let py = dst_state.py();
+    let mut tied: Vec<Vec<String>> = Vec::new();
+    let mut numpy_groups: FxHashMap<TieKey, usize> = FxHashMap::default();
+    // Tensors, by `fastload._torch.tie_key`: key -> group.
+    let tensor_groups = PyDict::new(py);
+    let mut tensor_key = None;
+    for (path, leaf) in leaves(dst_state, ".")? {
+        if !arrays.is_array(&leaf)? {
+            continue;
+        }
+        let next = tied.len();
+        let group = if let Ok(array) = leaf.cast::<PyUntypedArray>() {
+            let key = match array.shape().iter().product::<usize>() {
+                0 => TieKey::Object(leaf.as_ptr() as usize),
+                _ => TieKey::Memory(
+                    data_address(array),
+                    array.shape().to_vec(),
+                    array.strides().to_vec(),
+                    dtype_key(&array.dtype()),
+                ),
+            };
+            *numpy_groups.entry(key).or_insert(next)
+        } else {
+            let tie_key = match &tensor_key {
+                Some(function) => function,
+                None => tensor_key.insert(python_function(py, "fastload._torch", "tie_key")?),
+            };
+            let key = tie_key.call1((&leaf,))?;
+            match tensor_groups.get_item(&key)? {
+                Some(group) => group.extract()?,
+                None => {
+                    tensor_groups.set_item(key, next)?;
+                    next
+                }
+            }
+        };
+        if group == next {
+            tied.push(Vec::new());
+        }
+        tied[group].push(path);
+    }
+    Ok(tied)
 }
 
 /// Completes `node` with the children of `dst` it lacks that hold no arrays.
