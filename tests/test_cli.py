@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+from safetensors.numpy import save_file
 
 import fastload
 
@@ -113,6 +114,19 @@ def test_inspect_prints_a_key_of_many_parts_in_linear_space(tmp_path):
     result = run("inspect", path)
     assert result.returncode == 0
     assert len(result.stdout) < 20000 * 80  # indented by 32 levels at most
+
+
+def test_parts_of_digits_sort_by_number_however_long_or_whatever_the_script(tmp_path):
+    long = "9" * 5000  # beyond the digits Python converts to an int
+    names = ["h.10", "h.2", f"h.{long}", "h.\u00b2", "h.1\u0663"]  # superscript, Arabic-Indic
+    path = tmp_path / "names.safetensors"
+    save_file({name: np.zeros(1, np.float32) for name in names}, str(path))
+    for args in (("inspect", path), ("diff", path, path)):
+        result = run(*args)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    shown = [line.split()[0] for line in run("inspect", path).stdout.splitlines()[1:-1]]
+    numbered = [name for name in shown if name[:1].isdigit()]
+    assert numbered[:2] == ["2", "10"] and numbered[2] == long, shown
 
 
 def assert_one_line_error(result, *texts):

@@ -188,6 +188,42 @@ def test_a_shard_index_that_does_not_map_names_to_files_is_refused(tmp_path, sna
         fastload.load(index)
 
 
+@pytest.mark.parametrize(
+    "stored, weight_map, reason",
+    [
+        ("a:s1 b:s1 b:s2", {"a": "s1", "b": "s2"}, "holds tensor 'b', which the index puts in"),
+        ("a:s1 b:s1", {"a": "s1"}, "holds tensor 'b', which the index does not list"),
+        ("a:s1", '{"a": "s1", "a": "s1"}', "'a' is listed twice"),
+        ("a:s1", {"a": ".."}, "not a file name in the same folder"),
+        ("a:s1", {"a": ""}, "not a file name in the same folder"),
+    ],
+    ids=["in two shards", "in no index entry", "listed twice", "a parent folder", "no name"],
+)
+def test_a_shard_index_must_name_each_tensor_once_and_only_its_shard(
+    tmp_path, snapshot, stored, weight_map, reason
+):
+    """A tensor stored twice, or stored where the index does not say, would give a value
+    that depends on which copy a reader takes."""
+    for key, shard in (pair.split(":") for pair in stored.split()):
+        shard_path = tmp_path / f"{shard}.safetensors"
+        kept = load_file(str(shard_path)) if shard_path.exists() else {}
+        save_file({**kept, key: np.full(2, float(len(key + shard)), np.float32)}, str(shard_path))
+    if isinstance(weight_map, dict):
+        weight_map = json.dumps(
+            {k: f"{v}.safetensors" if v not in ("", "..") else v for k, v in weight_map.items()}
+        )
+    else:
+        weight_map = weight_map.replace('": "s1"', '": "s1.safetensors"')
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text('{"weight_map": ' + weight_map + "}")
+    dst = {"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float32)}
+    before = snapshot(dst)
+    with pytest.raises(LoadError, match=re.escape(reason)) as info:
+        fastload.loadmodel(dst, index, strict=False)
+    assert str(index) in str(info.value)
+    before.assert_unchanged()
+
+
 def header_file(path: Path, header: bytes, data: bytes = b"", length: int = None) -> Path:
     length = len(header) if length is None else length
     path.write_bytes(struct.pack("<Q", length) + header + data)
@@ -267,6 +303,12 @@ CORRUPT = {
             "not JSON": "{nope",
         }.items()
     },
+    "a name listed twice": lambda p: header_file(
+        p,
+        b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, '
+        b'"w": {"dtype": "I32", "shape": [4], "data_offsets": [0, 16]}}',
+        b"\0" * 16,
+    ),
     "trailing bytes": lambda p: header_file(
         p, tensor_header(w={"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}), b"\0" * 20
     ),

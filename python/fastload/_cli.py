@@ -77,8 +77,17 @@ def _indent(depth: int) -> str:
 
 
 def _natural(key: str) -> List[Any]:
-    """Sort key that puts ``h.2`` before ``h.10``."""
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in key.split(".")]
+    """Sort key that puts ``h.2`` before ``h.10``: a part of ASCII digits sorts by its
+    number, compared as its length without leading zeros, then its digits (any number of
+    digits, with no conversion to ``int``)."""
+
+    def part(p: str) -> Tuple[int, int, str]:
+        if p.isascii() and p.isdigit():
+            digits = p.lstrip("0")
+            return (0, len(digits), digits)
+        return (1, 0, p)
+
+    return [part(p) for p in key.split(".")]
 
 
 def signatures(spec: str) -> Dict[str, Signature]:

@@ -398,7 +398,7 @@ def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     if index.exists() and not index.is_file():
         raise _file_error(index, "not a regular file")  # a FIFO would block the read
     try:
-        body = json.loads(index.read_text())
+        body = json.loads(index.read_text(), object_pairs_hook=_without_repeats)
         if not isinstance(body, dict):
             raise TypeError("not a JSON object")
         weight_map = body["weight_map"]
@@ -411,19 +411,35 @@ def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
         raise _file_error(index, f"not a shard index: {err}") from None
     arrays: Dict[str, np.ndarray] = {}
     for shard in dict.fromkeys(weight_map.values()):
-        if not isinstance(shard, str) or Path(shard).name != shard:
+        if Path(shard).name != shard or shard in ("", ".", ".."):
             raise _file_error(index, f"shard {shard!r} is not a file name in the same folder")
         found, shard_info = _fastload.read_safetensors(index.parent / shard)
         expected = metadata.get(SAVE_ID_KEY)
         if expected is not None and (shard_info or {}).get(SAVE_ID_KEY) != expected:
             raise _file_error(index, f"shard {shard} was written by another save")
         for key, array in found:
-            if weight_map.get(key) == shard:
-                arrays[key] = array
+            # Every tensor in the one shard the index names for it: one elsewhere too
+            # would make the checkpoint's value depend on the reader.
+            named = weight_map.get(key)
+            if named != shard:
+                where = "does not list" if named is None else f"puts in shard {named}"
+                reason = f"shard {shard} holds tensor {key!r}, which the index {where}"
+                raise _file_error(index, reason)
+            arrays[key] = array
     missing = [key for key in weight_map if key not in arrays]
     if missing:
         raise _file_error(index, f"tensors {missing[:10]} are not in the shards it names")
     return {key: arrays[key] for key in weight_map}, metadata
+
+
+def _without_repeats(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    """A JSON object's entries as a dict, refusing a key listed twice (which readers
+    would resolve differently)."""
+    entries = dict(pairs)
+    if len(entries) != len(pairs):
+        twice = next(key for key in entries if sum(k == key for k, _ in pairs) > 1)
+        raise ValueError(f"{twice!r} is listed twice")
+    return entries
 
 
 def _file_error(path: Path, reason: str) -> LoadError:

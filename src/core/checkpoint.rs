@@ -7,7 +7,9 @@
 
 use safetensors::tensor::{Dtype, SafeTensorError};
 use safetensors::SafeTensors;
-use std::collections::HashMap;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::ops::Range;
 
 /// One tensor of a file: its name, dtype, shape, and its bytes within the file.
@@ -30,8 +32,18 @@ pub struct Header {
 /// Reads the header of the whole file `file`. On success every entry's bytes lie within
 /// `file` and match its dtype and shape.
 pub fn read_header(file: &[u8]) -> Result<Header, String> {
-    let (header_len, metadata) = SafeTensors::read_metadata(file).map_err(|e| describe(&e))?;
+    let (header_len, metadata) = SafeTensors::read_metadata(file).map_err(|e| match e {
+        // The crate's words for JSON that is not a header are those for text that is not JSON.
+        SafeTensorError::InvalidHeaderDeserialization(reason) if is_json(header_of(file)) => {
+            format!("the header is JSON but not a safetensors header: {reason}")
+        }
+        e => describe(&e),
+    })?;
     let data_start = 8 + header_len;
+    if let Some(name) = name_listed_twice(&file[8..data_start]) {
+        // The crate keeps one of them, where another reader may keep the other.
+        return Err(format!("the header lists {name:?} twice"));
+    }
     let infos = metadata.tensors();
     let entries = metadata
         .offset_keys()
@@ -51,6 +63,44 @@ pub fn read_header(file: &[u8]) -> Result<Header, String> {
         entries,
         metadata: metadata.metadata().clone(),
     })
+}
+
+/// The header's bytes as its length field gives them, as far as the file holds them.
+fn header_of(file: &[u8]) -> &[u8] {
+    let len = file
+        .get(..8)
+        .map_or(0, |n| u64::from_le_bytes(n.try_into().expect("8 bytes")));
+    let end = usize::try_from(len).map_or(file.len(), |len| len.saturating_add(8));
+    file.get(8..end.min(file.len())).unwrap_or_default()
+}
+
+fn is_json(text: &[u8]) -> bool {
+    serde_json::from_slice::<IgnoredAny>(text).is_ok()
+}
+
+/// The first name the header's object lists twice, if any.
+fn name_listed_twice(header: &[u8]) -> Option<String> {
+    struct Names;
+    impl<'de> Visitor<'de> for Names {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(name) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(name.clone()) {
+                    return Ok(Some(name));
+                }
+            }
+            Ok(None)
+        }
+    }
+    let mut json = serde_json::Deserializer::from_slice(header);
+    json.deserialize_map(Names).ok().flatten()
 }
 
 /// What is wrong with a file, in words.
@@ -126,6 +176,15 @@ mod tests {
             let error = read_header(&bytes).unwrap_err();
             assert!(error.contains(expected), "{error}");
         }
+        let twice = r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"w":{"dtype":"I32","shape":[4],"data_offsets":[0,16]}}"#;
+        let error = read_header(&file(twice, &[0; 16])).unwrap_err();
+        assert_eq!(error, r#"the header lists "w" twice"#);
+        let not_a_header = r#"{"w":{"dtype":"F32","shape":[4]}}"#;
+        let error = read_header(&file(not_a_header, &[0; 16])).unwrap_err();
+        assert!(
+            error.contains("JSON but not a safetensors header"),
+            "{error}"
+        );
         let mut huge = file("{}", &[]);
         huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
         assert!(read_header(&huge)
