@@ -5,10 +5,11 @@
 //! This module turns that into byte ranges of the file and errors into plain words, and is
 //! what the fuzz target (`examples/fuzz_header.rs`) exercises.
 
+use rustc_hash::FxHashSet;
 use safetensors::tensor::{Dtype, SafeTensorError};
 use safetensors::SafeTensors;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 
@@ -89,7 +90,7 @@ fn name_listed_twice(header: &[u8]) -> Option<String> {
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut seen = HashSet::new();
+            let mut seen = FxHashSet::default();
             while let Some(name) = map.next_key::<String>()? {
                 map.next_value::<IgnoredAny>()?;
                 if !seen.insert(name.clone()) {
