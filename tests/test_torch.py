@@ -932,6 +932,22 @@ def test_conjugate_and_negative_views_on_the_cpu_are_tied_like_any_source():
     assert weight.tolist() == [1 - 1j, 2 - 2j, 3 - 3j]
 
 
+@pytest.mark.parametrize("view", ["conj", "neg"])
+def test_a_conjugate_view_of_memory_an_earlier_leaf_writes_is_refused(view):
+    """Resolved during the walk, it would give the memory's old values, where leaf by
+    leaf it reads what the earlier leaf wrote."""
+    a, b = np.zeros(3, np.complex64), np.zeros(3, np.complex64)
+    tensor = torch.from_numpy(a)
+    values = tensor.conj() if view == "conj" else tensor._neg_view()
+    src = {"a": torch.full((3,), 1 + 2j), "b": values}
+    with pytest.raises(LoadError, match="b: this conjugate or negative view reads memory"):
+        fastload.loadmodel({"a": a, "b": b}, src)
+    assert not a.any() and not b.any()
+    # Read before the leaf that writes it: resolved early, the value is the same.
+    fastload.loadmodel({"b": b, "a": a}, {"b": values, "a": torch.full((3,), 1 + 2j)})
+    assert not b.any() and a.tolist() == [1 + 2j] * 3
+
+
 def test_views_whose_elements_do_not_share_memory_still_load():
     base = torch.zeros(6)
     view = base.as_strided((2, 3), (1, 2))  # a transposed layout: every element its own

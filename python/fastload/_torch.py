@@ -139,14 +139,19 @@ def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
 _MISMATCHED_TIE = "tied destination parameters with untied and mismatched sources"
 
 
-def resolved_values(tensor: torch.Tensor) -> Optional[np.ndarray]:
-    """A conjugate or negative view on the CPU, resolved into a new array; ``None`` for
-    any other tensor, or one whose dtype NumPy lacks."""
+def resolved_values(tensor: torch.Tensor) -> Optional[Tuple[np.ndarray, int, int]]:
+    """A conjugate or negative view on the CPU, resolved into a new array, with the first
+    and past-the-last byte it was read from; ``None`` for any other tensor, or one whose
+    dtype NumPy lacks."""
     if tensor.device.type != "cpu" or tensor.layout != torch.strided or is_lazy(tensor):
         return None
     if not (tensor.is_conj() or tensor.is_neg()):
         return None
-    return as_numpy(tensor.detach().resolve_conj().resolve_neg())
+    values = as_numpy(tensor.detach().resolve_conj().resolve_neg())
+    span = _staging.span_of(tensor)
+    if values is None:
+        return None
+    return (values, 0, 0) if span is None else (values, span[1], span[2])
 
 
 def memory_key(tensor: torch.Tensor, owner: Any) -> tuple:

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod overlap;
 pub mod plan;
 pub mod problem;
+mod read_ahead;
 pub mod spare;
 pub mod stream;
 pub mod threads;

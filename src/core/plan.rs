@@ -2,6 +2,7 @@
 
 use super::kernels::Op;
 use super::layout::ArrayView;
+use super::read_ahead::ReadAhead;
 use super::spare::{self, Tables};
 use super::ties::{TieCache, TieCheck};
 use std::borrow::Cow;
@@ -104,6 +105,10 @@ pub struct Plan {
     written: Option<Range<usize>>,
     pub(crate) ties: TieCache,
     pub(crate) tie_checks: Vec<TieCheck>,
+    /// Sources read into new arrays during the walk (see [`read_ahead`]).
+    ///
+    /// [`read_ahead`]: super::read_ahead
+    pub(crate) read_ahead: Vec<ReadAhead>,
     /// Whether a leaf's shape or strides are on the heap (more than two dimensions).
     spilled: bool,
 }
@@ -343,6 +348,7 @@ impl Plan {
         path: String,
         position: usize,
     ) {
+        let after = self.len();
         self.tie_checks.push(TieCheck {
             first,
             dst,
@@ -350,6 +356,7 @@ impl Plan {
             op,
             path,
             position,
+            after,
         });
     }
 

@@ -166,6 +166,9 @@ pub(crate) struct TieCheck {
     pub path: String,
     /// Problems the walk had found before this check: where its problem goes.
     pub position: usize,
+    /// The leaves planned before it, which copying leaf by leaf writes before this
+    /// source is read.
+    pub after: usize,
 }
 
 /// A value a tied parameter may take: a source array read through a conversion, or zeros.
@@ -185,9 +188,11 @@ impl Plan {
     /// Reads sources only; runs on the rayon pool that is current.
     ///
     /// [`merge_in_walk_order`]: super::problem::merge_in_walk_order
+    /// A source that the load itself writes before reading it is a problem of its own
+    /// (see [`Plan::stale_reads`]).
     pub fn check_ties(&self, parallel: bool) -> Vec<(usize, Problem)> {
-        let mut problems = Vec::new();
-        for check in &self.tie_checks {
+        let (mut problems, fresh) = self.stale_reads();
+        for check in fresh {
             let leaf = &self.leaves()[check.first];
             let first = match (leaf.op, &leaf.src, self.ties.staged.get(&check.first)) {
                 (_, _, Some(staged)) => TieValue::Array(staged, Op::Bytes),

@@ -15,6 +15,7 @@ use pyo3::types::{
     PyBool, PyBytes, PyComplex, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType,
 };
 use rustc_hash::FxHashMap;
+use std::ops::Range;
 
 /// How the registry classifies a type; the codes match `fastload._tree`.
 #[derive(Clone)]
@@ -275,7 +276,7 @@ impl<'py> Classifier<'py> {
     pub fn resolved_values(
         &mut self,
         tensor: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
+    ) -> PyResult<Option<(Bound<'py, PyUntypedArray>, Range<usize>)>> {
         self.tensor_views()?.resolved_values(tensor)
     }
 

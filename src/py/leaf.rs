@@ -14,6 +14,12 @@ use crate::core::{ArrayView, LeafCopy, Op, Plan, Problem, ProblemKind, Run, TieE
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
+/// Why a conjugate or negative view is refused when the load writes its memory first: its
+/// values were resolved during the walk, before any leaf is written.
+const RESOLVED_TOO_EARLY: &str = "this conjugate or negative view reads memory that an \
+    earlier leaf of this load writes, and is resolved before anything is written; load \
+    from a resolved copy (tensor.resolve_conj().resolve_neg())";
+
 /// A dtype's class (for the leaf table), its key (for recognising tied parameters) and
 /// its item size.
 #[derive(Clone, Copy)]
@@ -185,7 +191,11 @@ impl<'py> Walker<'py> {
         if let Some(ArrayLeaf::Torch(tensor)) = &src_leaf {
             // A conjugate or negative view on the CPU, resolved: its leaf is then planned
             // like any other, in the tie table.
-            if let Some(values) = self.classifier.resolved_values(tensor)? {
+            if let Some((values, span)) = self.classifier.resolved_values(tensor)? {
+                let (path, position) = (self.path.render(), self.out.problems.len());
+                self.out
+                    .plan
+                    .read_ahead(span, path, RESOLVED_TOO_EARLY.to_owned(), position);
                 src_leaf = Some(ArrayLeaf::NumPy(values));
             }
         }

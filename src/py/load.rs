@@ -68,7 +68,7 @@ pub fn loadmodel<'py>(
     // Small loads in walk order copy from the plan's runs alone; everything else reads
     // every leaf's copy.
     let in_walk_order = external.is_empty() && progress.is_none() && executor.runs_in_walk_order();
-    if !in_walk_order || plan.has_tie_checks() || met_torch {
+    if !in_walk_order || plan.has_read_ahead() || met_torch {
         write_out_compact(&mut plan, &leaf_arrays);
     }
     // Tie checks read sources through the plan's views, which changed arrays may no

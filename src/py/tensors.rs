@@ -17,6 +17,7 @@ use pyo3::exceptions::PyException;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PySet, PyString, PyType};
+use std::ops::Range;
 
 /// A module's children under their `state_dict` names, read from the dicts in which torch
 /// keeps them: parameters (`False` for a `None` one), persistent buffers, submodules.
@@ -131,12 +132,18 @@ impl<'py> TensorViews<'py> {
     }
 
     /// The values of a CPU tensor that has no NumPy view as it is (a conjugate or negative
-    /// view) as a new array, or `None` for a tensor torch must copy itself.
+    /// view) as a new array, with the bytes they were read from; `None` for a tensor torch
+    /// must copy itself.
     pub fn resolved_values(
         &self,
         tensor: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
-        Ok(self.resolve.call1((tensor,))?.cast_into().ok())
+    ) -> PyResult<Option<(Bound<'py, PyUntypedArray>, Range<usize>)>> {
+        let resolved = self.resolve.call1((tensor,))?;
+        if resolved.is_none() {
+            return Ok(None);
+        }
+        let (values, start, end): (Bound<'py, PyAny>, usize, usize) = resolved.extract()?;
+        Ok(Some((values.cast_into()?, start..end)))
     }
 
     /// What `_torch.as_numpy` makes of `tensor`: its view where it has one.
