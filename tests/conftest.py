@@ -51,9 +51,9 @@ def snapshot():
     return Snapshot
 
 
-def run_on_small_stack(fn, expected=()):
-    """``fn()`` on a thread with a 512 KiB stack (as some servers give their threads): what
-    it returned, or the exception of an ``expected`` class it raised."""
+def run_on_small_stack(fn, expected=(), stack_size=512 * 1024):
+    """``fn()`` on a thread with a small stack (512 KiB, as some servers give their
+    threads): what it returned, or the exception of an ``expected`` class it raised."""
     outcome = []
 
     def run():
@@ -62,7 +62,7 @@ def run_on_small_stack(fn, expected=()):
         except expected as e:
             outcome.append(e)
 
-    old = threading.stack_size(512 * 1024)
+    old = threading.stack_size(stack_size)
     try:
         thread = threading.Thread(target=run)
         thread.start()

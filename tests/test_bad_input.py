@@ -238,6 +238,22 @@ def test_deep_nesting_on_a_small_thread_stack_is_an_error_not_a_crash(on_small_s
     assert outcome == "ok" or "nested too deep" in str(outcome)
 
 
+@pytest.mark.parametrize("kib", [128, 256])
+def test_a_shallow_tree_loads_on_a_thread_with_a_tiny_stack(on_small_stack, kib):
+    """As some platforms give every thread (128 KiB by default on musl)."""
+
+    def load():
+        def model(fill):
+            return {"layers": [{"w": np.full(4, fill), "act": np.tanh} for _ in range(3)]}
+
+        dst, root = model(0.0), np.zeros(2)
+        fastload.loadmodel(dst, fastload.state(model(1.0)))
+        fastload.loadmodel(root, np.ones(2))
+        return dst["layers"][2]["w"].tolist() + root.tolist()
+
+    assert on_small_stack(load, stack_size=kib * 1024) == [1.0] * 6
+
+
 class Exploding:
     @property
     def weight(self):

@@ -8,7 +8,7 @@
 pub const MAX_DEPTH: usize = 10_000;
 
 /// Stack kept free below the deepest level, for the Python calls a level may make.
-const STACK_RESERVE: usize = 256 * 1024;
+const STACK_RESERVE: usize = 64 * 1024;
 
 /// Why a walk may not go one level deeper than `depth`, if it may not.
 pub fn too_deep(depth: usize) -> Option<String> {
