@@ -438,7 +438,7 @@ def test_object_array_against_numeric_is_load_error(side, snapshot):
     snap.assert_unchanged()
 
 
-@pytest.mark.parametrize("threads", [None, 1, 2, 7, 2**64])
+@pytest.mark.parametrize("threads", [None, 1, 2, 7, 2**64, np.int64(2)])
 def test_thread_counts_give_identical_results(threads):
     rng = np.random.default_rng(1)
     src = [rng.normal(size=(256, 1024)).astype(np.float32) for _ in range(8)]
@@ -448,10 +448,25 @@ def test_thread_counts_give_identical_results(threads):
         np.testing.assert_array_equal(d, s)
 
 
-@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2", np.True_, np.float64(2)])
 def test_bad_thread_counts_are_refused(threads):
     with pytest.raises(ValueError, match="threads"):
         fastload.loadmodel(np.zeros(1), np.zeros(1), threads=threads)
+
+
+@pytest.mark.parametrize(
+    "dst, src",
+    [
+        ([np.zeros(1), np.zeros(1)], {"0": np.ones(1), 1: np.ones(1)}),
+        ({"0": np.zeros(1), 1: np.zeros(1)}, [np.ones(1), np.ones(1)]),
+    ],
+    ids=["sequence from mixed keys", "mixed keys from a sequence"],
+)
+def test_a_sequence_matches_keys_all_ints_or_all_strings_not_a_mix(dst, src, snapshot):
+    before = snapshot(dst)
+    with pytest.raises(fastload.ArgumentError, match="expected the keys 0..1"):
+        fastload.loadmodel(dst, src)
+    before.assert_unchanged()
 
 
 def test_filter_must_be_callable():

@@ -8,9 +8,12 @@ A refused load raises before writing anything.
 
 from __future__ import annotations
 
+import operator
 import os
 import warnings
 from typing import Any, Callable, Dict, Optional, TypeVar
+
+import numpy as np
 
 from . import _fastload, _files
 from ._flat import flat_source, flatten, is_flat_state_dict, unflatten
@@ -40,6 +43,17 @@ __version__ = "0.1.0"
 T = TypeVar("T")
 
 _CASTING_RULES = ("no", "equiv", "safe", "same_kind", "unsafe")
+
+
+def _thread_count(threads: Any) -> int:
+    """``threads`` as a count of threads: any integer (a NumPy one too) but a bool."""
+    try:
+        count = -1 if isinstance(threads, (bool, np.bool_)) else operator.index(threads)
+    except TypeError:
+        count = -1
+    if count < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return min(count, 2**31)  # (the pool has at most one thread a core anyway)
 
 
 def loadmodel(
@@ -101,12 +115,7 @@ def loadmodel(
     """
     if casting not in _CASTING_RULES:
         raise ValueError(f"casting must be one of {_CASTING_RULES}, got {casting!r}")
-    if threads is None:
-        count = 0
-    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-    else:
-        count = min(threads, 2**31)  # (the pool has at most one thread a core anyway)
+    count = 0 if threads is None else _thread_count(threads)
     if filter is not None and not callable(filter):
         raise TypeError(f"filter must be callable or None, got {filter!r}")
     report = reporter(progress, "fastload: loading")

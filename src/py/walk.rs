@@ -472,10 +472,16 @@ impl<'py> Walker<'py> {
         }
         let mut found = Vec::with_capacity(dst.len());
         if src.len() == dst.len() {
+            // Keyed by `int`s, or by `str`s: whichever key 0 is.
+            let mut by_int = None;
             for i in 0..dst.len() {
-                let value = match index.get_item(i)? {
-                    Some(v) => Some(v),
-                    None => index.get_item(i.to_string())?,
+                let value = match by_int {
+                    Some(true) => index.get_item(i)?,
+                    Some(false) => index.get_item(i.to_string())?,
+                    None => match index.get_item(i)? {
+                        Some(v) => Some(v).inspect(|_| by_int = Some(true)),
+                        None => index.get_item("0")?.inspect(|_| by_int = Some(false)),
+                    },
                 };
                 match value {
                     Some(v) => found.push(v),
@@ -509,9 +515,18 @@ impl<'py> Walker<'py> {
     ) -> PyResult<()> {
         let mut seen = vec![false; src.len()];
         let mut order = Vec::with_capacity(dst.pairs.len());
+        // Keyed by `int`s, or by `str`s, not a mix.
+        let by_int = dst
+            .pairs
+            .first()
+            .map(|(key, _)| key.is_instance_of::<PyInt>());
         for (key, d) in &dst.pairs {
             match index_key(key) {
-                Some(i) if i < src.len() && !seen[i] => {
+                Some(i)
+                    if i < src.len()
+                        && !seen[i]
+                        && by_int == Some(key.is_instance_of::<PyInt>()) =>
+                {
                     seen[i] = true;
                     order.push((key, d, i));
                 }
