@@ -164,11 +164,8 @@ def memory_key(tensor: torch.Tensor, owner: Any) -> tuple:
     return (tensor.device, where, tensor.shape, tensor.stride(), tensor.dtype)
 
 
-def tie_key(x: Any) -> tuple:
-    """:func:`memory_key` of a destination leaf of a flat source's nesting; a sparse or
-    lazy tensor, which has no memory to share, is tied only to itself."""
-    if not isinstance(x, torch.Tensor) or x.layout != torch.strided or is_lazy(x):
-        return ("object", id(x))
+def tie_key(x: torch.Tensor) -> tuple:
+    """:func:`memory_key` of a destination tensor of a flat source's nesting."""
     return memory_key(x.detach(), x)
 
 

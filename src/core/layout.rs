@@ -103,6 +103,12 @@ impl ArrayView {
         self.addr == other.addr && self.shape == other.shape && self.strides == other.strides
     }
 
+    /// Whether the two views read the same bytes the same way, whichever objects they
+    /// were taken from ([`ArrayView::owner`] aside).
+    pub fn same_bytes(&self, other: &ArrayView) -> bool {
+        self.same_elements(other) && self.itemsize == other.itemsize
+    }
+
     /// Whether the shape or strides are on the heap (more dimensions than fit inline).
     pub fn spilled(&self) -> bool {
         self.shape.spilled() || self.strides.spilled()

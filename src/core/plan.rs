@@ -53,7 +53,7 @@ impl LeafCopy {
     #[inline(always)]
     fn reads_itself(&self) -> bool {
         // The addresses first: they nearly always differ, and settle it.
-        matches!(&self.src, Some(src) if src.addr == self.dst.addr && self.op == Op::Bytes && *src == self.dst)
+        matches!(&self.src, Some(src) if src.addr == self.dst.addr && self.op == Op::Bytes && src.same_bytes(&self.dst))
     }
 
     pub fn nbytes(&self) -> usize {

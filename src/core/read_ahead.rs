@@ -6,9 +6,12 @@
 //! the load would read, and a comparison or copy of it would be wrong. Such a source is
 //! refused, which only a load that reads memory it writes itself can meet.
 
+use super::kernels::Op;
+use super::layout::ArrayView;
 use super::plan::{LeafCopy, Plan};
 use super::problem::{Problem, ProblemKind};
 use super::ties::TieCheck;
+use std::cell::OnceCell;
 use std::ops::Range;
 
 /// A source the walk read into a new array, in place of the leaf it is the source of.
@@ -60,9 +63,19 @@ impl Plan {
         if !self.has_read_ahead() {
             return (Vec::new(), Vec::new());
         }
-        let written = Written::new(self.leaves(), &self.noop);
+        // Built only if a source read ahead lies where the load writes at all: sources
+        // from another model or a file nearly always lie elsewhere.
+        let written = OnceCell::new();
+        let reach = self.written_span().unwrap_or_default();
+        let by_any_of = |span: &Range<usize>, leaves: Range<usize>| {
+            span.start < reach.end
+                && reach.start < span.end
+                && written
+                    .get_or_init(|| Written::new(self.leaves(), &self.noop))
+                    .by_any_of(span, leaves)
+        };
         let mut problems: Vec<(usize, Problem)> = (self.read_ahead.iter())
-            .filter(|read| written.by_any_of(&read.span, 0..read.leaf))
+            .filter(|read| by_any_of(&read.span, 0..read.leaf))
             .map(|read| {
                 let problem =
                     Problem::new(ProblemKind::Leaf, read.path.clone(), read.message.clone());
@@ -71,34 +84,64 @@ impl Plan {
             .collect();
         let mut fresh = Vec::new();
         for check in &self.tie_checks {
-            if self.tie_check_is_stale(check, &written) {
-                let problem =
-                    Problem::new(ProblemKind::Leaf, check.path.clone(), WRITTEN_BEFORE_READ);
-                problems.push((check.position, problem));
-            } else {
-                fresh.push(check);
+            match self.tie_read(check, &by_any_of) {
+                TieRead::Stale => {
+                    let problem =
+                        Problem::new(ProblemKind::Leaf, check.path.clone(), WRITTEN_BEFORE_READ);
+                    problems.push((check.position, problem));
+                }
+                TieRead::Same => {}
+                TieRead::Compare => fresh.push(check),
             }
         }
         (problems, fresh)
     }
 
-    /// Whether a leaf before either source's read writes into it. The first source is
-    /// read at its leaf, the later one after the leaves planned before the check; one
-    /// buffer read as both needs no comparison, unless a leaf between the two reads
-    /// writes into it.
-    fn tie_check_is_stale(&self, check: &TieCheck, written: &Written) -> bool {
+    /// What copying leaf by leaf makes of a tie check. The first source is read at its
+    /// leaf, the later one after the leaves planned before the check. A later source that
+    /// is the tied destination itself reads what the first wrote, and one buffer read as
+    /// both sources reads the same: either needs no comparison, unless a leaf between the
+    /// two reads writes into it.
+    fn tie_read(
+        &self,
+        check: &TieCheck,
+        by_any_of: &impl Fn(&Range<usize>, Range<usize>) -> bool,
+    ) -> TieRead {
         let first = &self.leaves()[check.first];
-        let span = |view: Option<&super::ArrayView>| view.and_then(|v| v.byte_span());
+        let span = |view: Option<&ArrayView>| view.and_then(|v| v.byte_span());
         let (first_span, later_span) = (span(first.src.as_ref()), span(check.src.as_ref()));
-        let same_buffer = first.src.is_some() && first.src == check.src && first.op == check.op;
+        let stale_if = |stale: bool| if stale { TieRead::Stale } else { TieRead::Same };
+        let later = check.src.as_ref();
+        if check.op == Op::Bytes && later.is_some_and(|src| src.same_bytes(&check.dst)) {
+            let written = span(Some(&check.dst)).unwrap_or_default();
+            return stale_if(by_any_of(&written, check.first + 1..check.after));
+        }
+        let same = |a: &ArrayView| later.is_some_and(|b| a.same_bytes(b)) && first.op == check.op;
         match (first_span, later_span) {
-            (Some(a), _) if same_buffer => written.by_any_of(&a, check.first..check.after),
+            (Some(a), _) if first.src.as_ref().is_some_and(same) => {
+                stale_if(by_any_of(&a, check.first..check.after))
+            }
             (a, b) => {
-                a.is_some_and(|a| written.by_any_of(&a, 0..check.first))
-                    || b.is_some_and(|b| written.by_any_of(&b, 0..check.after))
+                let stale = a.is_some_and(|a| by_any_of(&a, 0..check.first))
+                    || b.is_some_and(|b| by_any_of(&b, 0..check.after));
+                if stale {
+                    TieRead::Stale
+                } else {
+                    TieRead::Compare
+                }
             }
         }
     }
+}
+
+/// What copying leaf by leaf makes of a tie check.
+enum TieRead {
+    /// A source is written before it is read: it cannot be compared before the load.
+    Stale,
+    /// Both sources give the same value, whatever it is.
+    Same,
+    /// The sources are compared as they are.
+    Compare,
 }
 
 /// The destinations the copies write, sorted by their first byte, with the highest end
@@ -145,7 +188,7 @@ impl Written {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{ArrayView, Op, TieEntry};
+    use crate::core::TieEntry;
 
     fn view(data: &[f32]) -> ArrayView {
         ArrayView::contiguous(data.as_ptr() as usize, &[data.len()], 4)
@@ -161,14 +204,18 @@ mod tests {
 
     #[test]
     fn a_tie_source_an_earlier_leaf_writes_is_stale_and_others_are_compared() {
-        let (p, tied, ones, x) = (vec![0f32; 4], vec![0f32; 4], vec![1f32; 4], vec![0f32; 4]);
+        let (p, tied, ones) = (vec![0f32; 4], vec![0f32; 4], vec![1f32; 4]);
+        let (x, y) = (vec![0f32; 4], vec![0f32; 4]);
         let mut plan = Plan::new();
         assert!(matches!(plan.add(copy(&p, &ones), 1), TieEntry::New(0)));
         assert!(matches!(plan.add(copy(&tied, &x), 1), TieEntry::New(1)));
         // Its later source is `p`, which leaf 0 writes before it is read.
         plan.check_tie(1, view(&tied), Some(view(&p)), Op::Bytes, "t2".into(), 0);
         // One that no leaf writes is compared.
-        plan.check_tie(1, view(&tied), Some(view(&x)), Op::Bytes, "t3".into(), 0);
+        plan.check_tie(1, view(&tied), Some(view(&y)), Op::Bytes, "t3".into(), 0);
+        // The first source again, and the tied destination itself, give its value.
+        plan.check_tie(1, view(&tied), Some(view(&x)), Op::Bytes, "t4".into(), 0);
+        plan.check_tie(1, view(&tied), Some(view(&tied)), Op::Bytes, "t5".into(), 0);
         plan.write_out(|_| unreachable!());
         let (problems, fresh) = plan.stale_reads();
         assert_eq!(problems.len(), 1);

@@ -185,11 +185,13 @@ impl Plan {
     /// Compares every later tie source with the first; one problem per disagreement, with
     /// the position given to [`Plan::check_tie`] (see [`merge_in_walk_order`]).
     ///
+    /// A source that the load itself writes before reading it is a problem of its own,
+    /// and one that gives the first's value whatever it is needs no comparison (see
+    /// [`Plan::stale_reads`]).
+    ///
     /// Reads sources only; runs on the rayon pool that is current.
     ///
     /// [`merge_in_walk_order`]: super::problem::merge_in_walk_order
-    /// A source that the load itself writes before reading it is a problem of its own
-    /// (see [`Plan::stale_reads`]).
     pub fn check_ties(&self, parallel: bool) -> Vec<(usize, Problem)> {
         let (mut problems, fresh) = self.stale_reads();
         for check in fresh {
@@ -227,7 +229,7 @@ fn same_value(leaf: &LeafCopy, a: TieValue, b: TieValue, parallel: bool) -> bool
         return false;
     }
     if let (TieValue::Array(x, op_x), TieValue::Array(y, op_y)) = (a, b) {
-        if x == y && op_x == op_y {
+        if x.same_bytes(y) && op_x == op_y {
             return true; // the same buffer read the same way
         }
     }

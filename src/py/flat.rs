@@ -7,9 +7,10 @@ use super::flat_like::nest_like;
 use super::python_function;
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Nested dicts made from flat keys, as a table of nodes (the root first, every node after
 /// its parent), so that no key is too deep to build, convert or drop without recursion.
@@ -315,7 +316,7 @@ pub fn nest_flat<'py>(
             present.insert(key.to_cow()?.into_owned(), at);
         }
     }
-    for paths in tied_paths(dst_state, &arrays)?
+    for paths in tied_paths(dst_state, &arrays, &present)?
         .iter()
         .filter(|paths| paths.len() > 1)
     {
@@ -345,21 +346,43 @@ enum TieKey {
 
 /// The destination's arrays grouped into tied parameters (the same object, or the same
 /// memory viewed the same way, as two tensors over one storage), in walk order, each with
-/// every path it is at.
+/// every path it is at; none when the source names every array (`present`), since the
+/// groups only serve to fill a name it lacks.
 fn tied_paths<'py>(
     dst_state: &Bound<'py, PyAny>,
     arrays: &Arrays<'py>,
+    present: &FxHashMap<String, usize>,
 ) -> PyResult<Vec<Vec<String>>> {
     let py = dst_state.py();
-    let mut tied: Vec<Vec<String>> = Vec::new();
-    let mut numpy_groups: FxHashMap<TieKey, usize> = FxHashMap::default();
-    // Tensors, by `fastload._torch.tie_key`: key -> group.
-    let tensor_groups = PyDict::new(py);
-    let mut tensor_key = None;
+    let mut found = Vec::new();
     for (path, leaf) in leaves(dst_state, ".")? {
-        if !arrays.is_array(&leaf)? {
-            continue;
+        if arrays.is_array(&leaf)? {
+            found.push((path, leaf));
         }
+    }
+    if found.iter().all(|(path, _)| present.contains_key(path)) {
+        return Ok(Vec::new());
+    }
+    // A tensor may be tied through its memory only to one at its address: those at the
+    // address of a tensor the source lacks are keyed by `fastload._torch.tie_key` (key ->
+    // group), the others by identity.
+    let address = |leaf: &Bound<'py, PyAny>| match leaf.is_instance_of::<PyUntypedArray>() {
+        true => None,
+        // Refused by sparse and lazy tensors, which have no memory to share.
+        false => (leaf.call_method0(intern!(py, "data_ptr")).ok())
+            .and_then(|address| address.extract::<usize>().ok())
+            .filter(|&address| address != 0),
+    };
+    let addresses: Vec<Option<usize>> = found.iter().map(|(_, leaf)| address(leaf)).collect();
+    let wanted: FxHashSet<usize> = (found.iter().zip(&addresses))
+        .filter(|((path, _), _)| !present.contains_key(path))
+        .filter_map(|(_, &address)| address)
+        .collect();
+    let mut tie_key = None;
+    let tensor_groups = PyDict::new(py);
+    let mut groups: FxHashMap<TieKey, usize> = FxHashMap::default();
+    let mut tied: Vec<Vec<String>> = Vec::new();
+    for ((path, leaf), address) in found.into_iter().zip(addresses) {
         let next = tied.len();
         let group = if let Ok(array) = leaf.cast::<PyUntypedArray>() {
             let key = match array.shape().iter().product::<usize>() {
@@ -371,11 +394,15 @@ fn tied_paths<'py>(
                     dtype_key(&array.dtype()),
                 ),
             };
-            *numpy_groups.entry(key).or_insert(next)
+            *groups.entry(key).or_insert(next)
+        } else if !address.is_some_and(|address| wanted.contains(&address)) {
+            *groups
+                .entry(TieKey::Object(leaf.as_ptr() as usize))
+                .or_insert(next)
         } else {
-            let tie_key = match &tensor_key {
+            let tie_key = match &tie_key {
                 Some(function) => function,
-                None => tensor_key.insert(python_function(py, "fastload._torch", "tie_key")?),
+                None => tie_key.insert(python_function(py, "fastload._torch", "tie_key")?),
             };
             let key = tie_key.call1((&leaf,))?;
             match tensor_groups.get_item(&key)? {
