@@ -198,6 +198,41 @@ def case_deep_nesting():
     return dst, src
 
 
+class Chain:
+    """Reads ``value`` through ``depth`` nested property calls, each on the C stack."""
+
+    def __init__(self, depth, value):
+        self.depth, self.end = depth, value
+
+    @property
+    def value(self):
+        return Chain(self.depth - 1, self.end).value if self.depth else self.end
+
+
+class CallingMapping(Mapping):
+    """Each read nests 150 calls through Python properties: stack a walk must leave."""
+
+    def __init__(self, child):
+        self.child = child
+
+    def __getitem__(self, k):
+        return {"c": Chain(150, self.child).value}[k]
+
+    def __iter__(self):
+        return iter(["c"])
+
+    def __len__(self):
+        return 1
+
+
+def case_deep_mapping_whose_reads_nest_python_calls():
+    leaf = dst = np.zeros(3)
+    src = np.ones(3)
+    for _ in range(10_000):
+        dst, src = CallingMapping(dst), CallingMapping(src)
+    return dst, src, {}, [leaf]
+
+
 def case_resized_by_property():
     victim = np.zeros(3)
     return {"a": victim, "b": Resizer(victim)}, {"a": np.ones(3), "b": {"later": np.ones(3)}}

@@ -87,6 +87,15 @@ def test_a_tie_source_that_an_earlier_leaf_writes_is_refused_not_compared_early(
     assert t.tolist() == [1.0, 1.0, 1.0]
 
 
+def test_a_load_from_its_own_memory_through_other_objects_changes_nothing():
+    w = np.arange(6, dtype=np.float32)
+    dst = {"a": w, "b": w}
+    again = np.frombuffer(w.data, np.float32)  # the same bytes, another object
+    fastload.loadmodel(dst, {"a": again, "b": w.view()})
+    fastload.loadmodel(dst, {"a": again, "b": np.frombuffer(w.data, np.float32)})
+    assert w.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
 def test_ties_through_numpy_performed_casts():
     emb = np.zeros(3, np.complex64)
     fastload.loadmodel([emb, emb], [np.arange(3.0), np.arange(3, dtype=np.complex128)])

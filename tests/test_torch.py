@@ -260,6 +260,21 @@ def test_parameters_tied_through_data_load_from_a_file_holding_one_of_them(tmp_p
     assert_equal_snapshot(dst, before)
 
 
+def test_a_models_own_state_dict_with_one_tied_name_replaced_loads_like_load_state_dict():
+    """The other name's source is the tied parameter itself: copying leaf by leaf, it
+    holds the new value by the time it is read."""
+    model = build(TinyGPT, 0)
+    state = dict(model.state_dict())
+    tied = ["lm_head.weight"]
+    assert state[tied[0]].data_ptr() == state["wte.weight"].data_ptr()
+    state["wte.weight"] = torch.randn_like(state["wte.weight"])
+    expected = copy.deepcopy(model)
+    expected.load_state_dict({**state, **{k: state["wte.weight"] for k in tied}})
+    fastload.loadmodel(model, state)
+    assert_same_state(model, expected)
+    assert model.wte.weight is model.get_parameter(tied[0])
+
+
 def test_casts_into_tensors_keep_the_checks_of_ties_and_the_walk_order():
     def tied():
         model = nn.Module()

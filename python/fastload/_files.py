@@ -435,10 +435,11 @@ def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
 def _without_repeats(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     """A JSON object's entries as a dict, refusing a key listed twice (which readers
     would resolve differently)."""
-    entries = dict(pairs)
-    if len(entries) != len(pairs):
-        twice = next(key for key in entries if sum(k == key for k, _ in pairs) > 1)
-        raise ValueError(f"{twice!r} is listed twice")
+    entries: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in entries:
+            raise ValueError(f"{key!r} is listed twice")
+        entries[key] = value
     return entries
 
 

@@ -493,7 +493,7 @@ impl<'py> Walker<'py> {
             src.read_pairs();
             let keys: Vec<_> = src.pairs.iter().map(|(k, _)| k.clone()).collect();
             let message = format!(
-                "Tried to load a mapping with keys {} into a sequence of {} children; expected the keys 0..{}",
+                "Tried to load a mapping with keys {} into a sequence of {} children; expected the keys 0..{}, all ints or all strings",
                 key_list(self.py, &keys),
                 dst.len(),
                 dst.len().saturating_sub(1)
@@ -536,7 +536,7 @@ impl<'py> Walker<'py> {
         if order.len() != dst.pairs.len() || dst.pairs.len() != src.len() {
             let keys: Vec<_> = dst.pairs.iter().map(|(k, _)| k.clone()).collect();
             let message = format!(
-                "Tried to load a sequence of {} children into a mapping with keys {}; expected the keys 0..{}",
+                "Tried to load a sequence of {} children into a mapping with keys {}; expected the keys 0..{}, all ints or all strings",
                 src.len(),
                 key_list(self.py, &keys),
                 src.len().saturating_sub(1)
