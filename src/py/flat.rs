@@ -336,8 +336,9 @@ pub fn nest_flat<'py>(
     tree.into_dict(py)
 }
 
-/// What makes two NumPy arrays of a destination one tied parameter: the same object, or
-/// the same memory viewed the same way (an array without elements shares none).
+/// What makes two arrays of a destination one tied parameter: the same object, or (for
+/// NumPy arrays) the same memory viewed the same way, which an array without elements
+/// never shares.
 #[derive(Hash, PartialEq, Eq)]
 enum TieKey {
     Object(usize),
