@@ -36,6 +36,14 @@ pub fn read_header(file: &[u8]) -> Result<Header, String> {
     let (header_len, metadata) = SafeTensors::read_metadata(file).map_err(|e| match e {
         // The crate's words for JSON that is not a header are those for text that is not JSON.
         SafeTensorError::InvalidHeaderDeserialization(reason) if is_json(header_of(file)) => {
+            // The crate's type names, in the format's words.
+            let reason = reason
+                .to_string()
+                .replace("struct HashMetadata", "an object of tensor entries")
+                .replace(
+                    "struct TensorInfo",
+                    "a tensor entry (dtype, shape, data_offsets)",
+                );
             format!("the header is JSON but not a safetensors header: {reason}")
         }
         e => describe(&e),
@@ -184,6 +192,13 @@ mod tests {
         let error = read_header(&file(not_a_header, &[0; 16])).unwrap_err();
         assert!(
             error.contains("JSON but not a safetensors header"),
+            "{error}"
+        );
+        let error = read_header(&file(r#"{"w":5}"#, &[])).unwrap_err();
+        assert!(error.contains("expected a tensor entry (dtype"), "{error}");
+        let error = read_header(&file("[]", &[])).unwrap_err();
+        assert!(
+            error.contains("expected an object of tensor entries"),
             "{error}"
         );
         let mut huge = file("{}", &[]);
