@@ -144,12 +144,12 @@ enum TieRead {
     Compare,
 }
 
-/// The destinations the copies write, sorted by their first byte, with the highest end
-/// of any up to each.
+/// The destinations the copies write, in layers of spans that do not overlap, each layer
+/// sorted by first byte (so by end too). Destinations seldom overlap: nearly always one
+/// layer, and a few more for views inside a wider destination (a flat buffer).
 struct Written {
     /// `(first byte, end, leaf)`.
-    spans: Vec<(usize, usize, usize)>,
-    highest_end: Vec<usize>,
+    layers: Vec<Vec<(usize, usize, usize)>>,
 }
 
 impl Written {
@@ -159,29 +159,30 @@ impl Written {
             .filter_map(|(i, leaf)| leaf.dst.byte_span().map(|s| (s.start, s.end, i)))
             .collect();
         spans.sort_unstable();
-        let highest_end = (spans.iter())
-            .scan(0, |highest, &(_, end, _)| {
-                *highest = end.max(*highest);
-                Some(*highest)
-            })
-            .collect();
-        Written { spans, highest_end }
+        let mut layers: Vec<Vec<(usize, usize, usize)>> = Vec::new();
+        for span in spans {
+            // The first layer whose last span ends before this one starts.
+            match layers
+                .iter_mut()
+                .find(|layer| layer.last().is_some_and(|l| l.1 <= span.0))
+            {
+                Some(layer) => layer.push(span),
+                None => layers.push(vec![span]),
+            }
+        }
+        Written { layers }
     }
 
     /// Whether a leaf numbered in `leaves` writes a byte of `span`. Byte ranges are
-    /// compared, so interleaved views count as writing each other: conservative.
+    /// compared, so a view interleaved with a destination counts as written by it.
     fn by_any_of(&self, span: &Range<usize>, leaves: Range<usize>) -> bool {
-        let starting_before = self.spans.partition_point(|&(lo, _, _)| lo < span.end);
-        for at in (0..starting_before).rev() {
-            if self.highest_end[at] <= span.start {
-                return false; // none from here down reaches the span
-            }
-            let (_, end, leaf) = self.spans[at];
-            if end > span.start && leaves.contains(&leaf) {
-                return true;
-            }
-        }
-        false
+        self.layers.iter().any(|layer| {
+            let starting_before = layer.partition_point(|&(lo, _, _)| lo < span.end);
+            // Going down, the spans end ever earlier: only those reaching `span` are read.
+            (layer[..starting_before].iter().rev())
+                .take_while(|&&(_, end, _)| end > span.start)
+                .any(|(_, _, leaf)| leaves.contains(leaf))
+        })
     }
 }
 
@@ -238,6 +239,31 @@ mod tests {
             plan.write_out(|_| unreachable!());
             assert_eq!(plan.stale_reads().0.len(), stale as usize);
         }
+    }
+
+    #[test]
+    fn writes_are_found_inside_a_wider_destination_and_by_leaf_number() {
+        // Leaf 0 writes all of `flat`, leaves 1 and 2 its halves, leaf 3 another buffer.
+        let written = Written {
+            layers: vec![
+                vec![(0, 64, 0), (100, 116, 3)],
+                vec![(0, 32, 1), (32, 64, 2)],
+            ],
+        };
+        assert!(written.by_any_of(&(40..48), 2..3));
+        assert!(written.by_any_of(&(40..48), 0..1));
+        assert!(!written.by_any_of(&(40..48), 1..2));
+        assert!(!written.by_any_of(&(64..100), 0..4));
+        assert!(written.by_any_of(&(60..101), 3..4));
+        let leaves = [(0, 64), (32, 64), (0, 32), (100, 116)].map(|(lo, hi)| LeafCopy {
+            dst: ArrayView::contiguous(lo + 4096, &[(hi - lo) / 4], 4),
+            src: None,
+            op: Op::Zeros,
+        });
+        let built = Written::new(&leaves, &[false; 4]);
+        assert_eq!(built.layers.len(), 2);
+        assert!(built.by_any_of(&(4096 + 40..4096 + 48), 1..2));
+        assert!(!built.by_any_of(&(4096 + 40..4096 + 48), 2..4));
     }
 
     #[test]
