@@ -8,7 +8,8 @@
 use rustc_hash::FxHashSet;
 use safetensors::tensor::{Dtype, SafeTensorError};
 use safetensors::SafeTensors;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
@@ -99,17 +100,44 @@ fn name_listed_twice(header: &[u8]) -> Option<String> {
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut seen = FxHashSet::default();
-            while let Some(name) = map.next_key::<String>()? {
+            while let Some(Name(name)) = map.next_key()? {
                 map.next_value::<IgnoredAny>()?;
-                if !seen.insert(name.clone()) {
-                    return Ok(Some(name));
+                if seen.contains(&name) {
+                    return Ok(Some(name.into_owned()));
                 }
+                seen.insert(name);
             }
             Ok(None)
         }
     }
     let mut json = serde_json::Deserializer::from_slice(header);
     json.deserialize_map(Names).ok().flatten()
+}
+
+/// A name of the header, borrowed from it unless it holds escapes: a header may list
+/// hundreds of thousands, each read here a second time.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = Name<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(text.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
 }
 
 /// What is wrong with a file, in words.
@@ -187,6 +215,10 @@ mod tests {
         }
         let twice = r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"w":{"dtype":"I32","shape":[4],"data_offsets":[0,16]}}"#;
         let error = read_header(&file(twice, &[0; 16])).unwrap_err();
+        assert_eq!(error, r#"the header lists "w" twice"#);
+        // Once written with an escape, which the reader cannot borrow.
+        let escaped = twice.replacen(r#""w""#, r#""\u0077""#, 1);
+        let error = read_header(&file(&escaped, &[0; 16])).unwrap_err();
         assert_eq!(error, r#"the header lists "w" twice"#);
         let not_a_header = r#"{"w":{"dtype":"F32","shape":[4]}}"#;
         let error = read_header(&file(not_a_header, &[0; 16])).unwrap_err();
