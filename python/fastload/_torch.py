@@ -148,9 +148,9 @@ def resolved_values(tensor: torch.Tensor) -> Optional[Tuple[np.ndarray, int, int
     if not (tensor.is_conj() or tensor.is_neg()):
         return None
     values = as_numpy(tensor.detach().resolve_conj().resolve_neg())
-    span = _staging.span_of(tensor)
     if values is None:
         return None
+    span = _staging.span_of(tensor)
     return (values, 0, 0) if span is None else (values, span[1], span[2])
 
 

@@ -24,6 +24,17 @@ pub struct ArrayView {
     pub owner: Option<NonZeroUsize>,
 }
 
+/// One parameter in the SPEC's sense, as a key: arrays are tied when their views have
+/// the same elements ([`ArrayView::same_elements`]) and equivalent dtypes. The tie cache
+/// of a plan compares the same fields without building keys.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Parameter {
+    addr: usize,
+    shape: Dims,
+    strides: Strides,
+    dtype_key: u64,
+}
+
 /// Whether an [`ArrayView::extent`] lies inside the address space.
 pub fn fits(extent: Option<(i128, i128)>) -> bool {
     extent.is_none_or(|(lo, hi)| lo >= 0 && hi <= isize::MAX as i128)
@@ -98,9 +109,20 @@ impl ArrayView {
     }
 
     /// Whether the two views have the same address, shape and strides: one parameter, in
-    /// the SPEC's sense, when their dtypes are the same too.
+    /// the SPEC's sense, when their dtypes are the same too (see [`Parameter`]).
     pub fn same_elements(&self, other: &ArrayView) -> bool {
         self.addr == other.addr && self.shape == other.shape && self.strides == other.strides
+    }
+
+    /// The parameter this view is, with a dtype whose key (equal for equivalent dtypes)
+    /// is `dtype_key`.
+    pub fn parameter(&self, dtype_key: u64) -> Parameter {
+        Parameter {
+            addr: self.addr,
+            shape: self.shape.clone(),
+            strides: self.strides.clone(),
+            dtype_key,
+        }
     }
 
     /// Whether the two views read the same bytes the same way, whichever objects they

@@ -1,10 +1,11 @@
 //! Flat dotted keys (`h.0.attn.weight`, as a `state_dict` or a checkpoint names arrays)
 //! and nested state, both ways; and a flat source nested for loading into a destination.
 
-use super::array::{data_address, dtype_key};
+use super::array::{dtype_key, view_of};
 use super::depth::too_deep;
 use super::flat_like::nest_like;
 use super::python_function;
+use crate::core::layout::Parameter;
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
@@ -342,7 +343,7 @@ pub fn nest_flat<'py>(
 #[derive(Hash, PartialEq, Eq)]
 enum TieKey {
     Object(usize),
-    Memory(usize, Vec<usize>, Vec<isize>, u64),
+    Memory(Parameter),
 }
 
 /// The destination's arrays grouped into tied parameters (the same object, or the same
@@ -388,12 +389,7 @@ fn tied_paths<'py>(
         let group = if let Ok(array) = leaf.cast::<PyUntypedArray>() {
             let key = match array.shape().iter().product::<usize>() {
                 0 => TieKey::Object(leaf.as_ptr() as usize),
-                _ => TieKey::Memory(
-                    data_address(array),
-                    array.shape().to_vec(),
-                    array.strides().to_vec(),
-                    dtype_key(&array.dtype()),
-                ),
+                _ => TieKey::Memory(view_of(array).parameter(dtype_key(&array.dtype()))),
             };
             *groups.entry(key).or_insert(next)
         } else if !address.is_some_and(|address| wanted.contains(&address)) {
