@@ -196,8 +196,16 @@ def test_a_shard_index_that_does_not_map_names_to_files_is_refused(tmp_path, sna
         ("a:s1", '{"a": "s1", "a": "s1"}', "'a' is listed twice"),
         ("a:s1", {"a": ".."}, "not a file name in the same folder"),
         ("a:s1", {"a": ""}, "not a file name in the same folder"),
+        ("a:s1", {"a": "\ud800"}, "not a file name in the same folder"),
     ],
-    ids=["in two shards", "in no index entry", "listed twice", "a parent folder", "no name"],
+    ids=[
+        "in two shards",
+        "in no index entry",
+        "listed twice",
+        "a parent folder",
+        "no name",
+        "a lone surrogate",
+    ],
 )
 def test_a_shard_index_must_name_each_tensor_once_and_only_its_shard(
     tmp_path, snapshot, stored, weight_map, reason
@@ -513,7 +521,7 @@ def files_of(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-@pytest.mark.parametrize("how", ["interrupted", "a header too long"])
+@pytest.mark.parametrize("how", ["interrupted", "a header too long", "the index unwritten"])
 def test_a_sharded_save_failing_midway_leaves_the_old_checkpoint_loadable(
     tmp_path, monkeypatch, how
 ):
@@ -526,6 +534,15 @@ def test_a_sharded_save_failing_midway_leaves_the_old_checkpoint_loadable(
     if how == "interrupted":
         with pytest.raises(KeyboardInterrupt):
             fastload.save(index, new, max_shard_size=64, progress=stop_in_shard(3))
+    elif how == "the index unwritten":
+        # Every shard written, then the index fails (a full disk, say).
+        def full_disk(path, data, rename=True):
+            raise OSError(f"{path}: cannot write: No space left on device")
+
+        monkeypatch.setattr(fastload._files._fastload, "write_raw", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            fastload.save(index, new, max_shard_size=64)
+        monkeypatch.undo()
     else:
         # The third shard's header alone is too long (a long name, under a low limit).
         new = {key + "x" * 2000 if key == "w2" else key: value for key, value in new.items()}
@@ -649,3 +666,49 @@ def test_saved_files_get_the_permissions_the_umask_gives_new_files(tmp_path):
         os.umask(previous)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
     assert len(modes) == 4 and set(modes.values()) == {0o640}, modes
+
+
+def test_a_file_whose_names_do_not_fit_the_destination_is_refused_by_the_walk(tmp_path, snapshot):
+    """The file's names are paths of one tree, the destination's are not those paths:
+    the walk says where they differ, as for the same source in memory."""
+    path = tmp_path / "model.safetensors"
+    fastload.save(path, {"layer": {"weight": np.ones(2, np.float32)}, "b": {"c": np.ones(2)}})
+    flat = {"layer.weight": np.zeros(2, np.float32), "b": {"c": np.zeros(2)}}
+    before = snapshot(flat)
+    with pytest.raises(ArgumentError, match=r"missing keys \['layer.weight'\]"):
+        fastload.loadmodel(flat, path)
+    before.assert_unchanged()
+    # A tie of the destination at a path the file uses for a node.
+    shared = np.zeros(2, np.float32)
+    tied = {"layer": {"weight": shared}, "b": shared}
+    before = snapshot(tied)
+    with pytest.raises(LoadError, match=r"\bb\b"):
+        fastload.loadmodel(tied, path)
+    before.assert_unchanged()
+
+
+def test_a_name_in_the_metadata_that_is_no_text_is_a_load_error(tmp_path, snapshot):
+    ties = json.dumps({"t\ud800": "w"})
+    path = two_tensor_file(tmp_path / "model.safetensors", {"fastload.ties": ties})
+    dst = {"w": np.zeros(2, np.float32), "v": np.zeros(2, np.float32)}
+    before = snapshot(dst)
+    for call in (lambda: fastload.loadmodel(dst, path), lambda: fastload.load(path)):
+        with pytest.raises(LoadError, match="is not text: it holds a lone surrogate") as info:
+            call()
+        assert str(path) in str(info.value)
+    before.assert_unchanged()
+
+
+def test_a_header_name_that_is_no_text_is_a_load_error(tmp_path):
+    header = b'{"w\\ud800": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}'
+    path = header_file(tmp_path / "model.safetensors", header, b"\0" * 4)
+    with pytest.raises(LoadError, match="no character \\(a lone surrogate\\)"):
+        fastload.load(path)
+
+
+def test_an_array_save_cannot_hold_is_refused_naming_its_key(tmp_path):
+    model = {"layers": [{"w": np.ones(2)} for _ in range(3)]}
+    model["layers"][1]["w"] = np.ones(2, np.complex128)
+    with pytest.raises(TypeError, match=r"^layers\.1\.w: safetensors cannot hold dtype"):
+        fastload.save(tmp_path / "model.safetensors", model)
+    assert not any(tmp_path.iterdir())

@@ -49,12 +49,12 @@ def inspect(path: str, out=sys.stdout) -> None:
         while common < min(len(current), len(parents)) and current[common] == parents[common]:
             common += 1
         for depth in range(common, len(parents)):
-            rows.append((_indent(depth) + parents[depth], ""))
+            rows.append((_indent(depth) + _shown(parents[depth]), ""))
         current = parents
-        name = _indent(len(parts) - 1) + parts[-1]
+        name = _indent(len(parts) - 1) + _shown(parts[-1])
         value = entries[key]
         if isinstance(value, str):
-            rows.append((name, f"tied to {value}"))
+            rows.append((name, f"tied to {_shown(value)}"))
         else:
             shape = shape_text(value.shape)
             rows.append((name, f"{shape:<16} {value.dtype.name:<10} {_size(value.nbytes)}"))
@@ -74,6 +74,12 @@ _MAX_INDENT = 32
 
 def _indent(depth: int) -> str:
     return "  " * min(depth, _MAX_INDENT)
+
+
+def _shown(name: str) -> str:
+    """A name as printed: as it is when printable, else escaped (``repr``), so that a
+    file's names cannot forge rows or send control codes to the terminal."""
+    return name if name.isprintable() else repr(name)
 
 
 def _natural(key: str) -> List[Any]:
@@ -157,9 +163,9 @@ def diff(a: str, b: str, out=sys.stdout) -> int:
     lines = []
     for key in sorted(set(left) | set(right), key=_natural):
         if key not in right:
-            lines.append(f"- {key}: only in {a}")
+            lines.append(f"- {_shown(key)}: only in {a}")
         elif key not in left:
-            lines.append(f"+ {key}: only in {b}")
+            lines.append(f"+ {_shown(key)}: only in {b}")
         elif left[key] != right[key]:
             (ls, ld), (rs, rd) = left[key], right[key]
             what = []
@@ -167,7 +173,7 @@ def diff(a: str, b: str, out=sys.stdout) -> int:
                 what.append(f"shape {shape_text(ls)} vs {shape_text(rs)}")
             if ld != rd:
                 what.append(f"dtype {ld} vs {rd}")
-            lines.append(f"~ {key}: {', '.join(what)}")
+            lines.append(f"~ {_shown(key)}: {', '.join(what)}")
     for line in lines:
         print(line, file=out)
     same = sum(1 for k in left if k in right and left[k] == right[k])

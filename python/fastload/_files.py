@@ -233,7 +233,10 @@ def _stored(key: str, array: np.ndarray) -> Tuple[str, str, np.ndarray]:
     contiguous = array if array.flags.c_contiguous else array.copy(order="C")
     if contiguous.dtype.byteorder == ">":
         contiguous = contiguous.astype(contiguous.dtype.newbyteorder("="))
-    return key, safetensors_dtype(contiguous.dtype), contiguous
+    try:
+        return key, safetensors_dtype(contiguous.dtype), contiguous
+    except TypeError as err:
+        raise TypeError(f"{key}: {err}") from None
 
 
 def _encode(key: str, value: Any) -> List[Any]:
@@ -329,8 +332,13 @@ def _save_sharded(
     # (say, interrupted) save from this one's.
     save_id = uuid.uuid4().hex
     total = sum(entry[2].nbytes for entry in arrays)
-    # The shards are written under temporary names and renamed over the old ones only once
-    # all of them are: a save that fails before leaves the old checkpoint whole.
+    body = {
+        "metadata": dict(info, total_size=str(total), **{SAVE_ID_KEY: save_id}),
+        "weight_map": {key: name for name, shard in zip(names, shards) for key, _, _ in shard},
+    }
+    # The shards and the index are written under temporary names and renamed over the old
+    # ones only once all of them are: a save that fails before leaves the old checkpoint
+    # whole. The index is renamed last.
     written: List[Tuple[Path, Path]] = []
     try:
         done = 0
@@ -347,19 +355,24 @@ def _save_sharded(
             )
             written.append((Path(temporary), index.parent / name))
             done += nbytes
+        temporary = _fastload.write_raw(index, json.dumps(body, indent=2).encode(), False)
+        written.append((Path(temporary), index))
         for temporary, final in written:
             os.replace(temporary, final)
     except BaseException:
         for temporary, _ in written:
             temporary.unlink(missing_ok=True)
         raise
-    body = {
-        "metadata": dict(info, total_size=str(total), **{SAVE_ID_KEY: save_id}),
-        "weight_map": {key: name for name, shard in zip(names, shards) for key, _, _ in shard},
-    }
-    # The index is written last, by the same crash-safe path (whose flush of the folder
-    # makes the renames above durable too).
-    _write_text(index, json.dumps(body, indent=2))
+    _sync_folder(index.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flushes a folder to disk, which makes the renames in it durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _shard_report(
@@ -375,10 +388,6 @@ def _shard_report(
         report(before + max(done - header, 0), total)
 
     return shard_report
-
-
-def _write_text(path: Path, text: str) -> None:
-    _fastload.write_raw(path, text.encode())
 
 
 # ---- loading -----------------------------------------------------------------
@@ -411,7 +420,7 @@ def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
         raise _file_error(index, f"not a shard index: {err}") from None
     arrays: Dict[str, np.ndarray] = {}
     for shard in dict.fromkeys(weight_map.values()):
-        if Path(shard).name != shard or shard in ("", ".", ".."):
+        if not _is_file_name(shard):
             raise _file_error(index, f"shard {shard!r} is not a file name in the same folder")
         found, shard_info = _fastload.read_safetensors(index.parent / shard)
         expected = metadata.get(SAVE_ID_KEY)
@@ -430,6 +439,16 @@ def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     if missing:
         raise _file_error(index, f"tensors {missing[:10]} are not in the shards it names")
     return {key: arrays[key] for key in weight_map}, metadata
+
+
+def _is_file_name(name: str) -> bool:
+    """Whether ``name`` names a file in a folder: not a path of several parts, nor text
+    the file system cannot hold (a lone surrogate escape in the JSON)."""
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:
+        return False
+    return Path(name).name == name and name not in ("", ".", "..")
 
 
 def _without_repeats(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
@@ -470,8 +489,14 @@ def read_checked(
             flat[key] = _decode(pair)
         except (ValueError, KeyError, TypeError, IndexError, OverflowError) as err:
             raise _metadata_error(path, err) from None
+    return arrays, ties, _nested(path, flat)
+
+
+def _nested(path: PathLike, flat: Dict[str, Any]) -> Any:
+    """A checkpoint's entries nested by their dotted names, or the ``LoadError`` of a file
+    whose names are no paths of one tree."""
     try:
-        return arrays, ties, unflatten(flat)
+        return unflatten(flat)
     except ValueError as err:
         _check_keys(path, flat)
         raise _file_error(Path(os.fspath(path)), str(err)) from None
@@ -487,17 +512,23 @@ def source_for(dst: Any, path: PathLike) -> Any:
     except LoadError:
         raise
     except ValueError:
-        _check_keys(path, flat)  # only once nesting failed: is the file's naming at fault?
-        raise
+        # The file's names are no paths of one tree (refused, naming the file), or the
+        # destination's do not fit them (a key holding a dot, a tied array at a path the
+        # file uses for a node): the file's own tree is loaded, and the walk then says
+        # where the destination differs from it.
+        return _nested(path, flat)
 
 
 def _check_keys(path: PathLike, flat: Dict[str, Any]) -> None:
     """Refuses a file whose keys cannot be the paths of one tree: an empty part (``""``,
-    ``"a..b"``), or a key that is also the prefix of others (``"a"`` and ``"a.b"``). The
-    safetensors format allows any names; such a file is valid, but not a model's state."""
+    ``"a..b"``), a key that is also the prefix of others (``"a"`` and ``"a.b"``), or one
+    that is not text. The safetensors format allows any names; such a file is valid, but
+    not a model's state."""
     names = sorted(flat)
     for at, key in enumerate(names):
-        if not key or ".." in key or key[0] == "." or key[-1] == ".":
+        if not key.isascii() and not _is_text(key):
+            reason = f"name {key!r} is not text: it holds a lone surrogate escape"
+        elif not key or ".." in key or key[0] == "." or key[-1] == ".":
             reason = f"tensor {key!r} has an empty part in its dotted name"
         else:
             # Names below `key` sort after it, possibly behind others such as "key-2".
@@ -506,6 +537,15 @@ def _check_keys(path: PathLike, flat: Dict[str, Any]) -> None:
                 continue
             reason = f"tensor {names[below]!r} is below {key!r}, which is a tensor itself"
         raise _file_error(Path(os.fspath(path)), reason)
+
+
+def _is_text(name: str) -> bool:
+    """Whether ``name`` is text that UTF-8 can hold (JSON can escape lone surrogates)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _tied(path: PathLike, arrays: Dict[str, Any], ties: Dict[str, str]) -> Dict[str, Any]:

@@ -37,9 +37,17 @@ pub fn read_header(file: &[u8]) -> Result<Header, String> {
     let (header_len, metadata) = SafeTensors::read_metadata(file).map_err(|e| match e {
         // The crate's words for JSON that is not a header are those for text that is not JSON.
         SafeTensorError::InvalidHeaderDeserialization(reason) if is_json(header_of(file)) => {
+            let reason = reason.to_string();
+            if reason.contains("hex escape") {
+                // Valid JSON whose strings the reader refuses: an escape of half a
+                // character (`\ud800`), which is no text.
+                return format!(
+                    "the header holds a \\u escape that is no character (a lone surrogate): \
+                     {reason}"
+                );
+            }
             // The crate's type names, in the format's words.
             let reason = reason
-                .to_string()
                 .replace("struct HashMetadata", "an object of tensor entries")
                 .replace(
                     "struct TensorInfo",
@@ -226,6 +234,9 @@ mod tests {
             error.contains("JSON but not a safetensors header"),
             "{error}"
         );
+        let lone = r#"{"w\ud800":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+        let error = read_header(&file(lone, &[0; 16])).unwrap_err();
+        assert!(error.contains("no character (a lone surrogate)"), "{error}");
         let error = read_header(&file(r#"{"w":5}"#, &[])).unwrap_err();
         assert!(error.contains("expected a tensor entry (dtype"), "{error}");
         let error = read_header(&file("[]", &[])).unwrap_err();

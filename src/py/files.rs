@@ -186,26 +186,39 @@ pub fn write_safetensors(
     // The arrays stay alive (`keep`) while the GIL is released for the write.
     let written = py.detach(|| {
         let temp = write_temporary(&path, &prefix, &chunks, &mut tick)?;
-        match rename {
-            true => persist(temp, &path).map(|()| None),
-            false => temp
-                .keep()
-                .map(|(_, name)| Some(name))
-                .map_err(|e| write_error(&path, e.error)),
-        }
+        finish(temp, &path, rename)
     });
     drop(keep);
     written
 }
 
-/// Writes `bytes` to `path` crash-safely, as `write_safetensors` does (for an index).
+/// Writes `bytes` to `path` crash-safely, as `write_safetensors` does (for an index),
+/// and likewise leaves the flushed file under its temporary name with `rename=False`.
 #[pyfunction]
-pub fn write_raw(py: Python<'_>, path: PathBuf, bytes: &Bound<'_, PyBytes>) -> PyResult<()> {
+#[pyo3(signature = (path, bytes, rename = true))]
+pub fn write_raw(
+    py: Python<'_>,
+    path: PathBuf,
+    bytes: &Bound<'_, PyBytes>,
+    rename: bool,
+) -> PyResult<Option<PathBuf>> {
     let bytes = bytes.as_bytes();
     py.detach(|| {
         let temp = write_temporary(&path, bytes, &[], &mut |_, _| Ok(()))?;
-        persist(temp, &path)
+        finish(temp, &path, rename)
     })
+}
+
+/// Renames the flushed `temp` over `path` ([`persist`]), or keeps it under its temporary
+/// name, which is returned.
+fn finish(temp: NamedTempFile, path: &Path, rename: bool) -> PyResult<Option<PathBuf>> {
+    match rename {
+        true => persist(temp, path).map(|()| None),
+        false => temp
+            .keep()
+            .map(|(_, name)| Some(name))
+            .map_err(|e| write_error(path, e.error)),
+    }
 }
 
 /// Bytes written between two calls of a save's progress.
