@@ -188,3 +188,15 @@ def test_a_shard_index_nested_too_deep_is_an_error_without_a_traceback(tmp_path)
     result = run("inspect", index)
     assert result.returncode == 2 and "not a shard index" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_names_that_are_not_printable_are_shown_escaped(tmp_path):
+    """A file's names cannot forge rows of the listing or send codes to the terminal."""
+    forged = "w\nsecret.weight    (1000, 1000)   float32"
+    path = tmp_path / "forged.safetensors"
+    save_file({forged: np.zeros(1, np.float32), "x\x1b[2J": np.zeros(1, np.float32)}, str(path))
+    other = tmp_path / "other.safetensors"
+    save_file({"y": np.zeros(1, np.float32)}, str(other))
+    for result in (run("inspect", path), run("diff", path, other)):
+        assert "\x1b" not in result.stdout and "'x\\x1b[2J'" in result.stdout
+        assert "\nsecret" not in result.stdout and "'w\\nsecret" in result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -89,6 +90,28 @@ def test_default_thread_count_follows_the_environment(monkeypatch):
     assert _fastload.default_threads() >= 1
     monkeypatch.delenv("FASTLOAD_NUM_THREADS")
     assert _fastload.default_threads() >= 1
+
+
+@pytest.mark.parametrize("value", ["not a number", "0", "-3", "1.5", "", "3_0"])
+def test_a_thread_setting_that_is_ignored_is_warned_about_once(monkeypatch, value):
+    monkeypatch.setenv("FASTLOAD_NUM_THREADS", value)
+    dst, src = {"w": np.zeros(3)}, {"w": np.ones(3)}
+    with pytest.warns(RuntimeWarning, match="FASTLOAD_NUM_THREADS=.* every core is used"):
+        fastload.loadmodel(dst, src)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastload.loadmodel(dst, src)  # once per value
+        fastload.loadmodel(dst, src, threads=1)
+    assert _fastload.default_threads() >= 1 and dst["w"][0] == 1
+
+
+@pytest.mark.parametrize("value", ["2", " 4 ", "+1"])
+def test_a_valid_thread_setting_is_not_warned_about(monkeypatch, value):
+    monkeypatch.setenv("FASTLOAD_NUM_THREADS", value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastload.loadmodel({"w": np.zeros(3)}, {"w": np.ones(3)})
+    assert _fastload.default_threads() == int(value)
 
 
 def test_a_load_large_enough_to_stream_past_the_caches_is_exact():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Mapping
 
@@ -69,18 +70,38 @@ def test_a_deep_checkpoint_into_a_deep_model_on_a_small_stack_is_loaded_or_refus
     assert inner.tolist() == [1, 1]
 
 
-def test_flatten_joins_parts_below_an_empty_key_which_save_refuses(tmp_path):
-    a, b = np.ones(2), np.zeros(3)
-    assert fastload.flatten({"": {"w": a}, "w": b}) == {".w": a, "w": b}
-    assert fastload.flatten({"": {"": 1}}) == {".": 1}
+@pytest.mark.parametrize(
+    "tree, path",
+    [
+        ({"": {"w": np.ones(2)}, "w": np.zeros(3)}, ".w"),
+        ({"a": {"": np.ones(2)}}, "a."),
+        ({"": {"": 1}}, "."),
+        (np.ones(3), ""),
+    ],
+    ids=["an empty key above", "an empty key below", "empty keys", "a leaf at the root"],
+)
+def test_flatten_refuses_paths_with_empty_parts_as_unflatten_and_save_do(tmp_path, tree, path):
+    with pytest.raises(ValueError, match=f"key {path!r} has an empty part"):
+        fastload.flatten(tree)
+    with pytest.raises(ValueError, match=f"key {path!r} has an empty part"):
+        fastload.save(tmp_path / "empty.safetensors", tree)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_file_with_empty_parts_in_its_names_is_refused_by_load(tmp_path):
     path = tmp_path / "empty.safetensors"
-    with pytest.raises(ValueError, match="key '.w' has an empty part"):
-        fastload.save(path, {"": {"w": a}, "w": b})
-    assert not path.exists()
-    # Such a file, written otherwise, is refused by load.
-    save_file({".w": a, "w": b}, str(path))
+    save_file({".w": np.ones(2), "w": np.zeros(3)}, str(path))
     with pytest.raises(fastload.LoadError, match="empty part"):
         fastload.load(path)
+
+
+@pytest.mark.parametrize("keys", [(1, "1"), (None, "None"), ((1, 2), "(1, 2)")])
+def test_flatten_refuses_two_keys_named_the_same_rather_than_drop_one(keys):
+    tree = {"m": {keys[0]: np.zeros(2), keys[1]: np.ones(2)}}
+    with pytest.raises(
+        ValueError, match=re.escape(f"two entries flatten to the path 'm.{keys[1]}'")
+    ):
+        fastload.flatten(tree)
 
 
 def test_unflatten_reads_a_mapping_through_its_items_and_says_what_is_wrong_as_python_would():

@@ -486,3 +486,11 @@ def test_a_report_of_many_skipped_keys_lists_the_first_and_counts_the_rest():
     assert text.startswith("strict=False skipped 65 missing and 40 unexpected keys:")
     assert "'k9'] (and 15 more)" in text and "'k10'" not in text
     assert text.endswith("... and 11 more nodes")
+
+
+def test_an_empty_sequence_against_a_mapping_expects_no_keys(snapshot):
+    dst = {"m": {"w": np.zeros(2)}}
+    before = snapshot(dst)
+    with pytest.raises(fastload.ArgumentError, match=r"sequence of 0 children.*expected no keys"):
+        fastload.loadmodel(dst, {"m": ()})
+    before.assert_unchanged()

@@ -84,6 +84,40 @@ def test_slots_children_are_the_set_slots_with_mangled_names():
     assert set(got) == {"w", "_Slotted__hidden"}
 
 
+class SlottedBase:
+    __slots__ = ("weight", "unset")
+
+
+class WithDict(SlottedBase):
+    def __init__(self, value):
+        self.weight = np.full(3, value)
+        self.act = "relu"
+
+
+def test_an_object_with_slots_and_a_dict_is_keyed_by_both(snapshot):
+    assert list(fastload.children(WithDict(0.0))) == ["weight", "act"]
+    model = WithDict(0.0)
+    fastload.loadmodel(model, WithDict(1.0))
+    np.testing.assert_array_equal(model.weight, 1.0)
+    assert list(fastload.state(model)) == ["weight", "act"]
+    before = snapshot(model)
+    with pytest.raises(fastload.ArgumentError, match=r"missing keys \['weight'\]"):
+        fastload.loadmodel(model, {"act": "relu"})
+    before.assert_unchanged()
+
+
+@pytest.mark.parametrize(
+    "cls", [list, tuple, dict, bool, int, float, complex, str, bytes, type(None), np.ndarray]
+)
+@pytest.mark.parametrize("register", ["register", "register_leaf"])
+def test_types_whose_walk_is_fixed_cannot_be_registered(cls, register):
+    arguments = (cls, lambda x: None) if register == "register" else (cls,)
+    with pytest.raises(TypeError, match="cannot change how"):
+        getattr(fastload, register)(*arguments)
+    with pytest.raises(TypeError, match="NumPy arrays of every class"):
+        getattr(fastload, register)(*((np.matrix,) + arguments[1:]))
+
+
 def test_register_and_register_leaf():
     class Block:
         def __init__(self):

@@ -56,6 +56,27 @@ def _thread_count(threads: Any) -> int:
     return min(count, 2**31)  # (the pool has at most one thread a core anyway)
 
 
+# Values of FASTLOAD_NUM_THREADS already warned about.
+_bad_thread_settings: set = set()
+
+
+def _check_thread_setting() -> None:
+    """Warns (once per value) when ``FASTLOAD_NUM_THREADS`` is set to what the core
+    ignores: anything but a positive integer."""
+    value = os.environ.get("FASTLOAD_NUM_THREADS")
+    if value is None or value in _bad_thread_settings:
+        return
+    digits = value.strip().removeprefix("+")
+    if digits.isascii() and digits.isdigit() and int(digits) > 0:
+        return
+    _bad_thread_settings.add(value)
+    warnings.warn(
+        f"FASTLOAD_NUM_THREADS={value!r} is not a positive integer; every core is used",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def loadmodel(
     dst: T,
     src: Any,
@@ -115,6 +136,8 @@ def loadmodel(
     """
     if casting not in _CASTING_RULES:
         raise ValueError(f"casting must be one of {_CASTING_RULES}, got {casting!r}")
+    if threads is None:
+        _check_thread_setting()
     count = 0 if threads is None else _thread_count(threads)
     if filter is not None and not callable(filter):
         raise TypeError(f"filter must be callable or None, got {filter!r}")

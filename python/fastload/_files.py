@@ -112,7 +112,6 @@ def save(
         if reserved:
             raise ValueError(f"metadata keys starting with 'fastload.' are reserved: {reserved}")
     flat = flatten_all(x)
-    _check_names(flat)
     arrays, rest, ties = _split_state(flat)
     info = dict(metadata or {})
     info[STATE_KEY] = json.dumps(rest)
@@ -123,17 +122,6 @@ def save(
         _fastload.write_safetensors(path, arrays, info, report, MAX_HEADER_BYTES)
         return
     _save_sharded(path, arrays, info, max_shard_size, report)
-
-
-def _check_names(flat: Dict[str, Any]) -> None:
-    """Refuses a state whose paths would not load back: one with an empty part (a key
-    ``""`` in a dict, or a leaf at the root), as ``load`` refuses such a file."""
-    for key in flat:
-        if "" in key.split("."):
-            raise ValueError(
-                f"key {key!r} has an empty part: a checkpoint names its entries by dotted "
-                "paths of non-empty keys (is the state a bare leaf, or has a dict a key ''?)"
-            )
 
 
 def _split_state(flat: Dict[str, Any]) -> Tuple[List, Dict[str, Any], Dict[str, str]]:

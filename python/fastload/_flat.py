@@ -29,7 +29,9 @@ def unflatten(flat: Mapping, sep: str = ".") -> Dict[str, Any]:
 
 def flatten(tree: Any, sep: str = ".") -> Dict[str, Any]:
     """The leaves of ``state(tree)`` under their paths joined by ``sep``; nodes without
-    leaves are left out. The reverse of :func:`unflatten`.
+    leaves are left out. The reverse of :func:`unflatten`: a tree whose paths it would not
+    take back (a key holding ``sep`` or empty, a leaf at the root, two keys with the same
+    ``str()``) raises ``ValueError``.
 
     >>> import fastload
     >>> fastload.flatten({"fc": {"weight": 1, "bias": 2}, "layers": [3, 4]})

@@ -57,8 +57,7 @@ def register(cls: type, children: ChildrenFn) -> None:
     >>> fastload.children(Pair(1, 2))
     {'a': 1, 'b': 2}
     """
-    if not isinstance(cls, type):
-        raise TypeError(f"register() needs a class, got {cls!r}")
+    _check_registrable(cls, "register")
     if not callable(children):
         raise TypeError(f"children must be callable, got {children!r}")
     _leaf_types.discard(cls)
@@ -76,10 +75,30 @@ def register_leaf(cls: type) -> None:
     >>> fastload.children(Config()) is None
     True
     """
-    if not isinstance(cls, type):
-        raise TypeError(f"register_leaf() needs a class, got {cls!r}")
+    _check_registrable(cls, "register_leaf")
     _children_fns.pop(cls, None)
     _leaf_types.add(cls)
+
+
+# Types the walk knows before it looks at what is registered: exactly these (their
+# subclasses may be registered), and arrays of any class.
+_BUILT_IN_KINDS = (dict, list, tuple, bool, int, float, complex, str, bytes, type(None))
+
+
+def _check_registrable(cls: Any, function: str) -> None:
+    """Refuses what ``register`` and ``register_leaf`` could not honour."""
+    if not isinstance(cls, type):
+        raise TypeError(f"{function}() needs a class, got {cls!r}")
+    if cls in _BUILT_IN_KINDS:
+        raise TypeError(
+            f"{function}() cannot change how a {cls.__name__} is walked, which is fixed; "
+            f"register a subclass of {cls.__name__} instead"
+        )
+    if issubclass(cls, np.ndarray):
+        raise TypeError(
+            f"{function}() cannot change how a {cls.__name__} is walked: NumPy arrays of "
+            "every class are array leaves"
+        )
 
 
 def _slot_names(tp: type) -> Tuple[str, ...]:
@@ -129,12 +148,29 @@ def _kind(tp: type) -> Tuple[int, Optional[object]]:
         return FIELDS, tuple(f.name for f in dataclasses.fields(tp))
     if issubclass(tp, (list, tuple)):
         return SEQUENCE, None
-    if getattr(tp, "__dictoffset__", 0) != 0:
-        return ATTRIBUTES, None
     slots = _slot_names(tp)
+    if getattr(tp, "__dictoffset__", 0) != 0:
+        if slots:
+            # Slots and a `__dict__` (a class without `__slots__` below one with them):
+            # read by a function, as the core reads one or the other.
+            return CUSTOM, functools.partial(_slots_and_attributes, slots)
+        return ATTRIBUTES, None
     if slots:
         return FIELDS, slots
     return OPAQUE, None
+
+
+def _slots_and_attributes(slots: Tuple[str, ...], obj: Any) -> Dict[str, Any]:
+    """The set slots of ``obj``, then its attributes (``vars(obj)``)."""
+    children = {}
+    for name in slots:
+        try:
+            children[name] = getattr(obj, name)
+        except AttributeError:
+            pass  # a slot not set
+    for name, value in vars(obj).items():
+        children.setdefault(name, value)
+    return children
 
 
 def _torch_kind(tp: type) -> Optional[Tuple[int, Optional[object]]]:

@@ -284,7 +284,24 @@ pub fn flatten<'py>(
         true => Flattening::Everything,
         false => Flattening::Leaves,
     };
+    let py = state.py();
     for (path, leaf) in leaves_as(state, sep, how)? {
+        // Refused as `unflatten` (and a checkpoint's reader) would refuse them.
+        if path.split(sep).any(str::is_empty) {
+            return Err(PyValueError::new_err(format!(
+                "key {} has an empty part between separators {}: paths join non-empty keys \
+                 (is the state a bare leaf, or has a dict a key ''?)",
+                quoted(py, &path),
+                quoted(py, sep)
+            )));
+        }
+        if dict.contains(&path)? {
+            return Err(PyValueError::new_err(format!(
+                "two entries flatten to the path {}: keys are named by their str(), which \
+                 is the same for both (as for 1 and '1'); rename one",
+                quoted(py, &path)
+            )));
+        }
         dict.set_item(path, leaf)?;
     }
     Ok(dict)

@@ -493,10 +493,10 @@ impl<'py> Walker<'py> {
             src.read_pairs();
             let keys: Vec<_> = src.pairs.iter().map(|(k, _)| k.clone()).collect();
             let message = format!(
-                "Tried to load a mapping with keys {} into a sequence of {} children; expected the keys 0..{}, all ints or all strings",
+                "Tried to load a mapping with keys {} into a sequence of {} children; expected {}",
                 key_list(self.py, &keys),
                 dst.len(),
-                dst.len().saturating_sub(1)
+                index_keys(dst.len())
             );
             self.problem(ProblemKind::Structure, message);
             return Ok(());
@@ -536,10 +536,10 @@ impl<'py> Walker<'py> {
         if order.len() != dst.pairs.len() || dst.pairs.len() != src.len() {
             let keys: Vec<_> = dst.pairs.iter().map(|(k, _)| k.clone()).collect();
             let message = format!(
-                "Tried to load a sequence of {} children into a mapping with keys {}; expected the keys 0..{}, all ints or all strings",
+                "Tried to load a sequence of {} children into a mapping with keys {}; expected {}",
                 src.len(),
                 key_list(self.py, &keys),
-                src.len().saturating_sub(1)
+                index_keys(src.len())
             );
             self.problem(ProblemKind::Structure, message);
             return Ok(());
@@ -598,6 +598,14 @@ fn index_key(key: &Bound<'_, PyAny>) -> Option<usize> {
         text.parse().ok()
     } else {
         None
+    }
+}
+
+/// The keys a mapping must have to match a sequence of `len` children, in words.
+fn index_keys(len: usize) -> String {
+    match len {
+        0 => "no keys".to_owned(),
+        _ => format!("the keys 0..{}, all ints or all strings", len - 1),
     }
 }
 
