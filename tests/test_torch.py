@@ -521,6 +521,76 @@ def test_meta_tensors_are_refused():
         fastload.loadmodel(model, nn.Linear(2, 2))
 
 
+def _freed(tensor, nbytes=0):
+    """``tensor`` with its storage freed (or shrunk to ``nbytes``), as FSDP frees a
+    sharded parameter's."""
+    tensor.untyped_storage().resize_(nbytes)
+    return tensor
+
+
+def _view_of_freed(base):
+    view = base[1:5]
+    _freed(base)
+    return view
+
+
+@pytest.mark.parametrize(
+    "side, make",
+    [
+        ("source", lambda: _freed(torch.ones(4))),
+        ("destination", lambda: _freed(torch.zeros(4))),
+        # A view into a freed base starts past the null address: read as it is, a segfault.
+        ("destination", lambda: _view_of_freed(torch.zeros(6))),
+        ("source", lambda: _view_of_freed(torch.ones(6))),
+        # Shrunk, not freed: the first elements are still there, the last are not.
+        ("destination", lambda: _freed(torch.zeros(4), nbytes=8)),
+    ],
+    ids=["source", "destination", "view-destination", "view-source", "shrunk-destination"],
+)
+def test_tensors_whose_storage_was_freed_are_refused_and_nothing_is_written(side, make):
+    freed = make()
+    kept = torch.zeros(3)
+    dst = {"a": kept, "b": freed if side == "destination" else torch.zeros(4)}
+    src = {"a": torch.ones(3), "b": freed if side == "source" else torch.ones(4)}
+    with pytest.raises(LoadError, match=f"b: the {side}'s storage holds (0|8) bytes, fewer"):
+        fastload.loadmodel(dst, src)
+    assert torch.equal(kept, torch.zeros(3))
+    if side == "source":
+        assert torch.equal(dst["b"], torch.zeros(4))
+    with pytest.raises(TypeError, match="b: the tensor's storage holds"):
+        fastload.save("unused.safetensors", {"b": freed})
+
+
+def test_a_zero_tensor_destination_is_refused_and_a_zero_tensor_source_gives_zeros(tmp_path):
+    zero = torch._efficientzerotensor(3)
+    dst = {"a": torch.zeros(2), "b": zero}
+    with pytest.raises(LoadError, match="b: the destination is a zero tensor"):
+        fastload.loadmodel(dst, {"a": torch.ones(2), "b": torch.ones(3)})
+    assert torch.equal(dst["a"], torch.zeros(2))
+    dst = {"a": torch.ones(3)}
+    fastload.loadmodel(dst, {"a": zero})
+    assert torch.equal(dst["a"], torch.zeros(3))
+    fastload.save(tmp_path / "zero.safetensors", {"a": zero})
+    dst = {"a": torch.ones(3)}
+    fastload.loadmodel(dst, tmp_path / "zero.safetensors")
+    assert torch.equal(dst["a"], torch.zeros(3))
+
+
+@pytest.mark.parametrize("unsigned", [torch.uint16, torch.uint32])
+def test_the_safe_rule_decides_unsigned_integers_torch_does_not_promote(unsigned):
+    # Torch copies into a lazy parameter, and promotes no uint16/32/64 with other integers.
+    dst = {"a": torch.zeros(2), "b": torch.nn.parameter.UninitializedBuffer(dtype=torch.int64)}
+    src = {"a": torch.ones(2), "b": torch.full((3,), 7, dtype=unsigned)}
+    fastload.loadmodel(dst, src, casting="safe")
+    assert torch.equal(dst["b"], torch.full((3,), 7))
+    dst = {"a": torch.zeros(2), "b": torch.nn.parameter.UninitializedBuffer(dtype=torch.int64)}
+    src = {"a": torch.ones(2), "b": torch.ones(3, dtype=torch.uint64)}
+    with pytest.raises(LoadError, match="b: cannot cast uint64 to int64 under casting='safe'"):
+        fastload.loadmodel(dst, src, casting="safe")
+    assert torch.equal(dst["a"], torch.zeros(2))
+    assert _torch.is_lazy(dst["b"])
+
+
 def test_lazy_modules_take_the_shape_of_their_source_like_load_state_dict(tmp_path):
     src = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     ours = nn.Sequential(nn.LazyLinear(3), nn.ReLU(), nn.LazyLinear(2))

@@ -175,6 +175,11 @@ def _tensor_leaf(key: str, value: Any) -> ArrayLeaf:
     if value.is_meta:
         raise TypeError(f"{key}: a tensor on the meta device holds no values")
     tensor = value.detach()
+    if tensor._is_zerotensor():
+        tensor = tensor.clone()  # zeros in memory, which torch keeps none for
+    refusal = _torch.memory_refusal(tensor)
+    if refusal is not None:
+        raise TypeError(f"{key}: {refusal}")
     view = _torch.as_numpy(tensor)
     if view is not None:
         return _identity(view), lambda: view

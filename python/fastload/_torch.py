@@ -123,6 +123,8 @@ def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
     the uninitialized parameter of a lazy module, materialize it first)."""
     if is_lazy(tensor) or not tensor.is_cpu:
         return None  # asked first: torch's refusal is an exception, slow to raise
+    if memory_refusal(tensor) is not None:
+        return None
     dtype = tensor.dtype
     try:
         if dtype in _NUMPY:
@@ -133,6 +135,34 @@ def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
     except (TypeError, RuntimeError):
         pass  # sparse, or a conjugate or negative view
     return None
+
+
+def memory_refusal(tensor: torch.Tensor, role: str = "tensor") -> Optional[str]:
+    """Why ``tensor`` (the ``role`` of a copy) has no values to read or write, or
+    ``None``: a zero tensor (which torch keeps without memory, and refuses to write), or
+    one whose storage no longer holds the elements it views (freed or shrunk with
+    ``untyped_storage().resize_()``, as FSDP does), where a copy would read garbage or
+    write past the memory."""
+    if is_lazy(tensor):
+        return None
+    if tensor._is_zerotensor():
+        return f"the {role} is a zero tensor (torch._efficientzerotensor), which holds no memory"
+    if tensor.layout != torch.strided or tensor.is_meta:
+        return None
+    if tensor.numel() == 0:
+        return None
+    try:
+        storage = tensor.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return None  # a wrapper subclass (as DTensor) without memory of its own
+    reach = sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()))
+    needed = (tensor.storage_offset() + reach + 1) * tensor.element_size()
+    if needed <= storage.nbytes():
+        return None
+    return (
+        f"the {role}'s storage holds {storage.nbytes()} bytes, fewer than the {needed} its "
+        "elements reach: its memory was freed or shrunk (untyped_storage().resize_())"
+    )
 
 
 # As the core words it (see `src/core/ties.rs`).
@@ -215,9 +245,20 @@ def _cast_refusal(src: torch.dtype, dst: torch.dtype, casting: str) -> Optional[
         return None
     if casting == "same_kind" and torch.can_cast(src, dst):
         return None
-    if casting == "safe" and torch.promote_types(src, dst) == dst:
+    if casting == "safe" and _promotes_to(src, dst):
         return None
     return f"cannot cast {_name_of(src)} to {_name_of(dst)} under casting={casting!r}"
+
+
+def _promotes_to(src: torch.dtype, dst: torch.dtype) -> bool:
+    """Whether torch promotes ``src`` with ``dst`` to ``dst``. Torch does not promote
+    uint16, uint32 and uint64 with other integers: NumPy's rule decides those."""
+    try:
+        return torch.promote_types(src, dst) == dst
+    except RuntimeError:
+        if src in _NUMPY and dst in _NUMPY:
+            return bool(np.can_cast(_NUMPY[src], _NUMPY[dst], "safe"))
+        return False
 
 
 def _name_of(dtype: Any) -> str:
@@ -450,9 +491,13 @@ class TorchCopies:
             refusal = _zeros_refusal(dst)
             if refusal is not None:
                 return 2, refusal
-        for x in (dst, src):
+        for x, role in ((dst, "destination"), (src, "source")):
             if isinstance(x, torch.Tensor) and x.is_meta:
                 return 2, "a tensor on the meta device holds no data to copy"
+            if isinstance(x, torch.Tensor) and not (role == "source" and x._is_zerotensor()):
+                refusal = memory_refusal(x, role)
+                if refusal is not None:
+                    return 2, refusal
         if not lazy and isinstance(dst, torch.Tensor) and dst.is_inference():
             if not torch.is_inference_mode_enabled():  # torch refuses to write it
                 return 2, _INFERENCE

@@ -11,6 +11,7 @@ use super::array::{array_over, is_c_contiguous, view_of};
 use super::dlpack;
 use super::kinds::Keyed;
 use super::python_function;
+use crate::core::ArrayView;
 use numpy::npyffi::NPY_ARRAY_WRITEABLE;
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray};
 use pyo3::exceptions::PyException;
@@ -201,13 +202,26 @@ impl<'py> TensorViews<'py> {
             // No memory (no elements): NumPy would allocate some for a null pointer.
             return self.view_by_python(tensor);
         }
+        let storage = method(intern!(py, "untyped_storage"))?;
+        let view = ArrayView {
+            addr: layout.address,
+            shape: layout.shape.iter().map(|&n| n as usize).collect(),
+            strides: layout.byte_strides.iter().copied().collect(),
+            itemsize: dtype.itemsize(),
+            owner: None,
+        };
+        if !holds(&storage, &view)? {
+            // Freed or shrunk (`untyped_storage().resize_(0)`, as FSDP does): `as_numpy`
+            // gives no view, and `_torch.TorchCopies` refuses it.
+            return self.view_by_python(tensor);
+        }
         // The capsule holds the tensor, not its memory, which `p.data = ...` can replace.
-        self.storages.push(method(intern!(py, "untyped_storage"))?);
+        self.storages.push(storage);
         self.viewed.push((tensor.clone(), layout.address));
-        // SAFETY: the address, shape and strides are the tensor's own, so the view covers
-        // only its memory, which `storages` keeps alive for the walk and the copy. The
-        // tensor is the view's base, as with `Tensor.numpy()`: its owner, whose version
-        // counter autograd reads.
+        // SAFETY: the address, shape and strides are the tensor's own and lie inside its
+        // storage, which `storages` keeps alive for the walk and the copy. The tensor is
+        // the view's base, as with `Tensor.numpy()`: its owner, whose version counter
+        // autograd reads.
         let view = unsafe {
             array_over(
                 tensor,
@@ -220,6 +234,17 @@ impl<'py> TensorViews<'py> {
         };
         view.map(Some)
     }
+}
+
+/// Whether `storage` (a tensor's `untyped_storage()`) holds every byte of `view`.
+fn holds(storage: &Bound<'_, PyAny>, view: &ArrayView) -> PyResult<bool> {
+    let Some(span) = view.byte_span() else {
+        return Ok(true);
+    };
+    let py = storage.py();
+    let start: usize = storage.call_method0(intern!(py, "data_ptr"))?.extract()?;
+    let len: usize = storage.call_method0(intern!(py, "nbytes"))?.extract()?;
+    Ok(start <= span.start && span.end <= start.saturating_add(len))
 }
 
 /// How many of the tensors viewed for a load no longer start where their views do: code
