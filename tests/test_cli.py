@@ -150,6 +150,8 @@ def test_a_target_that_cannot_be_built_is_a_one_line_error(tmp_path):
         "    return tree\n"
     )
     (tmp_path / "broken.py").write_text("raise ValueError('broken module')\n")
+    # A script that exits as it is imported (it parses its own arguments, say).
+    (tmp_path / "script.py").write_text("raise SystemExit(0)\n")
     path = tmp_path / "m.safetensors"
     fastload.save(path, {"wte": np.zeros((10, 4), np.float32)})
     for target, texts in {
@@ -161,6 +163,7 @@ def test_a_target_that_cannot_be_built_is_a_one_line_error(tmp_path):
         "mymodels:cyclic": ["mymodels:cyclic: cannot take its state: ArgumentError", "itself"],
         "nosuchmodule:build": ["cannot import nosuchmodule: ModuleNotFoundError"],
         "broken:build": ["cannot import broken: ValueError: broken module"],
+        "script:build": ["cannot import script: SystemExit: 0"],
     }.items():
         assert_one_line_error(run("diff", path, target, cwd=tmp_path), *texts)
 
@@ -200,3 +203,19 @@ def test_names_that_are_not_printable_are_shown_escaped(tmp_path):
     for result in (run("inspect", path), run("diff", path, other)):
         assert "\x1b" not in result.stdout and "'x\\x1b[2J'" in result.stdout
         assert "\nsecret" not in result.stdout and "'w\\nsecret" in result.stdout
+
+
+def test_main_prints_to_the_stdout_of_the_moment_and_file_problems_without_load_words(
+    tmp_path, capsys
+):
+    from fastload._cli import main
+
+    path = tmp_path / "m.safetensors"
+    fastload.save(path, {"wte": np.zeros((10, 4), np.float32)})
+    assert main(["inspect", str(path)]) == 0
+    assert "wte" in capsys.readouterr().out
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage\n")
+    assert main(["inspect", str(tmp_path / "bad.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'bad.safetensors'}: the header is larger")
+    assert "nothing was loaded" not in err

@@ -6,19 +6,24 @@ walks two object trees together, checks that they match, and copies every array 
 A refused load raises before writing anything.
 """
 
-from __future__ import annotations
+# Imported under private names: `dir(fastload)` shows the public API only.
+import operator as _operator
+import os as _os
+import warnings as _warnings
+from typing import Any as _Any
+from typing import Callable as _Callable
+from typing import Dict as _Dict
+from typing import Optional as _Optional
+from typing import TypeVar as _TypeVar
 
-import operator
-import os
-import warnings
-from typing import Any, Callable, Dict, Optional, TypeVar
+import numpy as _np
 
-import numpy as np
-
-from . import _fastload, _files
-from ._flat import flat_source, flatten, is_flat_state_dict, unflatten
-from ._gc import paused
-from ._progress import reporter
+from . import _fastload, _files, _types
+from ._flat import flat_source as _flat_source
+from ._flat import flatten, unflatten
+from ._flat import is_flat_state_dict as _is_flat_state_dict
+from ._gc import paused as _paused
+from ._progress import reporter as _reporter
 from ._tree import register, register_leaf
 from .errors import ArgumentError, DimensionMismatch, LoadError, SkippedKeysWarning
 
@@ -40,15 +45,15 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-T = TypeVar("T")
+_T = _TypeVar("_T")
 
 _CASTING_RULES = ("no", "equiv", "safe", "same_kind", "unsafe")
 
 
-def _thread_count(threads: Any) -> int:
+def _thread_count(threads: _Any) -> int:
     """``threads`` as a count of threads: any integer (a NumPy one too) but a bool."""
     try:
-        count = -1 if isinstance(threads, (bool, np.bool_)) else operator.index(threads)
+        count = -1 if isinstance(threads, (bool, _np.bool_)) else _operator.index(threads)
     except TypeError:
         count = -1
     if count < 1:
@@ -63,14 +68,14 @@ _bad_thread_settings: set = set()
 def _check_thread_setting() -> None:
     """Warns (once per value) when ``FASTLOAD_NUM_THREADS`` is set to what the core
     ignores: anything but a positive integer."""
-    value = os.environ.get("FASTLOAD_NUM_THREADS")
+    value = _os.environ.get("FASTLOAD_NUM_THREADS")
     if value is None or value in _bad_thread_settings:
         return
     digits = value.strip().removeprefix("+")
     if digits.isascii() and digits.isdigit() and int(digits) > 0:
         return
     _bad_thread_settings.add(value)
-    warnings.warn(
+    _warnings.warn(
         f"FASTLOAD_NUM_THREADS={value!r} is not a positive integer; every core is used",
         RuntimeWarning,
         stacklevel=3,
@@ -78,15 +83,15 @@ def _check_thread_setting() -> None:
 
 
 def loadmodel(
-    dst: T,
-    src: Any,
+    dst: _T,
+    src: _Any,
     *,
-    filter: Optional[Callable[[Any], bool]] = None,
+    filter: _Optional[_Callable[[_Any], bool]] = None,
     strict: bool = True,
-    casting: str = "same_kind",
-    threads: Optional[int] = None,
-    progress: Any = None,
-) -> T:
+    casting: _types.Casting = "same_kind",
+    threads: _types.Threads = None,
+    progress: _types.Progress = None,
+) -> _T:
     """Copy every array of ``src`` into the matching array of ``dst``, in place.
 
     The trees are walked together from the root. Keyed nodes (dicts, objects, dataclasses,
@@ -124,7 +129,7 @@ def loadmodel(
         progress: ``True`` for a bar on stderr when the load is large, or a callable
             receiving ``(bytes_done, bytes_total)`` about every 100 ms of the copy.
 
-    A copy of more than 64 MB (or any copy with ``progress``) stops on Ctrl-C with
+    A copy of 64 MiB or more (or any copy with ``progress``) stops on Ctrl-C with
     ``KeyboardInterrupt`` within about 100 ms; the arrays written by then stay written.
 
     >>> import numpy as np, fastload
@@ -141,18 +146,18 @@ def loadmodel(
     count = 0 if threads is None else _thread_count(threads)
     if filter is not None and not callable(filter):
         raise TypeError(f"filter must be callable or None, got {filter!r}")
-    report = reporter(progress, "fastload: loading")
+    report = _reporter(progress, "fastload: loading")
     if _files.is_path(src):
         src = _files.source_for(dst, src)
-    elif is_flat_state_dict(dst, src):
-        src = flat_source(dst, src)
+    elif _is_flat_state_dict(dst, src):
+        src = _flat_source(dst, src)
     skipped = _fastload.loadmodel(dst, src, filter, bool(strict), casting, count, report)
     if skipped:
-        warnings.warn(SkippedKeysWarning(skipped), stacklevel=2)
+        _warnings.warn(SkippedKeysWarning(skipped), stacklevel=2)
     return dst
 
 
-def state(x: Any) -> Any:
+def state(x: _Any) -> _Any:
     """The state of ``x``: the same nesting, made of dicts, lists, tuples and arrays.
 
     Keyed nodes become dicts, lists stay lists and tuples stay tuples. Arrays are kept
@@ -170,10 +175,10 @@ def state(x: Any) -> Any:
     form a cycle (a tree with one is refused), and collecting as they are made would only
     traverse them again and again.
     """
-    return paused(_fastload.state, x)
+    return _paused(_fastload.state, x)
 
 
-def children(x: Any) -> Any:
+def children(x: _Any) -> _Any:
     """The child view of ``x``: ``None`` for a leaf, a dict for a keyed node, a tuple for a
     sequence.
 
@@ -189,12 +194,12 @@ def children(x: Any) -> Any:
 
 
 def save(
-    path: os.PathLike[str] | str,
-    x: Any,
+    path: _types.PathLike,
+    x: _Any,
     *,
-    metadata: Optional[Dict[str, str]] = None,
-    max_shard_size: Optional[int] = None,
-    progress: Any = None,
+    metadata: _Optional[_Dict[str, str]] = None,
+    max_shard_size: _Optional[int] = None,
+    progress: _types.Progress = None,
 ) -> None:
     """Write ``state(x)`` to ``path`` as a safetensors file.
 
@@ -220,9 +225,11 @@ def save(
     _files.save(path, x, metadata=metadata, max_shard_size=max_shard_size, progress=progress)
 
 
-def load(path: os.PathLike[str] | str, *, copy: bool = False) -> Any:
+def load(path: _types.PathLike, *, copy: bool = False) -> _Any:
     """The nested state stored at ``path`` by :func:`save` (or any safetensors file, or a
-    sharded checkpoint's index): dicts of NumPy arrays, tied arrays shared.
+    sharded checkpoint's index): dicts of NumPy arrays, tied arrays shared, and the
+    numbers, strings, ``None`` and ``()`` that :func:`save` kept in its metadata. Lists
+    come back as dicts keyed ``"0"``, ``"1"``..., which load into lists.
 
     Arrays are read-only views of the memory-mapped file unless ``copy=True``. A corrupt
     file raises :class:`LoadError` naming the file and what is wrong.

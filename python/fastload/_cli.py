@@ -11,7 +11,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def _size(nbytes: int) -> str:
     return ""
 
 
-def inspect(path: str, out=sys.stdout) -> None:
+def inspect(path: str, out: Optional[TextIO] = None) -> None:
     """Prints the tree of a checkpoint: paths, shapes, dtypes, bytes, ties and totals.
     A file that ``load`` refuses is refused (``LoadError``) rather than half shown."""
     arrays, ties, _ = read_checked(path)
@@ -126,18 +126,18 @@ def _import(spec: str) -> Any:
     sys.path.insert(0, os.getcwd())
     try:
         obj: Any = importlib.import_module(module)
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # (a script that exits as it is imported)
         raise TargetError(f"{spec}: cannot import {module}: {_one_line(err)}") from None
     try:
         for part in name.split("."):
             obj = getattr(obj, part)
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # (a script that exits as it is imported)
         raise TargetError(f"{spec}: {module} has no {name}: {_one_line(err)}") from None
     if not callable(obj):
         return obj
     try:
         return obj()
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # (a script that exits as it is imported)
         raise TargetError(
             f"{spec}: calling {name}() raised {_one_line(err)} (a target is called with no "
             "arguments)"
@@ -156,7 +156,7 @@ def _one_line(err: Exception) -> str:
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
-def diff(a: str, b: str, out=sys.stdout) -> int:
+def diff(a: str, b: str, out: Optional[TextIO] = None) -> int:
     """Prints where two checkpoints (or a checkpoint and a model) differ in structure,
     shape or dtype; returns 0 when they match, 1 when they differ."""
     left, right = signatures(a), signatures(b)
@@ -182,7 +182,10 @@ def diff(a: str, b: str, out=sys.stdout) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastload", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fastload",
+        description="Inspect a safetensors checkpoint, or compare two (or one and a model).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     shown = commands.add_parser("inspect", help="print the tree of a checkpoint")
     shown.add_argument("file")
@@ -197,5 +200,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         return diff(args.a, args.b)
     except (LoadError, TargetError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        problems = getattr(err, "problems", None) if isinstance(err, LoadError) else None
+        # A file's problems, without the words of a refused load ("nothing was loaded").
+        for line in [f"{path}: {text}" for path, text in problems] if problems else [err]:
+            print(f"error: {line}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -22,9 +23,8 @@ import numpy as np
 from . import _fastload
 from ._flat import flatten_all, nested_for, unflatten
 from ._progress import ProgressFn, reporter
+from ._types import PathLike, Progress
 from .errors import LoadError
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 STATE_KEY = "fastload.state"
 TIES_KEY = "fastload.ties"
@@ -100,12 +100,14 @@ def save(
     *,
     metadata: Optional[Dict[str, str]] = None,
     max_shard_size: Optional[int] = None,
-    progress: Any = None,
+    progress: Progress = None,
 ) -> None:
     """Write ``state(x)`` to ``path`` as a safetensors file (see ``fastload.save``)."""
     report = reporter(progress, "fastload: saving")
     path = Path(os.fspath(path))
     if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise TypeError("metadata must map strings to strings")
         reserved = [k for k in metadata if k.startswith("fastload.")]

@@ -13,7 +13,7 @@ from ._gc import paused
 from .errors import ArgumentError, LoadError
 
 
-def unflatten(flat: Mapping, sep: str = ".") -> Dict[str, Any]:
+def unflatten(flat: Mapping[str, Any], sep: str = ".") -> Dict[str, Any]:
     """Nested dicts from a mapping with keys joined by ``sep``.
 
     >>> import fastload
@@ -22,8 +22,7 @@ def unflatten(flat: Mapping, sep: str = ".") -> Dict[str, Any]:
     """
     if not isinstance(flat, Mapping):
         raise TypeError(f"unflatten() needs a mapping, got {type(flat).__name__}")
-    if not isinstance(sep, str) or not sep:
-        raise ValueError(f"sep must be a non-empty string, got {sep!r}")
+    _check_separator(sep)
     return _fastload.unflatten(flat, sep)
 
 
@@ -37,9 +36,15 @@ def flatten(tree: Any, sep: str = ".") -> Dict[str, Any]:
     >>> fastload.flatten({"fc": {"weight": 1, "bias": 2}, "layers": [3, 4]})
     {'fc.weight': 1, 'fc.bias': 2, 'layers.0': 3, 'layers.1': 4}
     """
-    if not isinstance(sep, str) or not sep:
-        raise ValueError(f"sep must be a non-empty string, got {sep!r}")
+    _check_separator(sep)
     return _fastload.flatten(_fastload.state(tree), sep)
+
+
+def _check_separator(sep: Any) -> None:
+    if not isinstance(sep, str):
+        raise TypeError(f"sep must be a string, got {type(sep).__name__}")
+    if not sep:
+        raise ValueError("sep must be a non-empty string")
 
 
 def flatten_all(tree: Any) -> Dict[str, Any]:

@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 ProgressFn = Callable[[int, int], Any]
 
 # Smaller jobs finish before a bar would be worth drawing.
@@ -38,10 +40,8 @@ class Bar:
 
 def reporter(progress: Any, label: str) -> Optional[ProgressFn]:
     """The callable a ``progress=`` argument stands for, or ``None``."""
-    if progress is None or progress is False:
-        return None
-    if progress is True:
-        return Bar(label)
+    if progress is None or isinstance(progress, (bool, np.bool_)):
+        return Bar(label) if progress else None
     if callable(progress):
         return progress
     raise TypeError(f"progress must be True, False, None or a callable, got {progress!r}")

@@ -15,10 +15,11 @@ __all__ = ["ArgumentError", "DimensionMismatch", "LoadError", "SkippedKeysWarnin
 
 
 class LoadError(ValueError):
-    """A load was refused; nothing in the destination was changed.
+    """A load was refused, and nothing in the destination was changed; or a file could not
+    be read (by :func:`fastload.load` and the command line too).
 
     Raised as is for leaf problems (dtype casts, tied parameters with different sources,
-    read-only destinations, a non-array where an array is expected).
+    read-only destinations, a non-array where an array is expected) and corrupt files.
     """
 
     problems: List[Tuple[str, str]]
@@ -26,6 +27,10 @@ class LoadError(ValueError):
     def __init__(self, message: str, problems: Sequence[Tuple[str, str]] = ()) -> None:
         super().__init__(message)
         self.problems = [(str(path), str(text)) for path, text in problems]
+
+    def __reduce__(self) -> Any:
+        # Pickled with its problems (as a worker process raises it to its parent).
+        return type(self), (str(self), self.problems)
 
 
 class ArgumentError(LoadError):
@@ -61,6 +66,10 @@ class SkippedKeysWarning(UserWarning):
             f"strict=False skipped {missing} missing and {unexpected} unexpected keys:\n"
             + "\n".join(lines)
         )
+
+    def __reduce__(self) -> Any:
+        # Pickled and copied from what it was made of, not its message.
+        return type(self), (self.skipped,)
 
 
 # Nodes that a warning lists before it counts the rest.

@@ -152,7 +152,11 @@ impl<'de> Deserialize<'de> for Name<'de> {
 pub fn describe(error: &SafeTensorError) -> String {
     use SafeTensorError::*;
     match error {
-        HeaderTooLarge => "the header is larger than 100 MB".to_owned(),
+        HeaderTooLarge => concat!(
+            "the header is larger than 100 MB, as its length (the first 8 bytes) reads: ",
+            "a corrupt file, or not a safetensors one"
+        )
+        .to_owned(),
         HeaderTooSmall => "the file is too short for a header".to_owned(),
         InvalidHeaderLength => {
             "the header length is beyond the end of the file (truncated?)".to_owned()
