@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 import subprocess
 import sys
@@ -589,6 +590,91 @@ def test_the_safe_rule_decides_unsigned_integers_torch_does_not_promote(unsigned
         fastload.loadmodel(dst, src, casting="safe")
     assert torch.equal(dst["a"], torch.zeros(2))
     assert _torch.is_lazy(dst["b"])
+
+
+def test_a_conjugate_view_and_its_negative_are_not_one_tied_parameter():
+    # Both are copied by torch, over the same memory read two ways: as with copy_ leaf by
+    # leaf, each loads its own source, in walk order.
+    x = torch.zeros(3, dtype=torch.complex64)
+    dst = {"a": x.conj(), "b": x.conj()._neg_view()}
+    s = torch.tensor([1 + 2j, 3 + 4j, 5 + 6j])
+    fastload.loadmodel(dst, {"a": s, "b": s})
+    assert torch.equal(dst["b"].resolve_neg().resolve_conj(), s)
+
+
+def test_a_scheme_torch_does_not_quantize_float32_into_is_refused_before_anything_is_written():
+    # Float zero points make the scheme of quantized embeddings, which copy_ refuses.
+    scales, zero_points = torch.tensor([0.1, 0.2, 0.3]), torch.zeros(3)
+    q = torch.quantize_per_channel(torch.randn(3, 4), scales, zero_points, 0, torch.quint8)
+    assert q.qscheme() == torch.per_channel_affine_float_qparams
+    dst = {"a": torch.zeros(2), "q": q}
+    refusal = "q: torch does not quantize float32 into a tensor quantized per_channel_affine_float"
+    with pytest.raises(LoadError, match=refusal):
+        fastload.loadmodel(dst, {"a": torch.ones(2), "q": torch.randn(3, 4)})
+    assert torch.equal(dst["a"], torch.zeros(2))
+
+
+def test_a_flat_source_lists_every_node_of_the_model_that_cannot_be_walked(tmp_path):
+    class Packed(nn.Linear):  # as quantized modules do: a state_dict of its own layout
+        def _save_to_state_dict(self, destination, prefix, keep_vars):
+            destination[prefix + "packed"] = torch.zeros(1)
+
+    dst = nn.ModuleDict({"a": nn.Linear(2, 2), "fc": Packed(2, 2), "fc2": Packed(2, 2)})
+    fastload.save(tmp_path / "a.safetensors", {"a": nn.Linear(2, 2)})
+    for src in (dst.state_dict(), tmp_path / "a.safetensors"):
+        with pytest.raises(ArgumentError) as info:
+            fastload.loadmodel(dst, src)
+        assert str(info.value).startswith("2 problems; nothing was loaded:")
+        assert [path for path, _ in info.value.problems] == ["fc", "fc2"]
+
+
+def test_nested_tensors_are_refused_with_a_load_error():
+    dst = torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)], layout=torch.jagged)
+    src = torch.nested.nested_tensor_from_jagged(torch.arange(5.0), dst.offsets())
+    kept = torch.zeros(2)
+    with pytest.raises(LoadError, match="a: nested tensors .* are not loaded"):
+        fastload.loadmodel({"k": kept, "a": dst}, {"k": torch.ones(2), "a": src})
+    assert torch.equal(kept, torch.zeros(2)) and torch.equal(dst.values(), torch.zeros(5))
+
+
+_DTENSOR_LOADS = """
+import os, torch, torch.nn as nn, torch.distributed as dist, fastload
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["PORT"])
+dist.init_process_group("gloo", rank=0, world_size=1)
+from torch.distributed.tensor import DeviceMesh, Shard, distribute_tensor
+mesh = DeviceMesh("cpu", [0])
+def model(seed, sharded=True):
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    if sharded:
+        m[1].weight = nn.Parameter(distribute_tensor(m[1].weight.detach(), mesh, [Shard(0)]))
+    return m
+dst, src = model(0), model(1)
+fastload.loadmodel(dst, src)
+assert torch.equal(dst[1].weight.full_tensor(), src[1].weight.full_tensor())
+for dst, src in ((model(2), model(3, sharded=False)), (model(4, sharded=False), model(5))):
+    before = dst[0].weight.detach().clone()
+    try:
+        fastload.loadmodel(dst, src)
+    except fastload.LoadError as err:
+        assert "1.weight: torch copies between a DTensor and a plain tensor" in str(err), err
+    else:
+        raise AssertionError("loaded a plain tensor into a DTensor or the reverse")
+    assert torch.equal(dst[0].weight, before)
+dist.destroy_process_group()
+print("ok")
+"""
+
+
+def test_a_dtensor_loads_from_a_dtensor_and_is_refused_against_a_plain_tensor():
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not built")
+    port = str(29500 + (os.getpid() % 500))
+    env = {**os.environ, "PORT": port}
+    done = subprocess.run(
+        [sys.executable, "-c", _DTENSOR_LOADS], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_lazy_modules_take_the_shape_of_their_source_like_load_state_dict(tmp_path):

@@ -238,3 +238,12 @@ def test_a_state_that_cannot_be_taken_says_so():
         fastload.state(tree)
     assert str(info.value).startswith("1 problem; no state was taken:")
     assert info.value.problems[0][0] == "x"
+
+
+def test_a_state_that_cannot_be_taken_lists_every_node_in_the_way():
+    tree = {"a": [Unlistable(), np.zeros(1)], "b": {}, "c": Unlistable()}
+    tree["b"]["loop"] = tree
+    with pytest.raises(fastload.ArgumentError) as info:
+        fastload.state(tree)
+    assert str(info.value).startswith("3 problems; no state was taken:")
+    assert [path for path, _ in info.value.problems] == ["a.0", "b.loop", "c"]

@@ -9,6 +9,7 @@ copied by torch itself, after every check of the whole load has passed.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -186,12 +187,13 @@ def resolved_values(tensor: torch.Tensor) -> Optional[Tuple[np.ndarray, int, int
 
 def memory_key(tensor: torch.Tensor, owner: Any) -> tuple:
     """What makes destinations one tied parameter: the same memory viewed the same way
-    (device, address, shape, strides, dtype), whatever the objects. A tensor without
-    memory of its own (a wrapper subclass, as DTensor) is tied only to ``owner``, the
-    object it was taken from."""
+    (device, address, shape, strides, dtype, conjugate and negative bits), whatever the
+    objects. A tensor without memory of its own (a wrapper subclass, as DTensor) is tied
+    only to ``owner``, the object it was taken from."""
     address = tensor.data_ptr()
     where = address if address else ("object", id(owner))
-    return (tensor.device, where, tensor.shape, tensor.stride(), tensor.dtype)
+    view = (tensor.is_conj(), tensor.is_neg())
+    return (tensor.device, where, tensor.shape, tensor.stride(), tensor.dtype, view)
 
 
 def tie_key(x: torch.Tensor) -> tuple:
@@ -289,6 +291,11 @@ def _quantized_refusal(src: Any, dst: Any, casting: str) -> Optional[str]:
                 f"a quantized {_name_of(dst_dtype)} tensor loads only from one of its dtype "
                 f"or from float32, not from {_name_of(src_dtype)}"
             )
+        if isinstance(dst, torch.Tensor) and dst.qscheme() not in _QUANTIZED_FROM_FLOAT:
+            return (
+                f"torch does not quantize float32 into a tensor quantized "
+                f"{_name_of(dst.qscheme())}: load it from a quantized tensor of its scheme"
+            )
         if casting in ("same_kind", "unsafe"):
             return None
         return f"cannot cast float32 to {_name_of(dst_dtype)} under casting={casting!r}"
@@ -301,6 +308,11 @@ def _quantized_refusal(src: Any, dst: Any, casting: str) -> Optional[str]:
         schemes = _name_of(src.qscheme()), _name_of(dst.qscheme())
         return "cannot load a tensor quantized {} into one quantized {}".format(*schemes)
     return None
+
+
+# Quantization schemes torch quantizes float32 into in place (`copy_`); it refuses
+# the others (per_channel_affine_float_qparams, as quantized embeddings use).
+_QUANTIZED_FROM_FLOAT = frozenset([torch.per_tensor_affine, torch.per_channel_affine])
 
 
 # Dtypes that torch copies from and into each other on every device.
@@ -394,6 +406,25 @@ _OVERLAPPING = (
     "the destination's elements share memory (a zero or overlapping stride, as expand() "
     "and as_strided() give), which torch refuses to copy into; load into a clone()"
 )
+
+
+_NESTED = (
+    "nested tensors (torch.nested) are not loaded: their shapes are not fixed numbers; "
+    "load their values() instead, or use load_state_dict"
+)
+
+_MIXED_DTENSOR = (
+    "torch copies between a DTensor and a plain tensor only as part of a DTensor "
+    "operation: distribute_tensor() the plain one first, or load a full checkpoint into a "
+    "sharded model with torch.distributed.checkpoint"
+)
+
+
+def _is_dtensor(x: Any) -> bool:
+    """Whether ``x`` is a DTensor (torch.distributed's, imported where one exists)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    dtensor = getattr(module, "DTensor", None)
+    return dtensor is not None and isinstance(x, dtensor)
 
 
 def overlaps_itself(tensor: torch.Tensor) -> bool:
@@ -498,6 +529,11 @@ class TorchCopies:
                 refusal = memory_refusal(x, role)
                 if refusal is not None:
                     return 2, refusal
+        for x in (dst, src):
+            if isinstance(x, torch.Tensor) and x.is_nested:
+                return 2, _NESTED
+        if src is not None and _is_dtensor(dst) != _is_dtensor(src):
+            return 2, _MIXED_DTENSOR
         if not lazy and isinstance(dst, torch.Tensor) and dst.is_inference():
             if not torch.is_inference_mode_enabled():  # torch refuses to write it
                 return 2, _INFERENCE

@@ -22,10 +22,16 @@ pub fn state<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py,
         path: KeyPath::default(),
         on_path: FxHashSet::default(),
         done: FxHashMap::with_capacity_and_hasher(room, Default::default()),
+        problems: Vec::new(),
     };
     let out = builder.build(x);
     STATE_NODES.remember(builder.done.len());
-    out
+    let out = out?;
+    if !builder.problems.is_empty() {
+        let problems = std::mem::take(&mut builder.problems);
+        return Err(state_error(py, &LoadFailure { problems }));
+    }
+    Ok(out)
 }
 
 /// Nodes of the last state built, as the room to make in the next one's table of nodes
@@ -40,17 +46,17 @@ struct StateBuilder<'py> {
     /// Nodes already converted, so that a shared node stays shared; holding the input
     /// keeps its address from being reused by another object meanwhile.
     done: FxHashMap<usize, (Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+    /// The nodes whose state cannot be taken: every one is found, and listed, before the
+    /// call is refused.
+    problems: Vec<Problem>,
 }
 
 impl<'py> StateBuilder<'py> {
-    fn fail(&self, message: String) -> PyErr {
+    /// Records a problem at the current path; `()` stands for the node meanwhile.
+    fn refuse(&mut self, message: String) -> Bound<'py, PyAny> {
         let problem = Problem::new(ProblemKind::Structure, self.path.render(), message);
-        state_error(
-            self.py,
-            &LoadFailure {
-                problems: vec![problem],
-            },
-        )
+        self.problems.push(problem);
+        PyTuple::empty(self.py).into_any()
     }
 
     fn build(&mut self, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -60,7 +66,7 @@ impl<'py> StateBuilder<'py> {
             return Ok(x.clone());
         }
         if let Some(reason) = too_deep(self.path.depth()) {
-            return Err(self.fail(reason));
+            return Ok(self.refuse(reason));
         }
         // Most nodes are lists: read in place, without collecting their items first.
         if let Ok(list) = x.cast_exact::<PyList>() {
@@ -70,7 +76,7 @@ impl<'py> StateBuilder<'py> {
         // at this path, as in `loadmodel`.
         let node = match self.classifier.classify(x) {
             Err(err) if err.is_instance_of::<PyException>(self.py) => {
-                return Err(self.fail(format!("cannot walk this node: {err}")));
+                return Ok(self.refuse(format!("cannot walk this node: {err}")));
             }
             other => other?,
         };
@@ -93,7 +99,7 @@ impl<'py> StateBuilder<'py> {
             return Ok(out.clone());
         }
         if !self.on_path.insert(id) {
-            return Err(self.fail("the tree has a cycle: this node contains itself".to_owned()));
+            return Ok(self.refuse("the tree has a cycle: this node contains itself".to_owned()));
         }
         let out = build(self);
         self.on_path.remove(&id);
@@ -114,7 +120,7 @@ impl<'py> StateBuilder<'py> {
             self.path.push(Segment::Index(i));
             let built = match item(i) {
                 Some(item) => self.build(&item),
-                None => Err(self.fail("the list shrank while its state was built".to_owned())),
+                None => Ok(self.refuse("the list shrank while its state was built".to_owned())),
             };
             self.path.pop();
             out.push(built?);
@@ -131,7 +137,7 @@ impl<'py> StateBuilder<'py> {
         let len = list.len();
         let out = self.build_items(len, |i| list.get_item(i).ok())?;
         if list.len() != len {
-            return Err(self.fail("the list grew while its state was built".to_owned()));
+            self.refuse("the list grew while its state was built".to_owned());
         }
         Ok(PyList::new(self.py, out)?.into_any())
     }
