@@ -628,6 +628,24 @@ def test_a_flat_source_lists_every_node_of_the_model_that_cannot_be_walked(tmp_p
         assert [path for path, _ in info.value.problems] == ["fc", "fc2"]
 
 
+def test_storages_stay_resizable_after_a_load_or_a_save(tmp_path):
+    # FSDP frees parameters with resize_(0); observers resize their empty buffers.
+    empty, weight, source = torch.zeros(0), torch.zeros(3), torch.ones(3)
+    fastload.loadmodel({"e": empty, "w": weight}, {"e": torch.zeros(0), "w": source})
+    fastload.save(tmp_path / "m.safetensors", {"w": weight, "s": source})
+    empty.resize_(5)
+    for tensor in (weight, source):
+        tensor.untyped_storage().resize_(0)
+        assert tensor.untyped_storage().nbytes() == 0
+
+
+def test_an_observer_loaded_from_an_uncalibrated_one_can_still_be_calibrated():
+    observer = torch.ao.quantization.PerChannelMinMaxObserver(ch_axis=0)
+    fastload.loadmodel(observer, torch.ao.quantization.PerChannelMinMaxObserver(ch_axis=0))
+    observer(torch.randn(4, 3))  # resizes its empty min_val and max_val
+    assert observer.min_val.shape == (4,)
+
+
 def test_nested_tensors_are_refused_with_a_load_error():
     dst = torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)], layout=torch.jagged)
     src = torch.nested.nested_tensor_from_jagged(torch.arange(5.0), dst.offsets())

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import _staging
+from . import _fastload, _staging
 from .errors import shape_text
 
 try:
@@ -124,18 +124,15 @@ def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
     the uninitialized parameter of a lazy module, materialize it first)."""
     if is_lazy(tensor) or not tensor.is_cpu:
         return None  # asked first: torch's refusal is an exception, slow to raise
-    if memory_refusal(tensor) is not None:
+    np_dtype = VIEW_DTYPES.get(tensor.dtype)
+    if np_dtype is None or tensor.layout != torch.strided:
         return None
-    dtype = tensor.dtype
-    try:
-        if dtype in _NUMPY:
-            return tensor.detach().numpy()
-        if dtype in _ML:
-            same_size, np_dtype = _ML[dtype]
-            return tensor.detach().view(same_size).numpy().view(np_dtype)
-    except (TypeError, RuntimeError):
-        pass  # sparse, or a conjugate or negative view
-    return None
+    if tensor.is_conj() or tensor.is_neg() or memory_refusal(tensor) is not None:
+        return None
+    if tensor.numel() == 0:
+        return np.empty(tuple(tensor.shape), np_dtype)  # no memory to view
+    # Not `Tensor.numpy()`, which makes the storage unresizable for good.
+    return _fastload.tensor_view(tensor.detach(), np_dtype)
 
 
 def memory_refusal(tensor: torch.Tensor, role: str = "tensor") -> Optional[str]:

@@ -30,6 +30,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(flat::flatten, m)?)?;
     m.add_function(wrap_pyfunction!(flat::unflatten, m)?)?;
     m.add_function(wrap_pyfunction!(flat::nest_flat, m)?)?;
+    m.add_function(wrap_pyfunction!(tensors::tensor_view, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(files::write_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(files::write_raw, m)?)?;

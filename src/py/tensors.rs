@@ -185,55 +185,75 @@ impl<'py> TensorViews<'py> {
         {
             return Ok(None);
         }
-        // Torch refuses to describe sparse and meta tensors, and older releases float8
-        // ones: `as_numpy` tells which have a view.
-        let capsule = match self.to_dlpack.call1((tensor,)) {
-            Ok(capsule) => capsule,
-            Err(err) if err.is_instance_of::<PyException>(py) => {
-                return self.view_by_python(tensor);
-            }
-            Err(err) => return Err(err),
-        };
-        let Some(layout) = dlpack::layout(&capsule, dtype.itemsize()) else {
-            // On a GPU, or a capsule of another kind than this core reads.
+        let Some((view, storage, address)) = dlpack_view(&self.to_dlpack, tensor, dtype)? else {
             return self.view_by_python(tensor);
         };
-        if layout.address == 0 {
-            // No memory (no elements): NumPy would allocate some for a null pointer.
-            return self.view_by_python(tensor);
-        }
-        let storage = method(intern!(py, "untyped_storage"))?;
-        let view = ArrayView {
-            addr: layout.address,
-            shape: layout.shape.iter().map(|&n| n as usize).collect(),
-            strides: layout.byte_strides.iter().copied().collect(),
-            itemsize: dtype.itemsize(),
-            owner: None,
-        };
-        if !holds(&storage, &view)? {
-            // Freed or shrunk (`untyped_storage().resize_(0)`, as FSDP does): `as_numpy`
-            // gives no view, and `_torch.TorchCopies` refuses it.
-            return self.view_by_python(tensor);
-        }
         // The capsule holds the tensor, not its memory, which `p.data = ...` can replace.
         self.storages.push(storage);
-        self.viewed.push((tensor.clone(), layout.address));
-        // SAFETY: the address, shape and strides are the tensor's own and lie inside its
-        // storage, which `storages` keeps alive for the walk and the copy. The tensor is
-        // the view's base, as with `Tensor.numpy()`: its owner, whose version counter
-        // autograd reads.
-        let view = unsafe {
-            array_over(
-                tensor,
-                dtype,
-                &layout.shape,
-                Some(&layout.byte_strides),
-                layout.address,
-                NPY_ARRAY_WRITEABLE,
-            )
-        };
-        view.map(Some)
+        self.viewed.push((tensor.clone(), address));
+        Ok(Some(view))
     }
+}
+
+/// A writeable NumPy view of a CPU tensor's memory, as its DLPack capsule describes it,
+/// with the storage that memory lies in and its first address. The tensor is the view's
+/// base, as with `Tensor.numpy()`: its owner, whose version counter autograd reads. Unlike
+/// `Tensor.numpy()`, the storage stays resizable (FSDP frees parameters so; observers
+/// resize their empty buffers): the view is for one load or save, during which the caller
+/// keeps the storage alive. `None` where the capsule describes no such view: torch
+/// refuses one for sparse and meta tensors (and older releases for float8 ones), on a GPU,
+/// for no elements (a null address), and where the storage was freed or shrunk.
+fn dlpack_view<'py>(
+    to_dlpack: &Bound<'py, PyAny>,
+    tensor: &Bound<'py, PyAny>,
+    dtype: Bound<'py, PyArrayDescr>,
+) -> PyResult<Option<(Bound<'py, PyUntypedArray>, Bound<'py, PyAny>, usize)>> {
+    let py = tensor.py();
+    let capsule = match to_dlpack.call1((tensor,)) {
+        Ok(capsule) => capsule,
+        Err(err) if err.is_instance_of::<PyException>(py) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let Some(layout) = dlpack::layout(&capsule, dtype.itemsize()) else {
+        return Ok(None);
+    };
+    if layout.address == 0 {
+        return Ok(None); // NumPy would allocate memory of its own for a null pointer
+    }
+    let storage = tensor.call_method0(intern!(py, "untyped_storage"))?;
+    let extent = ArrayView {
+        addr: layout.address,
+        shape: layout.shape.iter().map(|&n| n as usize).collect(),
+        strides: layout.byte_strides.iter().copied().collect(),
+        itemsize: dtype.itemsize(),
+        owner: None,
+    };
+    if !holds(&storage, &extent)? {
+        return Ok(None);
+    }
+    // SAFETY: the address, shape and strides are the tensor's own and lie inside its
+    // storage, which the caller keeps alive while the view is used.
+    let view = unsafe {
+        array_over(
+            tensor,
+            dtype,
+            &layout.shape,
+            Some(&layout.byte_strides),
+            layout.address,
+            NPY_ARRAY_WRITEABLE,
+        )
+    }?;
+    Ok(Some((view, storage, layout.address)))
+}
+
+/// [`dlpack_view`] of a CPU tensor, as NumPy dtype `dtype` (`_torch.as_numpy`'s view).
+#[pyfunction]
+pub fn tensor_view<'py>(
+    tensor: &Bound<'py, PyAny>,
+    dtype: Bound<'py, PyArrayDescr>,
+) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
+    let to_dlpack = python_function(tensor.py(), "torch.utils.dlpack", "to_dlpack")?;
+    Ok(dlpack_view(&to_dlpack, tensor, dtype)?.map(|(view, _, _)| view))
 }
 
 /// Whether `storage` (a tensor's `untyped_storage()`) holds every byte of `view`.
