@@ -185,18 +185,24 @@ impl<'py> TensorViews<'py> {
         {
             return Ok(None);
         }
-        let Some((view, storage, address)) = dlpack_view(&self.to_dlpack, tensor, dtype)? else {
+        let Some(memory) = dlpack_view(&self.to_dlpack, tensor, dtype)? else {
             return self.view_by_python(tensor);
         };
         // The capsule holds the tensor, not its memory, which `p.data = ...` can replace.
-        self.storages.push(storage);
-        self.viewed.push((tensor.clone(), address));
-        Ok(Some(view))
+        self.storages.push(memory.storage);
+        self.viewed.push((tensor.clone(), memory.address));
+        Ok(Some(memory.view))
     }
 }
 
-/// A writeable NumPy view of a CPU tensor's memory, as its DLPack capsule describes it,
-/// with the storage that memory lies in and its first address. The tensor is the view's
+/// A CPU tensor's memory: a view of it, the storage it lies in, its first address.
+struct TensorMemory<'py> {
+    view: Bound<'py, PyUntypedArray>,
+    storage: Bound<'py, PyAny>,
+    address: usize,
+}
+
+/// A writeable NumPy view of a CPU tensor's memory, as its DLPack capsule describes it. The tensor is the view's
 /// base, as with `Tensor.numpy()`: its owner, whose version counter autograd reads. Unlike
 /// `Tensor.numpy()`, the storage stays resizable (FSDP frees parameters so; observers
 /// resize their empty buffers): the view is for one load or save, during which the caller
@@ -207,7 +213,7 @@ fn dlpack_view<'py>(
     to_dlpack: &Bound<'py, PyAny>,
     tensor: &Bound<'py, PyAny>,
     dtype: Bound<'py, PyArrayDescr>,
-) -> PyResult<Option<(Bound<'py, PyUntypedArray>, Bound<'py, PyAny>, usize)>> {
+) -> PyResult<Option<TensorMemory<'py>>> {
     let py = tensor.py();
     let capsule = match to_dlpack.call1((tensor,)) {
         Ok(capsule) => capsule,
@@ -243,7 +249,11 @@ fn dlpack_view<'py>(
             NPY_ARRAY_WRITEABLE,
         )
     }?;
-    Ok(Some((view, storage, layout.address)))
+    Ok(Some(TensorMemory {
+        view,
+        storage,
+        address: layout.address,
+    }))
 }
 
 /// [`dlpack_view`] of a CPU tensor, as NumPy dtype `dtype` (`_torch.as_numpy`'s view).
@@ -253,7 +263,7 @@ pub fn tensor_view<'py>(
     dtype: Bound<'py, PyArrayDescr>,
 ) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
     let to_dlpack = python_function(tensor.py(), "torch.utils.dlpack", "to_dlpack")?;
-    Ok(dlpack_view(&to_dlpack, tensor, dtype)?.map(|(view, _, _)| view))
+    Ok(dlpack_view(&to_dlpack, tensor, dtype)?.map(|memory| memory.view))
 }
 
 /// Whether `storage` (a tensor's `untyped_storage()`) holds every byte of `view`.
