@@ -92,7 +92,9 @@ def test_default_thread_count_follows_the_environment(monkeypatch):
     assert _fastload.default_threads() >= 1
 
 
-@pytest.mark.parametrize("value", ["not a number", "0", "-3", "1.5", "", "3_0"])
+@pytest.mark.parametrize(
+    "value", ["not a number", "0", "-3", "1.5", "", "3_0", "99999999999999999999999"]
+)
 def test_a_thread_setting_that_is_ignored_is_warned_about_once(monkeypatch, value):
     monkeypatch.setenv("FASTLOAD_NUM_THREADS", value)
     dst, src = {"w": np.zeros(3)}, {"w": np.ones(3)}

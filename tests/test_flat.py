@@ -138,6 +138,17 @@ def test_unflatten_reads_a_mapping_through_its_items_and_says_what_is_wrong_as_p
     with pytest.raises(ValueError) as info:
         fastload.flatten({"a.b": 1})
     assert str(info.value) == "key 'a.b' contains the separator '.'"
+
+
+@pytest.mark.parametrize("tree", [{"a:": {"b": 1}}, {"a": {":b": 1}}, {"a": {"b:": {"c": 1}}}])
+def test_flatten_refuses_keys_that_a_separator_of_several_characters_would_split_elsewhere(
+    tree,
+):
+    with pytest.raises(ValueError, match="begins or ends with part of the separator '::'"):
+        fastload.flatten(tree, sep="::")
+    flat = fastload.flatten({"a": {"b:c": 1}}, sep="::")  # inside a key: unambiguous
+    assert flat == {"a::b:c": 1}
+    assert fastload.unflatten(flat, sep="::") == {"a": {"b:c": 1}}
     with pytest.raises(UnicodeEncodeError):
         fastload.unflatten({"a\ud800.b": 1})
 

@@ -51,11 +51,15 @@ _CASTING_RULES = ("no", "equiv", "safe", "same_kind", "unsafe")
 
 
 def _thread_count(threads: _Any) -> int:
-    """``threads`` as a count of threads: any integer (a NumPy one too) but a bool."""
+    """``threads`` as a count of threads: any positive integer (a NumPy one too) but a
+    bool; ``TypeError`` for anything else that is no integer, ``ValueError`` for one below 1."""
     try:
-        count = -1 if isinstance(threads, (bool, _np.bool_)) else _operator.index(threads)
+        if isinstance(threads, (bool, _np.bool_)):
+            raise TypeError
+        count = _operator.index(threads)
     except TypeError:
-        count = -1
+        message = f"threads must be a positive integer or None, got {type(threads).__name__}"
+        raise TypeError(message) from None
     if count < 1:
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     return min(count, 2**31)  # (the pool has at most one thread a core anyway)
@@ -71,8 +75,7 @@ def _check_thread_setting() -> None:
     value = _os.environ.get("FASTLOAD_NUM_THREADS")
     if value is None or value in _bad_thread_settings:
         return
-    digits = value.strip().removeprefix("+")
-    if digits.isascii() and digits.isdigit() and int(digits) > 0:
+    if _fastload.thread_count(value) is not None:
         return
     _bad_thread_settings.add(value)
     _warnings.warn(

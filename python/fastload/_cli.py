@@ -126,18 +126,18 @@ def _import(spec: str) -> Any:
     sys.path.insert(0, os.getcwd())
     try:
         obj: Any = importlib.import_module(module)
-    except (Exception, SystemExit) as err:  # (a script that exits as it is imported)
+    except (Exception, SystemExit) as err:  # (a script that exits when imported)
         raise TargetError(f"{spec}: cannot import {module}: {_one_line(err)}") from None
     try:
         for part in name.split("."):
             obj = getattr(obj, part)
-    except (Exception, SystemExit) as err:  # (a script that exits as it is imported)
+    except (Exception, SystemExit) as err:
         raise TargetError(f"{spec}: {module} has no {name}: {_one_line(err)}") from None
     if not callable(obj):
         return obj
     try:
         return obj()
-    except (Exception, SystemExit) as err:  # (a script that exits as it is imported)
+    except (Exception, SystemExit) as err:
         raise TargetError(
             f"{spec}: calling {name}() raised {_one_line(err)} (a target is called with no "
             "arguments)"

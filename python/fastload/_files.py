@@ -168,6 +168,11 @@ def _tensor_leaf(key: str, value: Any) -> ArrayLeaf:
 
     if _torch.is_lazy(value):
         raise TypeError(f"{key}: an uninitialized parameter of a lazy module holds no values")
+    if value.is_nested:
+        raise TypeError(
+            f"{key}: a nested tensor cannot be saved, as safetensors holds tensors of one "
+            "shape; save its values() and offsets() instead"
+        )
     if value.layout != torch.strided:
         kind = "sparse tensor" if "sparse" in str(value.layout) else "tensor"
         raise TypeError(

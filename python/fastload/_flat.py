@@ -76,12 +76,7 @@ def nested_for(dst: Any, flat: Mapping) -> Dict[str, Any]:
 
 
 def _nest_for(dst: Any, flat: Mapping) -> Dict[str, Any]:
-    try:
-        dst_state = _fastload.state(dst)
-    except LoadError as err:  # nodes of `dst` that cannot be walked: a refused load
-        head, _, lines = str(err).partition("\n")
-        head = head.replace("no state was taken", "nothing was loaded")
-        raise type(err)(f"{head}\n{lines}", err.problems) from None
+    dst_state = _fastload.state(dst, for_load=True)
     return _fastload.nest_flat(dst_state, flat, _array_types())
 
 

@@ -127,12 +127,15 @@ def as_numpy(tensor: torch.Tensor) -> Optional[np.ndarray]:
     np_dtype = VIEW_DTYPES.get(tensor.dtype)
     if np_dtype is None or tensor.layout != torch.strided:
         return None
-    if tensor.is_conj() or tensor.is_neg() or memory_refusal(tensor) is not None:
+    if tensor.is_conj() or tensor.is_neg() or tensor._is_zerotensor():
         return None
     if tensor.numel() == 0:
         return np.empty(tuple(tensor.shape), np_dtype)  # no memory to view
+    tensor = tensor.detach()
+    if tensor.dtype in _ML:  # seen as integers: older releases describe no float8 tensor
+        tensor = tensor.view(_ML[tensor.dtype][0])
     # Not `Tensor.numpy()`, which makes the storage unresizable for good.
-    return _fastload.tensor_view(tensor.detach(), np_dtype)
+    return _fastload.tensor_view(tensor, np_dtype)
 
 
 def memory_refusal(tensor: torch.Tensor, role: str = "tensor") -> Optional[str]:
@@ -141,11 +144,11 @@ def memory_refusal(tensor: torch.Tensor, role: str = "tensor") -> Optional[str]:
     one whose storage no longer holds the elements it views (freed or shrunk with
     ``untyped_storage().resize_()``, as FSDP does), where a copy would read garbage or
     write past the memory."""
-    if is_lazy(tensor):
-        return None
+    if is_lazy(tensor) or tensor.is_nested:
+        return None  # (refused as such: `TorchCopies.add`, `_files`)
     if tensor._is_zerotensor():
         return f"the {role} is a zero tensor (torch._efficientzerotensor), which holds no memory"
-    if tensor.layout != torch.strided or tensor.is_meta:
+    if tensor.layout != torch.strided or tensor.is_meta or tensor.dtype in _PACKED:
         return None
     if tensor.numel() == 0:
         return None
@@ -251,12 +254,13 @@ def _cast_refusal(src: torch.dtype, dst: torch.dtype, casting: str) -> Optional[
 
 def _promotes_to(src: torch.dtype, dst: torch.dtype) -> bool:
     """Whether torch promotes ``src`` with ``dst`` to ``dst``. Torch does not promote
-    uint16, uint32 and uint64 with other integers: NumPy's rule decides those."""
+    uint16, uint32 and uint64 with other integers (nor, before 2.2, float8 with anything):
+    NumPy's rule decides those."""
     try:
         return torch.promote_types(src, dst) == dst
     except RuntimeError:
-        if src in _NUMPY and dst in _NUMPY:
-            return bool(np.can_cast(_NUMPY[src], _NUMPY[dst], "safe"))
+        if src in VIEW_DTYPES and dst in VIEW_DTYPES:
+            return bool(np.can_cast(VIEW_DTYPES[src], VIEW_DTYPES[dst], "safe"))
         return False
 
 
@@ -268,6 +272,12 @@ _QUANTIZED = frozenset(
     getattr(torch, name)
     for name in ("qint8", "quint8", "qint32", "quint4x2", "quint2x4")
     if hasattr(torch, name)
+)
+
+# Quantized dtypes whose elements share bytes (a byte holds two or four): `element_size()`
+# does not size their memory.
+_PACKED = frozenset(
+    getattr(torch, name) for name in ("quint4x2", "quint2x4") if hasattr(torch, name)
 )
 
 
@@ -418,10 +428,13 @@ _MIXED_DTENSOR = (
 
 
 def _is_dtensor(x: Any) -> bool:
-    """Whether ``x`` is a DTensor (torch.distributed's, imported where one exists)."""
-    module = sys.modules.get("torch.distributed.tensor")
-    dtensor = getattr(module, "DTensor", None)
-    return dtensor is not None and isinstance(x, dtensor)
+    """Whether ``x`` is a DTensor (torch.distributed's, imported where one exists; before
+    torch 2.4, from a private module)."""
+    for name in ("torch.distributed.tensor", "torch.distributed._tensor"):
+        dtensor = getattr(sys.modules.get(name), "DTensor", None)
+        if dtensor is not None and isinstance(x, dtensor):
+            return True
+    return False
 
 
 def overlaps_itself(tensor: torch.Tensor) -> bool:
@@ -498,6 +511,9 @@ class TorchCopies:
                 2,
                 "the source is the uninitialized parameter of a lazy module: it holds no values",
             )
+        for x in (dst, src):
+            if isinstance(x, torch.Tensor) and x.is_nested:  # (which has no shape to compare)
+                return 2, _NESTED
         lazy = is_lazy(dst)
         if lazy and src is None:
             return 2, "an uninitialized parameter of a lazy module has no shape to fill with zeros"
@@ -526,9 +542,6 @@ class TorchCopies:
                 refusal = memory_refusal(x, role)
                 if refusal is not None:
                     return 2, refusal
-        for x in (dst, src):
-            if isinstance(x, torch.Tensor) and x.is_nested:
-                return 2, _NESTED
         if src is not None and _is_dtensor(dst) != _is_dtensor(src):
             return 2, _MIXED_DTENSOR
         if not lazy and isinstance(dst, torch.Tensor) and dst.is_inference():

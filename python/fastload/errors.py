@@ -28,10 +28,6 @@ class LoadError(ValueError):
         super().__init__(message)
         self.problems = [(str(path), str(text)) for path, text in problems]
 
-    def __reduce__(self) -> Any:
-        # Pickled with its problems (as a worker process raises it to its parent).
-        return type(self), (str(self), self.problems)
-
 
 class ArgumentError(LoadError):
     """The two trees do not have the same structure (keys, lengths, node kinds)."""

@@ -12,9 +12,13 @@ pub const THREADS_ENV: &str = "FASTLOAD_NUM_THREADS";
 pub fn default_threads() -> usize {
     std::env::var(THREADS_ENV)
         .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
+        .and_then(|v| thread_count(&v))
         .unwrap_or_else(cores)
+}
+
+/// The thread count a `FASTLOAD_NUM_THREADS` value sets: a positive integer, else `None`.
+pub fn thread_count(value: &str) -> Option<usize> {
+    value.trim().parse::<usize>().ok().filter(|&n| n > 0)
 }
 
 /// The processor's core count: more copy threads than cores only contend for them.

@@ -222,6 +222,15 @@ fn leaves_as<'py>(
                     quoted(py, sep)
                 )));
             }
+            if overlaps_separator(&part, sep) {
+                let py = node.py();
+                return Err(PyValueError::new_err(format!(
+                    "key {} begins or ends with part of the separator {}, so a path joining \
+                     it would split elsewhere",
+                    quoted(py, &part),
+                    quoted(py, sep)
+                )));
+            }
             // Below the root, parts are joined by `sep`, even after an empty part.
             let len = path.len();
             if depth > 0 {
@@ -268,6 +277,18 @@ fn children<'py>(
     } else {
         return Ok(None);
     }))
+}
+
+/// Whether `part` (which does not contain `sep`) and a `sep` beside it hold `sep`
+/// somewhere else than where it was put: `"a:"` before `"::"`, or `":b"` after it.
+/// A longer occurrence cannot span a whole separator, so the two sides are all there is.
+fn overlaps_separator(part: &str, sep: &str) -> bool {
+    if sep.chars().nth(1).is_none() {
+        return false; // one character: `part` would contain it
+    }
+    let after = format!("{part}{sep}");
+    let before = format!("{sep}{part}");
+    after.find(sep) != Some(part.len()) || before.rfind(sep) != Some(0)
 }
 
 /// The leaves of `state` under their paths joined by `sep` (`fastload.flatten`); with

@@ -199,3 +199,9 @@ fn with_torch_span(
 pub fn default_threads() -> usize {
     threads::default_threads()
 }
+
+/// The thread count a `FASTLOAD_NUM_THREADS` value sets, or `None` where it is ignored.
+#[pyfunction]
+pub fn thread_count(value: &str) -> Option<usize> {
+    threads::thread_count(value)
+}

@@ -26,6 +26,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(state::state, m)?)?;
     m.add_function(wrap_pyfunction!(kinds::children, m)?)?;
     m.add_function(wrap_pyfunction!(load::default_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(load::thread_count, m)?)?;
     m.add_function(wrap_pyfunction!(walk::keys_text, m)?)?;
     m.add_function(wrap_pyfunction!(flat::flatten, m)?)?;
     m.add_function(wrap_pyfunction!(flat::unflatten, m)?)?;

@@ -1,7 +1,7 @@
 //! `state`: a tree of plain containers and arrays with the nesting of the model.
 
 use super::depth::too_deep;
-use super::errors::state_error;
+use super::errors::{load_error, state_error};
 use super::kinds::{Classifier, Node};
 use super::path::{KeyPath, Segment};
 use super::room::LastSize;
@@ -12,9 +12,16 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 /// The state of `x`: keyed nodes become dicts, lists stay lists, tuples stay tuples,
-/// arrays and plain data are kept as they are, and every other leaf becomes `()`.
+/// arrays and plain data are kept as they are, and every other leaf becomes `()`. Nodes
+/// that cannot be walked are all listed in one exception: that of a refused load where
+/// the state is taken `for_load`.
 #[pyfunction]
-pub fn state<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (x, for_load = false))]
+pub fn state<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    for_load: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let room = STATE_NODES.room();
     let mut builder = StateBuilder {
         py,
@@ -28,8 +35,13 @@ pub fn state<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py,
     STATE_NODES.remember(builder.done.len());
     let out = out?;
     if !builder.problems.is_empty() {
-        let problems = std::mem::take(&mut builder.problems);
-        return Err(state_error(py, &LoadFailure { problems }));
+        let failure = LoadFailure {
+            problems: std::mem::take(&mut builder.problems),
+        };
+        return Err(match for_load {
+            true => load_error(py, &failure),
+            false => state_error(py, &failure),
+        });
     }
     Ok(out)
 }

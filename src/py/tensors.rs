@@ -202,13 +202,14 @@ struct TensorMemory<'py> {
     address: usize,
 }
 
-/// A writeable NumPy view of a CPU tensor's memory, as its DLPack capsule describes it. The tensor is the view's
-/// base, as with `Tensor.numpy()`: its owner, whose version counter autograd reads. Unlike
-/// `Tensor.numpy()`, the storage stays resizable (FSDP frees parameters so; observers
-/// resize their empty buffers): the view is for one load or save, during which the caller
-/// keeps the storage alive. `None` where the capsule describes no such view: torch
-/// refuses one for sparse and meta tensors (and older releases for float8 ones), on a GPU,
-/// for no elements (a null address), and where the storage was freed or shrunk.
+/// A writeable NumPy view of a CPU tensor's memory, as its DLPack capsule describes it.
+/// The tensor is the view's base, as with `Tensor.numpy()`: its owner, whose version
+/// counter autograd reads. Unlike `Tensor.numpy()`, the storage stays resizable (FSDP
+/// frees parameters so; observers resize their empty buffers): the view is for one load
+/// or save, during which the caller keeps the storage alive. `None` where the capsule
+/// describes no such view: torch refuses one for sparse and meta tensors (and older
+/// releases for float8 ones), on a GPU, for no elements (a null address), and where the
+/// storage was freed or shrunk.
 fn dlpack_view<'py>(
     to_dlpack: &Bound<'py, PyAny>,
     tensor: &Bound<'py, PyAny>,
