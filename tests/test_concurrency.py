@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -173,3 +176,28 @@ def test_a_load_started_inside_another_into_the_same_model_is_an_error():
     fastload.loadmodel(model, [np.full(32 << 20, 2.0, np.float32)], progress=progress)
     assert inner_errors and "already loading into this destination" in str(inner_errors[0])
     assert model[0][0] == 2.0 and model[0][-1] == 2.0
+
+
+_LOAD_IN_A_FORKED_CHILD = """
+import os, numpy as np, fastload
+def load():
+    dst, src = [np.zeros(1 << 21) for _ in range(4)], [np.full(1 << 21, 2.0) for _ in range(4)]
+    fastload.loadmodel(dst, src, threads=2)
+    return all((d == 2.0).all() for d in dst)
+assert load()  # the parent's pool now has threads
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if load() else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_child_made_by_fork_loads_with_threads_of_its_own():
+    # Its parent's pools have no threads in the child: a job sent to one would never end.
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_IN_A_FORKED_CHILD], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "0"

@@ -11,21 +11,25 @@ use std::ops::Range;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
 
+use super::threads::forked_since;
+
 struct Reserved {
     id: u64,
     span: Range<usize>,
     thread: ThreadId,
 }
 
-#[derive(Default)]
 struct Table {
     next_id: u64,
     reserved: Vec<Reserved>,
+    /// The process the reservations were made in (0 before the first).
+    pid: u32,
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
     next_id: 0,
     reserved: Vec::new(),
+    pid: 0,
 });
 static RELEASED: Condvar = Condvar::new();
 
@@ -54,6 +58,11 @@ pub fn reserve(span: Option<Range<usize>>) -> Result<Reservation, String> {
     };
     let me = thread::current().id();
     let mut table = table();
+    if forked_since(&mut table.pid) {
+        // A child of `fork()`: its parent's loads do not go on here, and their memory is
+        // a copy of its own now.
+        table.reserved.clear();
+    }
     loop {
         let blocking = table.reserved.iter().find(|r| overlaps(&r.span, &span));
         match blocking {

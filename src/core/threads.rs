@@ -30,15 +30,40 @@ pub fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Whether this process is not the one `recorded` (a process id, then updated): a child
+/// made by `fork()` (as `multiprocessing` makes its workers), which has none of its
+/// parent's threads.
+pub fn forked_since(recorded: &mut u32) -> bool {
+    let now = std::process::id();
+    std::mem::replace(recorded, now) != now
+}
+
+/// The pools built so far, by size, in the process that built them.
+struct Pools {
+    pid: u32,
+    by_size: HashMap<usize, Arc<ThreadPool>>,
+}
+
 /// A pool of `threads` workers (at most one per core), built once per size and kept for
 /// later loads; there are at most as many pools as cores.
 pub fn pool(threads: usize) -> Result<Arc<ThreadPool>, String> {
     let threads = threads.clamp(1, cores());
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
-    let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
+    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| {
+        Mutex::new(Pools {
+            pid: std::process::id(),
+            by_size: HashMap::new(),
+        })
+    });
     let mut pools = pools
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if forked_since(&mut pools.pid) {
+        // The parent's pools have no threads here: a job sent to one would wait forever.
+        // Forgotten, not dropped: their workers cannot be told to stop.
+        std::mem::forget(std::mem::take(&mut pools.by_size));
+    }
+    let pools = &mut pools.by_size;
     if let Some(pool) = pools.get(&threads) {
         return Ok(pool.clone());
     }
