@@ -536,7 +536,7 @@ def test_a_sharded_save_failing_midway_leaves_the_old_checkpoint_loadable(
             fastload.save(index, new, max_shard_size=64, progress=stop_in_shard(3))
     elif how == "the index unwritten":
         # Every shard written, then the index fails (a full disk, say).
-        def full_disk(path, data, rename=True):
+        def full_disk(path, data, kept=None):
             raise OSError(f"{path}: cannot write: No space left on device")
 
         monkeypatch.setattr(fastload._files._fastload, "write_raw", full_disk)

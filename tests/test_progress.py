@@ -69,6 +69,22 @@ def test_save_progress_and_interrupted_save_keeps_the_old_file(tmp_path, big):
     assert seen[-1][0] == seen[-1][1] == path.stat().st_size
 
 
+def test_a_save_of_many_small_arrays_reports_every_64_mib_and_stops_between(tmp_path):
+    # 48 arrays of 4 MiB: none is as large as one report's worth of bytes.
+    state = {f"w{i}": np.full(1 << 20, i, np.float32) for i in range(48)}
+    seen = []
+    path = tmp_path / "many.safetensors"
+    fastload.save(path, state, progress=lambda d, t: seen.append(d))
+    assert len(seen) >= 192 // 64 and seen[-1] == path.stat().st_size
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fastload.save(path, {"w": np.zeros(1)}, progress=interrupt)
+    assert [p.name for p in tmp_path.iterdir()] == ["many.safetensors"]
+
+
 def test_sharded_save_progress_counts_up_to_its_total(tmp_path):
     state = {f"w{i}": np.full(1000, i, np.float32) for i in range(4)}
     seen = []

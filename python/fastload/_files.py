@@ -337,42 +337,27 @@ def _save_sharded(
         "weight_map": {key: name for name, shard in zip(names, shards) for key, _, _ in shard},
     }
     # The shards and the index are written under temporary names and renamed over the old
-    # ones only once all of them are: a save that fails before leaves the old checkpoint
-    # whole. The index is renamed last.
-    written: List[Tuple[Path, Path]] = []
+    # ones only once all of them are, in one call that Ctrl-C does not cut short: a save
+    # that fails or is interrupted before leaves the old checkpoint whole. The index is
+    # renamed last. The core appends each temporary file to `temporaries` as it keeps it.
+    temporaries: List[Path] = []
+    finals = [index.parent / name for name in names] + [index]
     try:
         done = 0
-        for name, shard in zip(names, shards):
+        for final, shard in zip(finals, shards):
             nbytes = sum(entry[2].nbytes for entry in shard)
             shard_info = {"format": "np", SAVE_ID_KEY: save_id}
-            temporary = _fastload.write_safetensors(
-                index.parent / name,
-                shard,
-                shard_info,
-                _shard_report(report, done, nbytes, total),
-                MAX_HEADER_BYTES,
-                False,
+            report_shard = _shard_report(report, done, nbytes, total)
+            _fastload.write_safetensors(
+                final, shard, shard_info, report_shard, MAX_HEADER_BYTES, temporaries
             )
-            written.append((Path(temporary), index.parent / name))
             done += nbytes
-        temporary = _fastload.write_raw(index, json.dumps(body, indent=2).encode(), False)
-        written.append((Path(temporary), index))
-        for temporary, final in written:
-            os.replace(temporary, final)
+        _fastload.write_raw(index, json.dumps(body, indent=2).encode(), temporaries)
+        _fastload.rename_all(list(zip(temporaries, finals)))
     except BaseException:
-        for temporary, _ in written:
-            temporary.unlink(missing_ok=True)
+        for temporary in temporaries:
+            Path(temporary).unlink(missing_ok=True)
         raise
-    _sync_folder(index.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Flushes a folder to disk, which makes the renames in it durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _shard_report(

@@ -121,10 +121,12 @@ fn mapped_array<'py>(
 /// A header longer than `max_header` bytes (safetensors reads none longer) is refused
 /// before any file is made.
 ///
-/// `progress(bytes_done, bytes_total)` is called between pieces of 64 MiB, where Ctrl-C
-/// is checked too; an interrupted save leaves `path` as it was.
+/// `progress(bytes_done, bytes_total)` is called every 64 MiB written, where Ctrl-C is
+/// checked too, and Ctrl-C once more after the flush: an interrupted save leaves `path` as
+/// it was. With `kept`, the flushed file is not renamed, but kept under its temporary name,
+/// which is appended to `kept` (see [`finish`]).
 #[pyfunction]
-#[pyo3(signature = (path, tensors, metadata, progress, max_header, rename = true))]
+#[pyo3(signature = (path, tensors, metadata, progress, max_header, kept = None))]
 pub fn write_safetensors(
     py: Python<'_>,
     path: PathBuf,
@@ -132,8 +134,8 @@ pub fn write_safetensors(
     metadata: Option<HashMap<String, String>>,
     progress: Option<Bound<'_, PyAny>>,
     max_header: usize,
-    rename: bool,
-) -> PyResult<Option<PathBuf>> {
+    kept: Option<&Bound<'_, PyList>>,
+) -> PyResult<()> {
     let mut infos = Vec::with_capacity(tensors.len());
     let mut chunks: Vec<(usize, usize)> = Vec::with_capacity(tensors.len());
     let mut offset = 0;
@@ -184,41 +186,65 @@ pub fn write_safetensors(
         })
     };
     // The arrays stay alive (`keep`) while the GIL is released for the write.
-    let written = py.detach(|| {
-        let temp = write_temporary(&path, &prefix, &chunks, &mut tick)?;
-        finish(temp, &path, rename)
-    });
+    let temp = py.detach(|| write_temporary(&path, &prefix, &chunks, &mut tick));
     drop(keep);
-    written
+    finish(py, temp?, &path, kept)
 }
 
 /// Writes `bytes` to `path` crash-safely, as `write_safetensors` does (for an index),
-/// and likewise leaves the flushed file under its temporary name with `rename=False`.
+/// and likewise keeps the flushed file under its temporary name with `kept`.
 #[pyfunction]
-#[pyo3(signature = (path, bytes, rename = true))]
+#[pyo3(signature = (path, bytes, kept = None))]
 pub fn write_raw(
     py: Python<'_>,
     path: PathBuf,
     bytes: &Bound<'_, PyBytes>,
-    rename: bool,
-) -> PyResult<Option<PathBuf>> {
+    kept: Option<&Bound<'_, PyList>>,
+) -> PyResult<()> {
     let bytes = bytes.as_bytes();
-    py.detach(|| {
-        let temp = write_temporary(&path, bytes, &[], &mut |_, _| Ok(()))?;
-        finish(temp, &path, rename)
-    })
+    let temp = py.detach(|| write_temporary(&path, bytes, &[], &mut |_, _| Ok(())))?;
+    finish(py, temp, &path, kept)
 }
 
 /// Renames the flushed `temp` over `path` ([`persist`]), or keeps it under its temporary
-/// name, which is returned.
-fn finish(temp: NamedTempFile, path: &Path, rename: bool) -> PyResult<Option<PathBuf>> {
-    match rename {
-        true => persist(temp, path).map(|()| None),
-        false => temp
-            .keep()
-            .map(|(_, name)| Some(name))
-            .map_err(|e| write_error(path, e.error)),
+/// name, appended to `kept`: in the same call, so that no Ctrl-C can come between the two
+/// and leave a file the caller does not know of. A Ctrl-C during the flush is honoured
+/// first, removing `temp`.
+fn finish(
+    py: Python<'_>,
+    temp: NamedTempFile,
+    path: &Path,
+    kept: Option<&Bound<'_, PyList>>,
+) -> PyResult<()> {
+    py.check_signals()?;
+    match kept {
+        None => py.detach(|| persist(temp, path)),
+        Some(kept) => {
+            let (_, name) = temp.keep().map_err(|e| write_error(path, e.error))?;
+            kept.append(name)
+        }
     }
+}
+
+/// Renames each flushed temporary file over its path, then flushes their folders: a
+/// sharded checkpoint's shards, then its index. In one call, which Ctrl-C does not cut
+/// short (it is raised once all are renamed): a save is either interrupted before its
+/// first rename, leaving the old checkpoint whole, or done.
+#[pyfunction]
+pub fn rename_all(py: Python<'_>, renames: Vec<(PathBuf, PathBuf)>) -> PyResult<()> {
+    py.detach(|| {
+        for (temporary, path) in &renames {
+            std::fs::rename(temporary, path).map_err(|e| write_error(path, e))?;
+        }
+        let mut folders: Vec<&Path> = renames.iter().map(|(_, path)| folder_of(path)).collect();
+        folders.dedup();
+        for folder in folders {
+            File::open(folder)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| write_error(folder, e))?;
+        }
+        Ok(())
+    })
 }
 
 /// Bytes written between two calls of a save's progress.
@@ -243,6 +269,7 @@ fn write_temporary(
     let temp = builder.tempfile_in(folder_of(path)).map_err(failed)?;
     let total = prefix.len() + chunks.iter().map(|c| c.1).sum::<usize>();
     let mut done = 0;
+    let mut ticked = 0; // `done` at the last tick: ticks come every PIECE bytes, of any arrays
     {
         let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
         out.write_all(prefix).map_err(failed)?;
@@ -254,13 +281,15 @@ fn write_temporary(
             for piece in bytes.chunks(PIECE) {
                 out.write_all(piece).map_err(failed)?;
                 done += piece.len();
-                if piece.len() == PIECE || done == total {
+                if done - ticked >= PIECE && done < total {
                     tick(done, total)?;
+                    ticked = done;
                 }
             }
         }
         out.flush().map_err(failed)?;
     }
+    tick(total, total)?;
     temp.as_file().sync_all().map_err(failed)?;
     Ok(temp)
 }

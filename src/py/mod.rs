@@ -35,6 +35,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(files::read_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(files::write_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(files::write_raw, m)?)?;
+    m.add_function(wrap_pyfunction!(files::rename_all, m)?)?;
     m.add_class::<files::MappedFile>()?;
     m.add("MAX_DEPTH", depth::MAX_DEPTH)?;
     Ok(())
