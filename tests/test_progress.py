@@ -123,3 +123,15 @@ def test_ctrl_c_stops_a_long_copy():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout.split()[-1]) < 1.5
+
+
+def test_a_bar_ends_its_line_when_the_job_is_stopped(capsys):
+    from fastload._progress import reporting
+
+    with pytest.raises(KeyboardInterrupt):
+        with reporting(True, "fastload: loading") as report:
+            report(1 << 20, 1 << 30)
+            raise KeyboardInterrupt
+    err = capsys.readouterr().err
+    assert err.startswith("\rfastload: loading [") and err.endswith("\n")
+    assert err.count("\n") == 1

@@ -23,7 +23,7 @@ from ._flat import flat_source as _flat_source
 from ._flat import flatten, unflatten
 from ._flat import is_flat_state_dict as _is_flat_state_dict
 from ._gc import paused as _paused
-from ._progress import reporter as _reporter
+from ._progress import reporting as _reporting
 from ._tree import register, register_leaf
 from .errors import ArgumentError, DimensionMismatch, LoadError, SkippedKeysWarning
 
@@ -149,12 +149,12 @@ def loadmodel(
     count = 0 if threads is None else _thread_count(threads)
     if filter is not None and not callable(filter):
         raise TypeError(f"filter must be callable or None, got {filter!r}")
-    report = _reporter(progress, "fastload: loading")
-    if _files.is_path(src):
-        src = _files.source_for(dst, src)
-    elif _is_flat_state_dict(dst, src):
-        src = _flat_source(dst, src)
-    skipped = _fastload.loadmodel(dst, src, filter, bool(strict), casting, count, report)
+    with _reporting(progress, "fastload: loading") as report:
+        if _files.is_path(src):
+            src = _files.source_for(dst, src)
+        elif _is_flat_state_dict(dst, src):
+            src = _flat_source(dst, src)
+        skipped = _fastload.loadmodel(dst, src, filter, bool(strict), casting, count, report)
     if skipped:
         _warnings.warn(SkippedKeysWarning(skipped), stacklevel=2)
     return dst

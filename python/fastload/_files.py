@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _fastload
 from ._flat import flatten_all, nested_for, unflatten
-from ._progress import ProgressFn, reporter
+from ._progress import ProgressFn, reporting
 from ._types import PathLike, Progress
 from .errors import LoadError
 
@@ -103,8 +103,17 @@ def save(
     progress: Progress = None,
 ) -> None:
     """Write ``state(x)`` to ``path`` as a safetensors file (see ``fastload.save``)."""
-    report = reporter(progress, "fastload: saving")
-    path = Path(os.fspath(path))
+    with reporting(progress, "fastload: saving") as report:
+        _save(Path(os.fspath(path)), x, metadata, max_shard_size, report)
+
+
+def _save(
+    path: Path,
+    x: Any,
+    metadata: Optional[Dict[str, str]],
+    max_shard_size: Optional[int],
+    report: Optional[ProgressFn],
+) -> None:
     if metadata is not None:
         if not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")

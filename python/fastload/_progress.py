@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -34,8 +35,26 @@ class Bar:
         )
         self.shown = True
         if done >= total:
-            sys.stderr.write("\n")
+            self.end()
         sys.stderr.flush()
+
+    def end(self) -> None:
+        """Ends the bar's line, once: when the job is done, or stopped (Ctrl-C)."""
+        if self.shown:
+            sys.stderr.write("\n")
+            self.shown = False
+
+
+@contextmanager
+def reporting(progress: Any, label: str) -> Iterator[Optional[ProgressFn]]:
+    """The callable a ``progress=`` argument stands for (see :func:`reporter`), for a job
+    run inside the ``with``; a bar it draws ends its line however the job ends."""
+    report = reporter(progress, label)
+    try:
+        yield report
+    finally:
+        if isinstance(report, Bar):
+            report.end()
 
 
 def reporter(progress: Any, label: str) -> Optional[ProgressFn]:

@@ -12,7 +12,7 @@ use rayon::ThreadPool;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bytes per parallel task: large leaves are split and small ones batched to about this.
 const TASK_BYTES: usize = 1 << 20;
@@ -157,12 +157,22 @@ impl Executor {
             None => self.copy_independent(plan, ordered, &progress, false),
             Some(mut watch) => {
                 self.copy_watched(plan, ordered, &progress, &mut watch)?;
-                let result = self.copy_ordered_leaves(plan, ordered, &mut external);
-                watch(plan.nbytes(), plan.nbytes())?;
-                return result;
+                // Between ordered leaves too, about every tick: they may be most of a load.
+                let (total, mut done) = (plan.nbytes(), progress.done.load(Ordering::Relaxed));
+                let mut last = Instant::now();
+                let result = self.copy_ordered_leaves(plan, ordered, &mut external, |bytes| {
+                    done += bytes;
+                    if last.elapsed() < self.tick {
+                        return Ok(());
+                    }
+                    last = Instant::now();
+                    watch(done, total)
+                });
+                result?;
+                return watch(total, total);
             }
         }
-        self.copy_ordered_leaves(plan, ordered, &mut external)
+        self.copy_ordered_leaves(plan, ordered, &mut external, |_| Ok(()))
     }
 
     /// The independent leaves copied on another thread, `watch` polled meanwhile.
@@ -242,11 +252,13 @@ impl Executor {
     }
 
     /// The leaves that share bytes with others, and those `external` copies, in walk order.
+    /// `copied(bytes)` follows each, and its error stops the copy there.
     fn copy_ordered_leaves<E>(
         &self,
         plan: &Plan,
         ordered: &[bool],
         external: &mut impl FnMut(usize) -> Result<(), E>,
+        mut copied: impl FnMut(usize) -> Result<(), E>,
     ) -> Result<(), E> {
         for (i, leaf) in plan.leaves().iter().enumerate() {
             if plan.noop[i] {
@@ -256,7 +268,10 @@ impl Executor {
                 external(i)?;
             } else if ordered[i] {
                 copy_ordered(leaf, plan.runs[i]);
+            } else {
+                continue;
             }
+            copied(leaf.nbytes())?;
         }
         Ok(())
     }
@@ -605,6 +620,36 @@ mod tests {
             assert_eq!(result, Err("stop"));
         }
         assert_eq!(dst[n - 1], 0.0, "the copy went on after it was stopped");
+    }
+
+    #[test]
+    fn a_watch_error_stops_the_copy_between_leaves_copied_in_walk_order() {
+        // Four overlapping destinations, each a[k..k+n] <- src: ordered leaves, which a
+        // watch must be able to stop between, as it stops parallel tasks.
+        let n = 1 << 20;
+        let src = vec![1f32; n];
+        let mut a = vec![0f32; n + 3];
+        let p = a.as_mut_ptr();
+        let pairs: Vec<_> = (0..4)
+            .map(|k| (f32_view(p, k, n), f32_view(src.as_ptr(), 0, n)))
+            .collect();
+        let plan = byte_copies(&pairs);
+        let mut exec = Executor::new(&plan, 2).unwrap();
+        exec.tick = Duration::ZERO;
+        let stop_once_copying = |done, _| match done {
+            0 => Ok(()),
+            _ => Err("stop"),
+        };
+        let ordered = exec.ordered(&plan);
+        assert!(ordered.iter().all(|&o| o));
+        let result = exec.execute_watched(&plan, &ordered, |_| Ok(()), Some(stop_once_copying));
+        assert_eq!(result, Err("stop"));
+        // Leaf k ends at a[k + n - 1]: leaf 0 was copied, then the copy stopped.
+        assert_eq!(
+            (a[n - 1], a[n]),
+            (1.0, 0.0),
+            "leaf 1 was copied after the stop"
+        );
     }
 
     #[test]

@@ -69,8 +69,9 @@ pub fn reserve(span: Option<Range<usize>>) -> Result<Reservation, String> {
             None => break,
             Some(r) if r.thread == me => {
                 return Err(
-                    "this thread is already loading into this destination (a load \
-                     started from inside another one)"
+                    "this thread is already loading into this destination, or into memory \
+                     next to it (a load started from inside another one, which holds the \
+                     addresses from its lowest destination byte to its highest)"
                         .to_owned(),
                 )
             }
