@@ -712,3 +712,66 @@ def test_an_array_save_cannot_hold_is_refused_naming_its_key(tmp_path):
     with pytest.raises(TypeError, match=r"^layers\.1\.w: safetensors cannot hold dtype"):
         fastload.save(tmp_path / "model.safetensors", model)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_save_refuses_what_is_no_regular_file_and_paths_naming_a_folder(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "folder")
+    state = {"w": np.ones(2)}
+    with pytest.raises(OSError, match="pipe: is not a regular file"):
+        fastload.save(tmp_path / "pipe", state)
+    for name in ("folder", "link"):
+        with pytest.raises(IsADirectoryError, match=f"{name}: is a folder"):
+            fastload.save(tmp_path / name, state)
+    for path in (f"{tmp_path}/new/", f"{tmp_path}/m.safetensors/."):
+        with pytest.raises(IsADirectoryError, match="names a folder"):
+            fastload.save(path, state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "link", "pipe"]
+    assert (tmp_path / "link").is_symlink() and not any((tmp_path / "folder").iterdir())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and links")
+def test_a_save_over_a_file_keeps_its_permissions_and_writes_through_a_link(tmp_path):
+    path = tmp_path / "private.safetensors"
+    fastload.save(path, {"w": np.zeros(2)})
+    path.chmod(0o600)
+    (tmp_path / "link.safetensors").symlink_to(path)
+    fastload.save(tmp_path / "link.safetensors", {"w": np.ones(2)})
+    assert (tmp_path / "link.safetensors").is_symlink()
+    assert fastload.load(path)["w"].tolist() == [1.0, 1.0]
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_sharded_save_removes_the_shards_its_old_checkpoint_had_beyond_its_own(tmp_path):
+    index = tmp_path / "model.safetensors.index.json"
+    fastload.save(index, {f"w{i}": np.full(4, i, np.float32) for i in range(6)}, max_shard_size=16)
+    assert len(list(tmp_path.iterdir())) == 7
+    (tmp_path / "notes.txt").write_text("kept")
+    fastload.save(index, {"w": np.ones(4, np.float32)}, max_shard_size=16)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "model-00001-of-00001.safetensors",
+        "model.safetensors.index.json",
+        "notes.txt",
+    ]
+    assert fastload.load(index)["w"].tolist() == [1.0] * 4
+    with pytest.raises(ValueError, match="'total_size' is the index's own"):
+        fastload.save(index, {"w": np.ones(4)}, max_shard_size=16, metadata={"total_size": "1"})
+
+
+def test_a_sharded_save_whose_index_cannot_be_renamed_replaces_no_shard(tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    index = folder / "model.safetensors.index.json"
+    old = {f"w{i}": np.full(4, i, np.float32) for i in range(2)}
+    fastload.save(folder / "model.safetensors", old)  # shards named as the new ones will be
+    fastload.save(index, old, max_shard_size=16)
+    shard_bytes = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    index.unlink()
+    index.mkdir()  # a folder where the index goes: the last rename would fail
+    with pytest.raises(OSError, match="is a folder"):
+        fastload.save(index, {k: v + 1 for k, v in old.items()}, max_shard_size=16)
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert after == {k: v for k, v in shard_bytes.items() if k != index.name}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import re
 import sys
 import uuid
 from collections.abc import Mapping
@@ -103,8 +104,26 @@ def save(
     progress: Progress = None,
 ) -> None:
     """Write ``state(x)`` to ``path`` as a safetensors file (see ``fastload.save``)."""
+    target = _save_target(path)
     with reporting(progress, "fastload: saving") as report:
-        _save(Path(os.fspath(path)), x, metadata, max_shard_size, report)
+        _save(target, x, metadata, max_shard_size, report)
+
+
+def _save_target(path: PathLike) -> Path:
+    """The file a save writes for ``path``, as ``open(path, "wb")`` would write it: through
+    symbolic links, and refused where that is no regular file (a folder, a device, a
+    pipe), which renaming a new file over it would replace."""
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"path must be a str or os.PathLike[str], got {type(text).__name__}")
+    if text.endswith((os.sep, "/", f"{os.sep}.", "/.")) or text in (".", ".."):
+        raise IsADirectoryError(f"{text}: names a folder; save writes a file")
+    target = Path(os.path.realpath(text))
+    if target.is_dir():
+        raise IsADirectoryError(f"{text}: is a folder; save writes a file")
+    if target.exists() and not target.is_file():
+        raise OSError(f"{text}: is not a regular file (a device or a pipe); save writes one")
+    return target
 
 
 def _save(
@@ -326,7 +345,10 @@ def _save_sharded(
         raise ValueError(f"max_shard_size must be positive, got {max_shard_size}")
     if not index.name.endswith(INDEX_SUFFIX):
         raise ValueError(f"a sharded checkpoint is named by its index, *{INDEX_SUFFIX}")
+    if "total_size" in info:
+        raise ValueError("metadata key 'total_size' is the index's own: a sharded save writes it")
     stem = index.name[: -len(INDEX_SUFFIX)].removesuffix(".safetensors")
+    old_shards = _shards_of(index, stem)
     shards: List[List] = [[]]
     size = 0
     for entry in arrays:
@@ -367,6 +389,23 @@ def _save_sharded(
         for temporary in temporaries:
             Path(temporary).unlink(missing_ok=True)
         raise
+    # The old checkpoint's shards that the new one did not write over (it had more of them)
+    # are stale: its index is gone.
+    for name in old_shards - set(names):
+        (index.parent / name).unlink(missing_ok=True)
+
+
+def _shards_of(index: Path, stem: str) -> set:
+    """The shards of the checkpoint whose index is at ``index``, if any: those named as a
+    sharded save names them (``stem-00001-of-00004.safetensors``); nothing if the index
+    cannot be read."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        names = set(weight_map.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return set()
+    pattern = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}\.safetensors")
+    return {name for name in names if isinstance(name, str) and pattern.fullmatch(name)}
 
 
 def _shard_report(

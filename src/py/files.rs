@@ -233,6 +233,25 @@ fn finish(
 #[pyfunction]
 pub fn rename_all(py: Python<'_>, renames: Vec<(PathBuf, PathBuf)>) -> PyResult<()> {
     py.detach(|| {
+        // Every rename must be able to succeed before the first is done: a folder (or a
+        // device) in the way would fail one midway, the old checkpoint half replaced.
+        for (_, path) in &renames {
+            match std::fs::symlink_metadata(path) {
+                Ok(found) if found.is_dir() => {
+                    return Err(PyOSError::new_err(format!(
+                        "{}: is a folder; save writes a file",
+                        path.display()
+                    )))
+                }
+                Ok(found) if !found.is_file() && !found.is_symlink() => {
+                    return Err(PyOSError::new_err(format!(
+                        "{}: is not a regular file (a device or a pipe); save writes one",
+                        path.display()
+                    )))
+                }
+                _ => {}
+            }
+        }
         for (temporary, path) in &renames {
             std::fs::rename(temporary, path).map_err(|e| write_error(path, e))?;
         }
@@ -267,6 +286,13 @@ fn write_temporary(
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
     let temp = builder.tempfile_in(folder_of(path)).map_err(failed)?;
+    // A file saved over keeps its permissions (a private checkpoint stays private), as
+    // one written in place by `open` would.
+    if let Some(old) = std::fs::metadata(path).ok().filter(|old| old.is_file()) {
+        temp.as_file()
+            .set_permissions(old.permissions())
+            .map_err(failed)?;
+    }
     let total = prefix.len() + chunks.iter().map(|c| c.1).sum::<usize>();
     let mut done = 0;
     let mut ticked = 0; // `done` at the last tick: ticks come every PIECE bytes, of any arrays
