@@ -775,3 +775,9 @@ def test_a_sharded_save_whose_index_cannot_be_renamed_replaces_no_shard(tmp_path
         fastload.save(index, {k: v + 1 for k, v in old.items()}, max_shard_size=16)
     after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     assert after == {k: v for k, v in shard_bytes.items() if k != index.name}
+
+
+def test_a_missing_shard_index_is_worded_as_a_missing_file(tmp_path):
+    for name in ("model.safetensors", "model.safetensors.index.json"):
+        with pytest.raises(LoadError, match=f"{name}: No such file or directory"):
+            fastload.load(tmp_path / name)

@@ -449,7 +449,9 @@ def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
         if not all(isinstance(shard, str) for shard in weight_map.values()):
             raise TypeError("weight_map does not map tensor names to file names")
         metadata = {str(k): str(v) for k, v in dict(body.get("metadata") or {}).items()}
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+    except OSError as err:  # as a missing single file is worded
+        raise _file_error(index, f"{err.strerror} (os error {err.errno})") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
         raise _file_error(index, f"not a shard index: {err}") from None
     arrays: Dict[str, np.ndarray] = {}
     for shard in dict.fromkeys(weight_map.values()):
