@@ -236,6 +236,22 @@ def test_casts_into_tensors_give_load_state_dicts_bits(src_dtype, dst_dtype, sou
     )
 
 
+@pytest.mark.parametrize("dst_dtype", ["uint32", "int32", "uint8", "bool"])
+def test_complex_into_integer_tensors_gives_copy_s_values_out_of_range_too(dst_dtype):
+    if not hasattr(torch, dst_dtype):
+        pytest.skip(f"this torch has no {dst_dtype}")
+    dtype = getattr(torch, dst_dtype)
+    values = [2.03e10 - 0.9j, -float("inf"), -5.3e29, complex("nan"), 3e9, -7.0, 0.5j]
+    src = torch.tensor(values, dtype=torch.complex128)
+    expected = torch.zeros(len(values), dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected.copy_(src)
+    dst = torch.zeros(len(values), dtype=dtype)
+    fastload.loadmodel({"w": dst}, {"w": src.numpy()}, casting="unsafe")
+    assert torch.equal(dst, expected)
+
+
 def test_parameters_tied_through_data_load_from_a_file_holding_one_of_them(tmp_path):
     save_model = pytest.importorskip("safetensors.torch").save_model
 

@@ -12,6 +12,7 @@ taking `.real` first does that without the process-wide warning filters.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -56,10 +57,12 @@ def _torch_cast(src: np.ndarray, dst: np.ndarray) -> Optional[np.ndarray]:
         src = np.ascontiguousarray(src)  # torch holds no negative strides
     try:
         tensor = _torch.as_tensor(src)
-        dtype = _torch.torch_dtype(dst)
-        if tensor.is_complex() and not dtype.is_complex and dtype != torch.bool:
-            tensor = tensor.real  # as `copy_cast` does, without torch's warning
-        tensor = tensor.to(dtype)
+        out = torch.empty(tensor.shape, dtype=_torch.torch_dtype(dst))
+        with warnings.catch_warnings():
+            # Complex into real drops the imaginary part, as `copy_cast` does, but torch
+            # warns of it.
+            warnings.simplefilter("ignore", UserWarning)
+            out.copy_(tensor)  # as `load_state_dict` copies (`.real.to()` differs for uint32)
     except (TypeError, ValueError, RuntimeError):
         return None  # a dtype or a byte order torch does not hold: NumPy casts
-    return _torch.as_numpy(tensor)
+    return _torch.as_numpy(out)
