@@ -761,20 +761,18 @@ def test_a_sharded_save_removes_the_shards_its_old_checkpoint_had_beyond_its_own
         fastload.save(index, {"w": np.ones(4)}, max_shard_size=16, metadata={"total_size": "1"})
 
 
-def test_a_sharded_save_whose_index_cannot_be_renamed_replaces_no_shard(tmp_path):
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    index = folder / "model.safetensors.index.json"
+def test_a_sharded_save_whose_last_shard_cannot_be_renamed_replaces_nothing(tmp_path):
+    index = tmp_path / "model.safetensors.index.json"
     old = {f"w{i}": np.full(4, i, np.float32) for i in range(2)}
-    fastload.save(folder / "model.safetensors", old)  # shards named as the new ones will be
-    fastload.save(index, old, max_shard_size=16)
-    shard_bytes = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    index.unlink()
-    index.mkdir()  # a folder where the index goes: the last rename would fail
-    with pytest.raises(OSError, match="is a folder"):
-        fastload.save(index, {k: v + 1 for k, v in old.items()}, max_shard_size=16)
-    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    assert after == {k: v for k, v in shard_bytes.items() if k != index.name}
+    fastload.save(index, old, max_shard_size=16)  # two shards
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    (tmp_path / "model-00003-of-00003.safetensors").mkdir()  # where the third will go
+    new = {f"w{i}": np.full(4, 10 + i, np.float32) for i in range(3)}
+    with pytest.raises(IsADirectoryError, match="model-00003-of-00003.safetensors: is a folder"):
+        fastload.save(index, new, max_shard_size=16)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before  # no shard renamed, no temporary file left
+    assert fastload.load(index)["w1"].tolist() == [1.0] * 4
 
 
 def test_a_missing_shard_index_is_worded_as_a_missing_file(tmp_path):

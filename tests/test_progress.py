@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -77,12 +79,18 @@ def test_a_save_of_many_small_arrays_reports_every_64_mib_and_stops_between(tmp_
     fastload.save(path, state, progress=lambda d, t: seen.append(d))
     assert len(seen) >= 192 // 64 and seen[-1] == path.stat().st_size
 
+    old = path.read_bytes()
+    stopped_at = []
+
     def interrupt(done, total):
+        stopped_at.append((done, total))
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fastload.save(path, {"w": np.zeros(1)}, progress=interrupt)
+        fastload.save(path, {k: v + 1 for k, v in state.items()}, progress=interrupt)
+    assert 0 < stopped_at[0][0] < stopped_at[0][1]  # between arrays, not at the end
     assert [p.name for p in tmp_path.iterdir()] == ["many.safetensors"]
+    assert path.read_bytes() == old
 
 
 def test_sharded_save_progress_counts_up_to_its_total(tmp_path):
@@ -135,3 +143,18 @@ def test_a_bar_ends_its_line_when_the_job_is_stopped(capsys):
     err = capsys.readouterr().err
     assert err.startswith("\rfastload: loading [") and err.endswith("\n")
     assert err.count("\n") == 1
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc")
+def test_threads_1_copies_on_the_calling_thread_between_its_reports(big):
+    dst, src = big
+    before = len(os.listdir("/proc/self/task"))
+    seen = []
+
+    def report(done, total):
+        seen.append((threading.get_ident(), len(os.listdir("/proc/self/task")), done))
+
+    fastload.loadmodel(dst, src, threads=1, progress=report)
+    assert {ident for ident, _, _ in seen} == {threading.get_ident()}
+    assert max(count for _, count, _ in seen) == before  # no thread started for the copy
+    assert seen[0][2] == 0 and seen[-1][2] == 2 * BIG * 4

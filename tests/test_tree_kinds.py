@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from collections import OrderedDict, namedtuple
 from typing import NamedTuple
@@ -247,3 +248,44 @@ def test_a_state_that_cannot_be_taken_lists_every_node_in_the_way():
         fastload.state(tree)
     assert str(info.value).startswith("3 problems; no state was taken:")
     assert [path for path, _ in info.value.problems] == ["a.0", "b.loop", "c"]
+
+
+def _library_values():
+    import datetime
+    import fractions
+    import io
+    import logging
+    import pathlib
+    import random
+    import re
+    import uuid
+
+    cached = functools.lru_cache()(lambda x: x)
+    return [
+        pathlib.Path("/data"), logging.getLogger("fastload.test"), cached, np.vectorize(abs),
+        random.Random(0), fractions.Fraction(1, 2), uuid.UUID(int=1), datetime.date(2020, 1, 1),
+        re.compile("a"), io.BytesIO(), staticmethod(abs),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", _library_values(), ids=lambda v: type(v).__name__)
+def test_values_of_the_standard_library_are_leaves_not_their_internals(value):
+    # A cached path, a logger's manager of every logger, an lru_cache's cache: none is a
+    # parameter, and their attributes differ between equal values.
+    assert fastload.children(value) is None
+    w = np.zeros(2)
+    fastload.loadmodel({"w": w, "x": value}, {"w": np.ones(2), "x": ()})
+    assert w.tolist() == [1.0, 1.0]
+    assert fastload.flatten({"w": w, "x": value}) == {"w": w}
+
+
+def test_a_slot_of_a_class_named_only_with_underscores_is_not_mangled():
+    class _:
+        __slots__ = ("__w",)
+
+        def __init__(self, value):
+            self.__w = np.full(2, value)
+
+    dst = _(0.0)
+    fastload.loadmodel(dst, _(1.0))
+    assert fastload.children(dst)["__w"].tolist() == [1.0, 1.0]

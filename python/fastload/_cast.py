@@ -5,14 +5,14 @@ to float16, through float32) differently from NumPy, and a load into a tensor gi
 
 Both are called only for casts already checked against the casting rule, so NumPy's
 floating-point warnings are silenced, with `np.errstate`, which is local to the thread.
-Complex values cast to real ones lose their imaginary part, as `casting="unsafe"` asks;
-taking `.real` first does that without the process-wide warning filters.
+Complex values cast to real ones lose their imaginary part, as `casting="unsafe"` asks:
+NumPy is given `.real`, which it casts without the warning that process-wide filters
+would be needed to silence. Torch warns of it once, as `load_state_dict` would.
 """
 
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Optional
 
 import numpy as np
@@ -57,12 +57,8 @@ def _torch_cast(src: np.ndarray, dst: np.ndarray) -> Optional[np.ndarray]:
         src = np.ascontiguousarray(src)  # torch holds no negative strides
     try:
         tensor = _torch.as_tensor(src)
-        out = torch.empty(tensor.shape, dtype=_torch.torch_dtype(dst))
-        with warnings.catch_warnings():
-            # Complex into real drops the imaginary part, as `copy_cast` does, but torch
-            # warns of it.
-            warnings.simplefilter("ignore", UserWarning)
-            out.copy_(tensor)  # as `load_state_dict` copies (`.real.to()` differs for uint32)
+        out = torch.empty(tensor.shape, dtype=_torch.torch_dtype(dst), device="cpu")
+        out.copy_(tensor)  # as `load_state_dict` copies (`.real.to()` differs for uint32)
     except (TypeError, ValueError, RuntimeError):
         return None  # a dtype or a byte order torch does not hold: NumPy casts
     return _torch.as_numpy(out)

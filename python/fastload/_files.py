@@ -104,15 +104,17 @@ def save(
     progress: Progress = None,
 ) -> None:
     """Write ``state(x)`` to ``path`` as a safetensors file (see ``fastload.save``)."""
-    target = _save_target(path)
+    # A sharded checkpoint's files are looked up beside its index, as given (a link in a
+    # cache folder of links, say): its path is not resolved.
+    target = _save_target(path, follow_links=max_shard_size is None)
     with reporting(progress, "fastload: saving") as report:
         _save(target, x, metadata, max_shard_size, report)
 
 
-def _save_target(path: PathLike) -> Path:
+def _save_target(path: PathLike, follow_links: bool) -> Path:
     """The file a save writes for ``path``, as ``open(path, "wb")`` would write it: through
-    symbolic links, and refused where that is no regular file (a folder, a device, a
-    pipe), which renaming a new file over it would replace."""
+    symbolic links (if ``follow_links``), and refused where that is no regular file (a
+    folder, a device, a pipe), which renaming a new file over it would replace."""
     text = os.fspath(path)
     if not isinstance(text, str):
         raise TypeError(f"path must be a str or os.PathLike[str], got {type(text).__name__}")
@@ -123,7 +125,7 @@ def _save_target(path: PathLike) -> Path:
         raise IsADirectoryError(f"{text}: is a folder; save writes a file")
     if target.exists() and not target.is_file():
         raise OSError(f"{text}: is not a regular file (a device or a pipe); save writes one")
-    return target
+    return target if follow_links else Path(text)
 
 
 def _save(
@@ -389,10 +391,23 @@ def _save_sharded(
         for temporary in temporaries:
             Path(temporary).unlink(missing_ok=True)
         raise
-    # The old checkpoint's shards that the new one did not write over (it had more of them)
-    # are stale: its index is gone.
-    for name in old_shards - set(names):
-        (index.parent / name).unlink(missing_ok=True)
+    _remove_stale(index, old_shards - set(names), save_id)
+
+
+def _remove_stale(index: Path, stale: set, save_id: str) -> None:
+    """Removes the old checkpoint's shards that the new index does not name, once the new
+    one is in place: only while the index is still this save's (a save beside it may have
+    put its own in place since), and as far as they can be (the save itself is done)."""
+    try:
+        if json.loads(index.read_text())["metadata"][SAVE_ID_KEY] != save_id:
+            return
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for name in stale:
+        try:
+            (index.parent / name).unlink(missing_ok=True)
+        except OSError:
+            pass  # a folder in its place, say: not the save's to remove
 
 
 def _shards_of(index: Path, stem: str) -> set:

@@ -39,8 +39,41 @@ _OPAQUE_TYPES = (
     types.ModuleType,
     functools.partial,
     np.ufunc,
+    np.vectorize,
     enum.Enum,
+    staticmethod,
+    classmethod,
+    property,
+    functools.partialmethod,
 )
+
+# Values of the standard library that hold no parameters, whose attributes are their
+# implementation (a cache, a lock, a manager of every logger): leaves, as functions are.
+# Named by module, and looked up only in modules already imported.
+_LIBRARY_VALUES = (
+    ("pathlib", "PurePath"),
+    ("logging", "Logger"),
+    ("logging", "LoggerAdapter"),
+    ("functools", "_lru_cache_wrapper"),
+    ("random", "Random"),
+    ("fractions", "Fraction"),
+    ("decimal", "Decimal"),
+    ("uuid", "UUID"),
+    ("io", "IOBase"),
+    ("datetime", "date"),
+    ("datetime", "time"),
+    ("datetime", "timedelta"),
+    ("datetime", "tzinfo"),
+    ("re", "Pattern"),
+)
+
+
+def _is_library_value(tp: type) -> bool:
+    for module, name in _LIBRARY_VALUES:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(tp, cls):
+            return True
+    return False
 
 
 def register(cls: type, children: ChildrenFn) -> None:
@@ -110,8 +143,9 @@ def _slot_names(tp: type) -> Tuple[str, ...]:
         for slot in slots:
             if slot in ("__dict__", "__weakref__"):
                 continue
-            if slot.startswith("__") and not slot.endswith("__"):
-                slot = f"_{base.__name__.lstrip('_')}{slot}"  # name mangling
+            owner = base.__name__.lstrip("_")
+            if slot.startswith("__") and not slot.endswith("__") and owner:
+                slot = f"_{owner}{slot}"  # name mangling (none in a class named "_")
             if slot not in names:
                 names.append(slot)
     return tuple(names)
@@ -138,7 +172,7 @@ def _kind(tp: type) -> Tuple[int, Optional[object]]:
         return BOOL, None
     if issubclass(tp, _DATA_TYPES):
         return DATA, None
-    if issubclass(tp, _OPAQUE_TYPES):
+    if issubclass(tp, _OPAQUE_TYPES) or _is_library_value(tp):
         return OPAQUE, None
     if issubclass(tp, Mapping):
         return MAPPING, None

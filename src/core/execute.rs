@@ -154,7 +154,7 @@ impl Executor {
     ) -> Result<(), E> {
         let progress = Progress::default();
         match watch {
-            None => self.copy_independent(plan, ordered, &progress, false),
+            None => self.copy_independent(plan, ordered, &progress),
             Some(mut watch) => {
                 self.copy_watched(plan, ordered, &progress, &mut watch)?;
                 // Between ordered leaves too, about every tick: they may be most of a load.
@@ -162,8 +162,8 @@ impl Executor {
                 let mut last = Instant::now();
                 let result = self.copy_ordered_leaves(plan, ordered, &mut external, |bytes| {
                     done += bytes;
-                    if last.elapsed() < self.tick {
-                        return Ok(());
+                    if done >= total || last.elapsed() < self.tick {
+                        return Ok(()); // (the last call comes once all is copied)
                     }
                     last = Instant::now();
                     watch(done, total)
@@ -175,7 +175,8 @@ impl Executor {
         self.copy_ordered_leaves(plan, ordered, &mut external, |_| Ok(()))
     }
 
-    /// The independent leaves copied on another thread, `watch` polled meanwhile.
+    /// The independent leaves copied by the pool, `watch` polled meanwhile on this thread;
+    /// without a pool, copied on this thread in tasks, with `watch` between them.
     fn copy_watched<E>(
         &self,
         plan: &Plan,
@@ -184,10 +185,23 @@ impl Executor {
         watch: &mut impl FnMut(usize, usize) -> Result<(), E>,
     ) -> Result<(), E> {
         let total = plan.nbytes();
+        if self.pool.is_none() {
+            // The first call comes at once, so that a copy can be refused before it starts.
+            watch(0, total)?;
+            let mut last = Instant::now();
+            for task in parallel_tasks(plan, &|i, leaf| independent(plan, ordered, i, leaf)) {
+                progress.add(run_task(plan, &task, self.streaming));
+                if last.elapsed() >= self.tick {
+                    last = Instant::now();
+                    watch(progress.done.load(Ordering::Relaxed), total)?;
+                }
+            }
+            return Ok(());
+        }
         std::thread::scope(|scope| {
             let (finished, wait) = mpsc::channel();
             scope.spawn(move || {
-                self.copy_independent(plan, ordered, progress, true);
+                self.copy_independent(plan, ordered, progress);
                 let _ = finished.send(());
             });
             // The first call comes at once, so that a copy can be refused before it starts.
@@ -205,27 +219,11 @@ impl Executor {
     }
 
     /// The leaves no other copy touches: in parallel tasks, or on this thread for small
-    /// loads (in tasks too when `stoppable`, so that a large leaf can be stopped midway).
-    fn copy_independent(
-        &self,
-        plan: &Plan,
-        ordered: &[bool],
-        progress: &Progress,
-        stoppable: bool,
-    ) {
-        let independent =
-            |i: usize, leaf: &LeafCopy| !ordered[i] && leaf.op != Op::External && !plan.noop[i];
+    /// loads.
+    fn copy_independent(&self, plan: &Plan, ordered: &[bool], progress: &Progress) {
         match &self.pool {
-            None if stoppable => {
-                for task in parallel_tasks(plan, &independent) {
-                    if progress.cancelled() {
-                        break;
-                    }
-                    progress.add(run_task(plan, &task, self.streaming));
-                }
-            }
             Some(pool) => {
-                let tasks = parallel_tasks(plan, &independent);
+                let tasks = parallel_tasks(plan, &|i, leaf| independent(plan, ordered, i, leaf));
                 let streaming = self.streaming;
                 pool.install(|| {
                     tasks.par_iter().for_each(|task| {
@@ -240,7 +238,7 @@ impl Executor {
                     if progress.cancelled() {
                         break;
                     }
-                    if independent(i, leaf) {
+                    if independent(plan, ordered, i, leaf) {
                         // SAFETY: an independent leaf shares no bytes with any other copy.
                         unsafe { copy_leaf(leaf, plan.runs[i], None, self.streaming) };
                         progress.add(leaf.nbytes());
@@ -275,6 +273,12 @@ impl Executor {
         }
         Ok(())
     }
+}
+
+/// Whether leaf `i` shares no bytes with any other copy, and is copied here (not by
+/// `external`, nor skipped).
+fn independent(plan: &Plan, ordered: &[bool], i: usize, leaf: &LeafCopy) -> bool {
+    !ordered[i] && leaf.op != Op::External && !plan.noop[i]
 }
 
 /// Splits the independent leaves into tasks of about [`TASK_BYTES`].

@@ -7,7 +7,7 @@ use crate::core::checkpoint::{describe, read_header};
 use memmap2::{Mmap, MmapOptions};
 use numpy::npyffi;
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyIsADirectoryError, PyOSError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use safetensors::tensor::{Dtype, Metadata, TensorInfo};
@@ -238,7 +238,7 @@ pub fn rename_all(py: Python<'_>, renames: Vec<(PathBuf, PathBuf)>) -> PyResult<
         for (_, path) in &renames {
             match std::fs::symlink_metadata(path) {
                 Ok(found) if found.is_dir() => {
-                    return Err(PyOSError::new_err(format!(
+                    return Err(PyIsADirectoryError::new_err(format!(
                         "{}: is a folder; save writes a file",
                         path.display()
                     )))
