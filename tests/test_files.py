@@ -779,3 +779,17 @@ def test_a_missing_shard_index_is_worded_as_a_missing_file(tmp_path):
     for name in ("model.safetensors", "model.safetensors.index.json"):
         with pytest.raises(LoadError, match=f"{name}: No such file or directory"):
             fastload.load(tmp_path / name)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links")
+def test_a_sharded_save_through_a_linked_index_keeps_its_shards_beside_the_link(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    target = tmp_path / "b" / "model.safetensors.index.json"
+    target.write_text("{}")
+    link = tmp_path / "a" / "model.safetensors.index.json"
+    link.symlink_to(target)
+    state = {f"w{i}": np.full(4, i, np.float32) for i in range(2)}
+    fastload.save(link, state, max_shard_size=16)
+    back = fastload.load(link)  # shards are looked up beside the path given
+    assert all(np.array_equal(back[k], v) for k, v in state.items())
