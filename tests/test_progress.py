@@ -158,3 +158,20 @@ def test_threads_1_copies_on_the_calling_thread_between_its_reports(big):
     assert {ident for ident, _, _ in seen} == {threading.get_ident()}
     assert max(count for _, count, _ in seen) == before  # no thread started for the copy
     assert seen[0][2] == 0 and seen[-1][2] == 2 * BIG * 4
+    assert [done for _, _, done in seen].count(2 * BIG * 4) == 1
+
+
+def test_a_slow_progress_callable_is_called_about_every_tick_of_copying(big):
+    import time
+
+    dst, src = big
+    calls = []
+
+    def slow(done, total):
+        calls.append(done)
+        time.sleep(0.15)  # longer than a tick: the copy between calls still takes one
+
+    fastload.loadmodel(dst, src, threads=1, progress=slow)
+    assert calls.count(2 * BIG * 4) == 1
+    # 384 MiB copy in ~100 ms ticks: a handful of calls, not one per 1 MiB task.
+    assert len(calls) < 20

@@ -289,3 +289,16 @@ def test_a_slot_of_a_class_named_only_with_underscores_is_not_mangled():
     dst = _(0.0)
     fastload.loadmodel(dst, _(1.0))
     assert fastload.children(dst)["__w"].tolist() == [1.0, 1.0]
+
+
+def test_a_class_of_the_users_that_derives_from_a_library_value_is_walked_as_usual():
+    import random
+
+    class Sampler(random.Random):
+        def __init__(self, value):
+            super().__init__(0)
+            self.w = np.full(3, value)
+
+    dst = Sampler(0.0)
+    fastload.loadmodel(dst, Sampler(1.0))
+    assert dst.w.tolist() == [1.0] * 3

@@ -120,12 +120,14 @@ def _save_target(path: PathLike, follow_links: bool) -> Path:
         raise TypeError(f"path must be a str or os.PathLike[str], got {type(text).__name__}")
     if text.endswith((os.sep, "/", f"{os.sep}.", "/.")) or text in (".", ".."):
         raise IsADirectoryError(f"{text}: names a folder; save writes a file")
-    target = Path(os.path.realpath(text))
+    target = Path(os.path.realpath(text) if follow_links else text)
+    if target.is_symlink():
+        return target  # (not followed: the rename replaces the link)
     if target.is_dir():
         raise IsADirectoryError(f"{text}: is a folder; save writes a file")
     if target.exists() and not target.is_file():
         raise OSError(f"{text}: is not a regular file (a device or a pipe); save writes one")
-    return target if follow_links else Path(text)
+    return target
 
 
 def _save(

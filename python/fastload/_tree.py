@@ -68,7 +68,18 @@ _LIBRARY_VALUES = (
 )
 
 
+# The modules that define them (and their subclasses of their own, as `PosixPath`), by
+# their top-level name: a class of the user's that derives from one is walked as usual.
+_LIBRARY_MODULES = frozenset(
+    ["pathlib", "logging", "functools", "random", "fractions", "uuid", "re", "_sre"]
+    + ["decimal", "_decimal", "_pydecimal", "io", "_io", "_pyio"]
+    + ["datetime", "_datetime", "_pydatetime", "zoneinfo", "_zoneinfo"]
+)
+
+
 def _is_library_value(tp: type) -> bool:
+    if tp.__module__.partition(".")[0] not in _LIBRARY_MODULES:
+        return False
     for module, name in _LIBRARY_VALUES:
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type) and issubclass(tp, cls):

@@ -165,8 +165,9 @@ impl Executor {
                     if done >= total || last.elapsed() < self.tick {
                         return Ok(()); // (the last call comes once all is copied)
                     }
-                    last = Instant::now();
-                    watch(done, total)
+                    let watched = watch(done, total);
+                    last = Instant::now(); // a tick of copying, however long `watch` took
+                    watched
                 });
                 result?;
                 return watch(total, total);
@@ -191,9 +192,10 @@ impl Executor {
             let mut last = Instant::now();
             for task in parallel_tasks(plan, &|i, leaf| independent(plan, ordered, i, leaf)) {
                 progress.add(run_task(plan, &task, self.streaming));
-                if last.elapsed() >= self.tick {
-                    last = Instant::now();
-                    watch(progress.done.load(Ordering::Relaxed), total)?;
+                let done = progress.done.load(Ordering::Relaxed);
+                if done < total && last.elapsed() >= self.tick {
+                    watch(done, total)?;
+                    last = Instant::now(); // a tick of copying, however long `watch` took
                 }
             }
             return Ok(());
