@@ -219,3 +219,42 @@ def test_main_prints_to_the_stdout_of_the_moment_and_file_problems_without_load_
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'bad.safetensors'}: the header is larger")
     assert "nothing was loaded" not in err
+
+
+def test_diff_compares_a_state_dict_target_as_flat_keys_and_refuses_a_non_model(tmp_path):
+    (tmp_path / "targets.py").write_text(
+        "import numpy as np\n"
+        "def flat():\n"
+        "    return {'fc.weight': np.zeros((2, 2), np.float32), 'fc.bias': np.zeros(2)}\n"
+        "def nothing():\n"
+        "    return None\n"
+    )
+    path = tmp_path / "m.safetensors"
+    fastload.save(path, {"fc": {"weight": np.ones((2, 2), np.float32), "bias": np.ones(2)}})
+    done = run("diff", path, "targets:flat", cwd=tmp_path)
+    assert (done.returncode, done.stdout.strip()) == (0, "2 arrays match, 0 differ")
+    assert_one_line_error(
+        run("diff", path, "targets:nothing", cwd=tmp_path), "gave NoneType, not a model"
+    )
+
+
+def test_a_reader_that_stops_early_ends_inspect_quietly(tmp_path):
+    path = tmp_path / "many.safetensors"
+    fastload.save(path, {f"k{i}": np.zeros(1) for i in range(20000)})
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "fastload", "inspect", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout.readline().startswith(str(path).encode())
+    reader.stdout.close()  # as `| head -1` does
+    assert reader.wait(timeout=60) == 0
+    assert reader.stderr.read() == b""
+
+
+def test_one_long_name_does_not_pad_every_row_of_inspect(tmp_path):
+    path = tmp_path / "m.safetensors"
+    fastload.save(path, {"x" * 500: np.zeros(1), "w": np.zeros(2)})
+    done = run("inspect", path)
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:]}
+    assert len(rows["w"]) < 100

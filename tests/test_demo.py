@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fastload import demo
 
 
@@ -14,3 +16,11 @@ def test_demo_runs_on_a_small_model(capsys):
     assert "the model is bit-for-bit unchanged" in out
     assert "loaded back from it: every parameter equal" in out
     assert "fastload.loadmodel" in out and "Python walk + np.copyto" in out
+
+
+@pytest.mark.parametrize("flag, value", [("--repeats", "0"), ("--layers", "-1"), ("--width", "x")])
+def test_demo_refuses_sizes_that_are_not_positive_integers_with_a_usage_error(flag, value, capsys):
+    with pytest.raises(SystemExit) as info:
+        demo.main([flag, value])
+    assert info.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err

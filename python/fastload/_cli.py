@@ -11,10 +11,12 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
+from . import _fastload
 from ._files import read_checked
 from ._flat import flatten, is_array
 from .errors import LoadError, shape_text
@@ -57,16 +59,20 @@ def inspect(path: str, out: Optional[TextIO] = None) -> None:
             rows.append((name, f"tied to {_shown(value)}"))
         else:
             shape = shape_text(value.shape)
-            rows.append((name, f"{shape:<16} {value.dtype.name:<10} {_size(value.nbytes)}"))
-    width = max((len(n) for n, _ in rows), default=0) + 2
+            rows.append((name, f"{shape:<16} {value.dtype.name:<13} {_size(value.nbytes)}"))
+    # Capped: one long name should not pad every row (longer ones push their own row out).
+    width = min(max((len(n) for n, _ in rows), default=0), _MAX_NAME_WIDTH) + 2
     total = sum(a.nbytes for a in arrays.values())
     print(
         f"{path}: {len(arrays)} tensors, {_size(total)}, {len(ties)} tied",
         file=out,
     )
     for name, detail in rows:
-        print(f"{name:<{width}}{detail}".rstrip(), file=out)
+        pad = max(width, len(name) + 2)
+        print(f"{name:<{pad}}{detail}".rstrip(), file=out)
 
+
+_MAX_NAME_WIDTH = 60
 
 # Deeper rows are indented no further, so that a key of many parts prints in linear space.
 _MAX_INDENT = 32
@@ -104,15 +110,29 @@ def signatures(spec: str) -> Dict[str, Signature]:
         found.update({k: found[first] for k, first in ties.items()})
         return found
     obj = _import(spec)
-    try:
-        leaves = flatten(obj)
-    except Exception as err:  # a failing `children` of the user's own types, say
-        raise TargetError(f"{spec}: cannot take its state: {_one_line(err)}") from None
+    if obj is None or is_array(obj) or _fastload.children(obj) is None:
+        raise TargetError(f"{spec}: gave {type(obj).__name__}, not a model or a state")
+    if _is_flat(obj):  # a `state_dict`: its keys are the paths already
+        leaves = dict(obj)
+    else:
+        try:
+            leaves = flatten(obj)
+        except Exception as err:  # a failing `children` of the user's own types, say
+            raise TargetError(f"{spec}: cannot take its state: {_one_line(err)}") from None
     out = {}
     for key, value in leaves.items():
         if is_array(value):
             out[key] = (tuple(value.shape), str(value.dtype).replace("torch.", ""))
     return out
+
+
+def _is_flat(obj: Any) -> bool:
+    """Whether ``obj`` is a flat mapping of arrays under dotted paths (a ``state_dict``)."""
+    return (
+        isinstance(obj, Mapping)
+        and any(isinstance(k, str) and "." in k for k in obj)
+        and all(isinstance(k, str) and is_array(v) for k, v in obj.items())
+    )
 
 
 def _import(spec: str) -> Any:
@@ -187,11 +207,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="Inspect a safetensors checkpoint, or compare two (or one and a model).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    shown = commands.add_parser("inspect", help="print the tree of a checkpoint")
-    shown.add_argument("file")
-    compared = commands.add_parser("diff", help="where two checkpoints (or a model) differ")
-    compared.add_argument("a")
-    compared.add_argument("b")
+    checkpoint = "a safetensors file, or a sharded checkpoint's *.safetensors.index.json"
+    shown = commands.add_parser(
+        "inspect",
+        help="print the tree of a checkpoint",
+        description="Print the tree of a checkpoint: paths, shapes, dtypes, bytes, ties.",
+    )
+    shown.add_argument("file", help=checkpoint)
+    compared = commands.add_parser(
+        "diff",
+        help="where two checkpoints (or a model) differ",
+        description="Show where two checkpoints, or a checkpoint and a model, differ in "
+        "structure, shape or dtype. Exit status: 0 if they match, 1 if they differ, 2 on "
+        "an error.",
+    )
+    target = f"{checkpoint}; or module:name, an object (called if callable) to compare"
+    compared.add_argument("a", help=target)
+    compared.add_argument("b", help=target)
     args = parser.parse_args(argv)
     np.set_printoptions(threshold=10)
     try:
@@ -199,6 +231,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             inspect(args.file)
             return 0
         return diff(args.a, args.b)
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): the rest goes nowhere, quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (LoadError, TargetError, OSError) as err:
         problems = getattr(err, "problems", None) if isinstance(err, LoadError) else None
         # A file's problems, without the words of a refused load ("nothing was loaded").

@@ -103,14 +103,31 @@ def arrays_of(tree: Any) -> List[np.ndarray]:
     return arrays
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _check(ok: bool) -> None:
+    """What the demo claims, checked (under ``python -O`` too, unlike ``assert``)."""
+    if not ok:
+        raise SystemExit("fastload.demo: a check failed; this is a bug, please report it")
+
+
 def main(argv: Any = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fastload.demo", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--vocab", type=int, default=16384)
-    parser.add_argument("--repeats", type=int, default=5)
+    sizes = {
+        "--layers": (6, "transformer blocks"),
+        "--width": (512, "model width"),
+        "--vocab": (16384, "vocabulary size"),
+        "--repeats": (5, "timed loads; the median is shown"),
+    }
+    for flag, (default, text) in sizes.items():
+        parser.add_argument(flag, type=_positive, default=default, help=f"{text} ({default})")
     args = parser.parse_args(argv)
 
     model = GPT(args.layers, args.width, args.vocab, seed=0)
@@ -124,8 +141,8 @@ def main(argv: Any = None) -> int:
 
     fastload.loadmodel(model, checkpoint)
     expected = GPT(args.layers, args.width, args.vocab, seed=1)
-    assert all(np.array_equal(a, b) for a, b in zip(arrays_of(model), arrays_of(expected)))
-    assert model.lm_head["weight"] is model.wte
+    _check(all(np.array_equal(a, b) for a, b in zip(arrays_of(model), arrays_of(expected))))
+    _check(model.lm_head["weight"] is model.wte)
     print("loaded: every parameter equals the checkpoint's; the tie is still one array")
 
     bad = fastload.state(GPT(args.layers, args.width, args.vocab, seed=2))
@@ -137,7 +154,7 @@ def main(argv: Any = None) -> int:
     except fastload.LoadError as err:
         print(f"bad checkpoint refused with {type(err).__name__}:")
         print("  " + str(err).replace("\n", "\n  "))
-    assert all(np.array_equal(a, b) for a, b in zip(params, before))
+    _check(all(np.array_equal(a, b) for a, b in zip(params, before)))
     print("after the refused load the model is bit-for-bit unchanged")
 
     with tempfile.TemporaryDirectory() as folder:
@@ -146,7 +163,7 @@ def main(argv: Any = None) -> int:
         fresh = GPT(args.layers, args.width, args.vocab, seed=0)
         fastload.loadmodel(fresh, path)
         saved = GPT(args.layers, args.width, args.vocab, seed=3)
-        assert all(np.array_equal(a, b) for a, b in zip(arrays_of(fresh), arrays_of(saved)))
+        _check(all(np.array_equal(a, b) for a, b in zip(arrays_of(fresh), arrays_of(saved))))
         t_file = median_seconds(lambda: fastload.loadmodel(fresh, path), args.repeats)
         print(
             f"saved to a safetensors file ({os.path.getsize(path) / 1e6:.1f} MB, the tie stored "
