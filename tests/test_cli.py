@@ -258,3 +258,19 @@ def test_one_long_name_does_not_pad_every_row_of_inspect(tmp_path):
     done = run("inspect", path)
     rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:]}
     assert len(rows["w"]) < 100
+
+
+def test_diff_takes_a_tie_stored_once_for_the_same_array(tmp_path):
+    (tmp_path / "tiedmodel.py").write_text(
+        "import numpy as np\n"
+        "def build():\n"
+        "    wte = np.zeros((4, 2), np.float32)\n"
+        "    return {'wte': wte, 'head': {'weight': wte}, 'b': np.zeros(2)}\n"
+    )
+    once = tmp_path / "once.safetensors"  # as save_model stores a tie: one name only
+    save_file({"wte": np.ones((4, 2), np.float32), "b": np.ones(2)}, str(once))
+    done = run("diff", once, "tiedmodel:build", cwd=tmp_path)
+    assert (done.returncode, done.stdout.strip()) == (0, "2 arrays match, 0 differ")
+    save_file({"wte": np.ones((4, 2), np.float16), "b": np.ones(2)}, str(once))
+    done = run("diff", once, "tiedmodel:build", cwd=tmp_path)
+    assert done.returncode == 1 and "~ wte: dtype float16 vs float32" in done.stdout

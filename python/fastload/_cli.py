@@ -102,13 +102,14 @@ def _natural(key: str) -> List[Any]:
     return [part(p) for p in key.split(".")]
 
 
-def signatures(spec: str) -> Dict[str, Signature]:
-    """Shape and dtype of each array of a checkpoint path or a ``module:name`` object."""
+def signatures(spec: str) -> Tuple[Dict[str, Signature], Dict[str, str]]:
+    """Shape and dtype of each array of a checkpoint path or a ``module:name`` object, and
+    its ties: each later name of a tied array, with its first."""
     if os.path.exists(spec) or spec.endswith((".safetensors", ".json")):
         arrays, ties, _ = read_checked(spec)
         found = {k: (tuple(a.shape), a.dtype.name) for k, a in arrays.items()}
         found.update({k: found[first] for k, first in ties.items()})
-        return found
+        return found, dict(ties)
     obj = _import(spec)
     if obj is None or is_array(obj) or _fastload.children(obj) is None:
         raise TargetError(f"{spec}: gave {type(obj).__name__}, not a model or a state")
@@ -119,11 +120,16 @@ def signatures(spec: str) -> Dict[str, Signature]:
             leaves = flatten(obj)
         except Exception as err:  # a failing `children` of the user's own types, say
             raise TargetError(f"{spec}: cannot take its state: {_one_line(err)}") from None
-    out = {}
+    out: Dict[str, Signature] = {}
+    ties: Dict[str, str] = {}
+    first_names: Dict[int, str] = {}  # by the array object: `head.weight = wte.weight`
     for key, value in leaves.items():
         if is_array(value):
             out[key] = (tuple(value.shape), str(value.dtype).replace("torch.", ""))
-    return out
+            first = first_names.setdefault(id(value), key)
+            if first != key:
+                ties[key] = first
+    return out, ties
 
 
 def _is_flat(obj: Any) -> bool:
@@ -179,7 +185,13 @@ def _one_line(err: Exception) -> str:
 def diff(a: str, b: str, out: Optional[TextIO] = None) -> int:
     """Prints where two checkpoints (or a checkpoint and a model) differ in structure,
     shape or dtype; returns 0 when they match, 1 when they differ."""
-    left, right = signatures(a), signatures(b)
+    (left, left_ties), (right, right_ties) = signatures(a), signatures(b)
+    # A tied name that one side leaves out (as `save_model` stores a tie once) loads from
+    # its first name, as a load fills it: not a difference.
+    for found, ties, other in ((left, left_ties, right), (right, right_ties, left)):
+        for key, first in ties.items():
+            if key not in other and first in other and found[key] == other[first]:
+                del found[key]
     lines = []
     for key in sorted(set(left) | set(right), key=_natural):
         if key not in right:
