@@ -11,25 +11,28 @@ use std::ops::Range;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
 
-use super::threads::forked_since;
-
 struct Reserved {
     id: u64,
     span: Range<usize>,
     thread: ThreadId,
 }
 
-struct Table {
+pub(super) struct Table {
     next_id: u64,
     reserved: Vec<Reserved>,
-    /// The process the reservations were made in (0 before the first).
-    pid: u32,
+}
+
+impl Table {
+    /// In a child of `fork()`: its parent's loads do not go on here, and their memory is a
+    /// copy of its own now.
+    pub(super) fn forget_parents(&mut self) {
+        self.reserved.clear();
+    }
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
     next_id: 0,
     reserved: Vec::new(),
-    pid: 0,
 });
 static RELEASED: Condvar = Condvar::new();
 
@@ -38,7 +41,7 @@ pub struct Reservation {
     id: Option<u64>,
 }
 
-fn table() -> MutexGuard<'static, Table> {
+pub(super) fn lock_table() -> MutexGuard<'static, Table> {
     // A panic while holding the lock leaves the table consistent (every change is one
     // push or one removal), so a poisoned lock is still usable.
     TABLE.lock().unwrap_or_else(|e| e.into_inner())
@@ -57,12 +60,8 @@ pub fn reserve(span: Option<Range<usize>>) -> Result<Reservation, String> {
         return Ok(Reservation { id: None });
     };
     let me = thread::current().id();
-    let mut table = table();
-    if forked_since(&mut table.pid) {
-        // A child of `fork()`: its parent's loads do not go on here, and their memory is
-        // a copy of its own now.
-        table.reserved.clear();
-    }
+    super::fork::guard();
+    let mut table = lock_table();
     loop {
         let blocking = table.reserved.iter().find(|r| overlaps(&r.span, &span));
         match blocking {
@@ -91,7 +90,7 @@ pub fn reserve(span: Option<Range<usize>>) -> Result<Reservation, String> {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            table().reserved.retain(|r| r.id != id);
+            lock_table().reserved.retain(|r| r.id != id);
             RELEASED.notify_all();
         }
     }

@@ -10,6 +10,7 @@ pub mod convert;
 mod convert_x86;
 pub mod dtype;
 pub mod execute;
+mod fork;
 pub mod half_bits;
 pub mod inflight;
 pub mod kernels;

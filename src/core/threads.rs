@@ -1,8 +1,7 @@
 //! Thread pools: how many threads a load uses, and the pools that run them.
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// Environment variable that sets the default thread count.
 pub const THREADS_ENV: &str = "FASTLOAD_NUM_THREADS";
@@ -30,41 +29,37 @@ pub fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Whether this process is not the one `recorded` (a process id, then updated): a child
-/// made by `fork()` (as `multiprocessing` makes its workers), which has none of its
-/// parent's threads.
-pub fn forked_since(recorded: &mut u32) -> bool {
-    let now = std::process::id();
-    std::mem::replace(recorded, now) != now
+/// The pools built so far, by size; at most as many as cores.
+pub(super) struct Pools {
+    by_size: Vec<(usize, Arc<ThreadPool>)>,
 }
 
-/// The pools built so far, by size, in the process that built them.
-struct Pools {
-    pid: u32,
-    by_size: HashMap<usize, Arc<ThreadPool>>,
+impl Pools {
+    /// In a child of `fork()`: the parent's pools have no threads here, and a job sent to
+    /// one would wait forever. Forgotten, not dropped: their workers cannot be told to stop.
+    pub(super) fn forget_parents(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.by_size));
+    }
+}
+
+static POOLS: Mutex<Pools> = Mutex::new(Pools {
+    by_size: Vec::new(),
+});
+
+pub(super) fn lock_pools() -> MutexGuard<'static, Pools> {
+    // A panic while holding the lock leaves the list whole (every change is one push).
+    POOLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A pool of `threads` workers (at most one per core), built once per size and kept for
-/// later loads; there are at most as many pools as cores.
+/// later loads.
 pub fn pool(threads: usize) -> Result<Arc<ThreadPool>, String> {
     let threads = threads.clamp(1, cores());
-    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
-    let pools = POOLS.get_or_init(|| {
-        Mutex::new(Pools {
-            pid: std::process::id(),
-            by_size: HashMap::new(),
-        })
-    });
-    let mut pools = pools
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if forked_since(&mut pools.pid) {
-        // The parent's pools have no threads here: a job sent to one would wait forever.
-        // Forgotten, not dropped: their workers cannot be told to stop.
-        std::mem::forget(std::mem::take(&mut pools.by_size));
-    }
-    let pools = &mut pools.by_size;
-    if let Some(pool) = pools.get(&threads) {
+    super::fork::guard();
+    let mut pools = lock_pools();
+    if let Some((_, pool)) = pools.by_size.iter().find(|(size, _)| *size == threads) {
         return Ok(pool.clone());
     }
     let pool = ThreadPoolBuilder::new()
@@ -73,7 +68,7 @@ pub fn pool(threads: usize) -> Result<Arc<ThreadPool>, String> {
         .build()
         .map_err(|e| format!("cannot start {threads} copy threads: {e}"))?;
     let pool = Arc::new(pool);
-    pools.insert(threads, pool.clone());
+    pools.by_size.push((threads, pool.clone()));
     Ok(pool)
 }
 
