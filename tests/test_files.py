@@ -793,3 +793,18 @@ def test_a_sharded_save_through_a_linked_index_keeps_its_shards_beside_the_link(
     fastload.save(link, state, max_shard_size=16)
     back = fastload.load(link)  # shards are looked up beside the path given
     assert all(np.array_equal(back[k], v) for k, v in state.items())
+
+
+def test_a_sharded_save_does_not_overwrite_another_checkpoints_shards(tmp_path):
+    first = tmp_path / "y.index.json"
+    old = {f"w{i}": np.full(4, i, np.float32) for i in range(2)}
+    fastload.save(first, old, max_shard_size=16)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # Both indexes name their shards y-0000k-of-0000n.safetensors.
+    with pytest.raises(FileExistsError, match="y-00001-of-00002.safetensors: exists and is no"):
+        fastload.save(tmp_path / "y.safetensors.index.json", old, max_shard_size=16)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # Its own shards a save replaces, the ones its old index names.
+    new = {f"w{i}": np.full(4, 10 + i, np.float32) for i in range(2)}
+    fastload.save(first, new, max_shard_size=16)
+    assert fastload.load(first)["w1"].tolist() == [11.0] * 4

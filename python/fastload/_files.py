@@ -363,6 +363,7 @@ def _save_sharded(
         shards[-1].append(entry)
         size += nbytes
     names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    _refuse_others(index, set(names) - old_shards)
     # Every shard carries the id of its save, so that a load can tell shards of another
     # (say, interrupted) save from this one's.
     save_id = uuid.uuid4().hex
@@ -394,6 +395,20 @@ def _save_sharded(
             Path(temporary).unlink(missing_ok=True)
         raise
     _remove_stale(index, old_shards - set(names), save_id)
+
+
+def _refuse_others(index: Path, names: set) -> None:
+    """Refuses to write shards over files the old checkpoint at ``index`` does not name:
+    another checkpoint's shards, as ``y.index.json`` and ``y.safetensors.index.json`` name
+    theirs alike."""
+    for name in sorted(names):
+        path = index.parent / name
+        if path.is_file() or path.is_symlink():
+            raise FileExistsError(
+                f"{path}: exists and is no shard of the checkpoint at {index} (another "
+                f"checkpoint's, say), so the save would overwrite it: remove it, or save "
+                f"under another name"
+            )
 
 
 def _remove_stale(index: Path, stale: set, save_id: str) -> None:
