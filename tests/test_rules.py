@@ -186,6 +186,24 @@ def test_sequence_against_other_keys_is_argument_error(keys, snapshot):
     snap.assert_unchanged()
 
 
+def test_strict_false_loads_a_sequence_from_the_indices_a_mapping_has():
+    # unflatten(flatten([Dense, np.tanh, Dense])) has no key "1": tanh holds no arrays.
+    dst = [{"w": np.zeros(2)}, np.tanh, {"w": np.zeros(2)}]
+    src = {"0": {"w": np.ones(2)}, "2": {"w": np.full(2, 2.0)}, "extra": np.ones(1)}
+    with pytest.warns(fastload.SkippedKeysWarning) as record:
+        fastload.loadmodel(dst, src, strict=False)
+    assert dst[0]["w"].tolist() == [1.0, 1.0] and dst[2]["w"].tolist() == [2.0, 2.0]
+    assert record[0].message.skipped == [("<root>", ["1"], ["extra"])]
+
+
+def test_strict_false_loads_the_indices_a_mapping_has_from_a_sequence():
+    dst = {0: np.zeros(1), 2: np.zeros(1), "x": np.zeros(1)}
+    with pytest.warns(fastload.SkippedKeysWarning) as record:
+        fastload.loadmodel(dst, [np.ones(1), np.full(1, 5.0), np.full(1, 7.0)], strict=False)
+    assert [dst[0][0], dst[2][0], dst["x"][0]] == [1.0, 7.0, 0.0]
+    assert record[0].message.skipped == [("<root>", ["x"], [1])]
+
+
 # --- the leaf table ------------------------------------------------------------------
 
 

@@ -491,6 +491,9 @@ impl<'py> Walker<'py> {
         }
         if found.len() != dst.len() || src.len() != dst.len() {
             src.read_pairs();
+            if !self.strict {
+                return self.sequence_from_some_keys(dst, &src);
+            }
             let keys: Vec<_> = src.pairs.iter().map(|(k, _)| k.clone()).collect();
             let message = format!(
                 "Tried to load a mapping with keys {} into a sequence of {} children; expected {}",
@@ -503,6 +506,49 @@ impl<'py> Walker<'py> {
         }
         for (i, (d, s)) in dst.iter().zip(&found).enumerate() {
             self.child(Segment::Index(i), d, s)?;
+        }
+        Ok(())
+    }
+
+    /// Under `strict=False`, a sequence loading from a mapping that lacks some of its
+    /// indices or has other keys: the indices it has are loaded, the rest skipped.
+    fn sequence_from_some_keys(
+        &mut self,
+        dst: Vec<Bound<'py, PyAny>>,
+        src: &Keyed<'py>,
+    ) -> PyResult<()> {
+        // Keyed by `int`s, or by `str`s: whichever the first index is.
+        let by_int = src
+            .pairs
+            .iter()
+            .find(|(key, _)| index_key(key).is_some())
+            .map(|(key, _)| key.is_instance_of::<PyInt>());
+        let mut found: Vec<Option<&Bound<'py, PyAny>>> = vec![None; dst.len()];
+        let mut unexpected = Vec::new();
+        for (key, value) in &src.pairs {
+            match index_key(key) {
+                Some(i)
+                    if i < dst.len()
+                        && found[i].is_none()
+                        && by_int == Some(key.is_instance_of::<PyInt>()) =>
+                {
+                    found[i] = Some(value)
+                }
+                _ => unexpected.push(key.clone()),
+            }
+        }
+        let mut missing = Vec::new();
+        for (i, _) in found.iter().enumerate().filter(|(_, s)| s.is_none()) {
+            missing.push(match by_int {
+                Some(true) => i.into_pyobject(self.py)?.into_any(),
+                _ => PyString::new(self.py, &i.to_string()).into_any(),
+            });
+        }
+        self.one_sided(missing, unexpected);
+        for (i, (d, s)) in dst.iter().zip(found).enumerate() {
+            if let Some(s) = s {
+                self.child(Segment::Index(i), d, s)?;
+            }
         }
         Ok(())
     }
@@ -534,6 +580,9 @@ impl<'py> Walker<'py> {
             }
         }
         if order.len() != dst.pairs.len() || dst.pairs.len() != src.len() {
+            if !self.strict {
+                return self.some_keys_from_sequence(&dst, &src);
+            }
             let keys: Vec<_> = dst.pairs.iter().map(|(k, _)| k.clone()).collect();
             let message = format!(
                 "Tried to load a sequence of {} children into a mapping with keys {}; expected {}",
@@ -544,6 +593,49 @@ impl<'py> Walker<'py> {
             self.problem(ProblemKind::Structure, message);
             return Ok(());
         }
+        for (key, d, i) in order {
+            self.child(Segment::Key(key.clone()), d, &src[i])?;
+        }
+        Ok(())
+    }
+
+    /// Under `strict=False`, a mapping keyed by some of a sequence's indices (and maybe
+    /// other keys) loading from it: the indices it has are loaded, the rest skipped.
+    fn some_keys_from_sequence(
+        &mut self,
+        dst: &Keyed<'py>,
+        src: &[Bound<'py, PyAny>],
+    ) -> PyResult<()> {
+        // Keyed by `int`s, or by `str`s: whichever the first index is.
+        let by_int = dst
+            .pairs
+            .iter()
+            .find(|(key, _)| index_key(key).is_some())
+            .map(|(key, _)| key.is_instance_of::<PyInt>());
+        let mut seen = vec![false; src.len()];
+        let mut order = Vec::with_capacity(dst.pairs.len());
+        let mut missing = Vec::new();
+        for (key, d) in &dst.pairs {
+            match index_key(key) {
+                Some(i)
+                    if i < src.len()
+                        && !seen[i]
+                        && by_int == Some(key.is_instance_of::<PyInt>()) =>
+                {
+                    seen[i] = true;
+                    order.push((key, d, i));
+                }
+                _ => missing.push(key.clone()),
+            }
+        }
+        let mut unexpected = Vec::new();
+        for (i, _) in seen.iter().enumerate().filter(|(_, seen)| !**seen) {
+            unexpected.push(match by_int {
+                Some(true) => i.into_pyobject(self.py)?.into_any(),
+                _ => PyString::new(self.py, &i.to_string()).into_any(),
+            });
+        }
+        self.one_sided(missing, unexpected);
         for (key, d, i) in order {
             self.child(Segment::Key(key.clone()), d, &src[i])?;
         }
