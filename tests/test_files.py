@@ -808,3 +808,44 @@ def test_a_sharded_save_does_not_overwrite_another_checkpoints_shards(tmp_path):
     new = {f"w{i}": np.full(4, 10 + i, np.float32) for i in range(2)}
     fastload.save(first, new, max_shard_size=16)
     assert fastload.load(first)["w1"].tolist() == [11.0] * 4
+
+
+def test_views_of_one_array_as_two_float8_types_are_saved_apart(tmp_path):
+    # Every float8 dtype of ml_dtypes is `<V1` to NumPy's dtype.str.
+    x = np.array([1.0, 2.0, 448.0, -3.0], ml_dtypes.float8_e4m3fn)
+    y = x.view(ml_dtypes.float8_e4m3fnuz)
+    path = tmp_path / "f8.safetensors"
+    fastload.save(path, {"x": x, "y": y})
+    back = fastload.load(path)
+    assert back["y"].dtype == y.dtype and back["y"].tobytes() == y.tobytes()
+    assert back["x"].dtype == x.dtype and back["x"].tobytes() == x.tobytes()
+
+
+def test_a_state_of_numpy_scalars_within_numpy_scalars_is_a_load_error(tmp_path):
+    state = '{"x":' + '["numpy","<i4",' * 3000 + '["int",1]' + "]" * 3000 + "}"
+    header = json.dumps(
+        {
+            "__metadata__": {"fastload.state": state},
+            "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+        }
+    ).encode()
+    path = header_file(tmp_path / "deep.safetensors", header, b"\0" * 4)
+    # (JSON parsers before Python 3.12 give up on such depth first.)
+    with pytest.raises(LoadError, match="fastload metadata is invalid") as info:
+        fastload.load(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "tree, metadata, what",
+    [
+        ({"m": {"a\ud800": np.ones(1)}}, None, "key 'a\\\\ud800' holds a lone surrogate"),
+        ({"w": np.ones(1)}, {"k\udcff": "v"}, "a metadata key cannot be stored .*'k\\\\udcff'"),
+        ({"w": np.ones(1)}, {"k": "\ud800"}, "the metadata value of 'k' cannot be stored"),
+    ],
+)
+def test_names_that_are_no_utf_8_are_refused_by_save_naming_them(tmp_path, tree, metadata, what):
+    path = tmp_path / "model.safetensors"
+    with pytest.raises(ValueError, match=what):
+        fastload.save(path, tree, metadata=metadata)
+    assert os.listdir(tmp_path) == []

@@ -149,8 +149,10 @@ def test_flatten_refuses_keys_that_a_separator_of_several_characters_would_split
     flat = fastload.flatten({"a": {"b:c": 1}}, sep="::")  # inside a key: unambiguous
     assert flat == {"a::b:c": 1}
     assert fastload.unflatten(flat, sep="::") == {"a": {"b:c": 1}}
-    with pytest.raises(UnicodeEncodeError):
+    with pytest.raises(ValueError, match=r"key 'a\\ud800.b' holds a lone surrogate"):
         fastload.unflatten({"a\ud800.b": 1})
+    with pytest.raises(ValueError, match=r"key 'a\\ud800' holds a lone surrogate"):
+        fastload.flatten({"m": {"a\ud800": 1}})
 
 
 def test_a_key_whose_str_changes_the_dict_being_flattened_does_not_break_the_walk():

@@ -142,6 +142,9 @@ def _save(
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise TypeError("metadata must map strings to strings")
+        for k, v in metadata.items():
+            _check_utf8(k, "a metadata key")
+            _check_utf8(v, f"the metadata value of {k!r}")
         reserved = [k for k in metadata if k.startswith("fastload.")]
         if reserved:
             raise ValueError(f"metadata keys starting with 'fastload.' are reserved: {reserved}")
@@ -251,7 +254,20 @@ def _copied_to_cpu(key: str, tensor: Any) -> np.ndarray:
 def _identity(array: np.ndarray) -> tuple:
     """Arrays with this identity are the same parameter (a tie)."""
     address = array.__array_interface__["data"][0]
-    return address, array.shape, array.strides, array.dtype.str
+    # The dtype itself: `dtype.str` is `<V1` for every float8 type of ml_dtypes.
+    return address, array.shape, array.strides, array.dtype
+
+
+def _check_utf8(text: str, what: str) -> None:
+    """Refuses a string a file cannot hold: safetensors headers are UTF-8, and a lone
+    surrogate (from a file name read with ``surrogateescape``, say) is none."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{what} cannot be stored in a file: {text!r} holds a lone surrogate, which "
+            "UTF-8 has no code for"
+        ) from None
 
 
 def _stored(key: str, array: np.ndarray) -> Tuple[str, str, np.ndarray]:
@@ -261,6 +277,7 @@ def _stored(key: str, array: np.ndarray) -> Tuple[str, str, np.ndarray]:
             f"key {key!r} names an array, and safetensors keeps that name for the metadata "
             "of a file; rename it"
         )
+    _check_utf8(key, f"key {key!r}")
     # (np.ascontiguousarray would make a 0-d array 1-d.)
     contiguous = array if array.flags.c_contiguous else array.copy(order="C")
     if contiguous.dtype.byteorder == ">":
@@ -321,6 +338,8 @@ def _decode(pair: List[Any]) -> Any:
         dtype = np.dtype(value)
         if dtype.kind not in _SCALAR_KINDS:
             raise ValueError(f"a NumPy scalar of dtype {dtype} is not stored by save")
+        if pair[2][0] == "numpy":
+            raise ValueError("a NumPy scalar holds a Python number, not another NumPy scalar")
         return dtype.type(_decode(pair[2]))
     return {
         "none": lambda v: None,

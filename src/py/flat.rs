@@ -117,6 +117,17 @@ fn items<'py>(
         .collect()
 }
 
+/// A key's text, refused where it is no UTF-8 (a lone surrogate, as from a file name read
+/// with `surrogateescape`): paths and checkpoints name leaves by UTF-8 text.
+fn utf8<'a>(key: &'a Bound<'_, PyString>) -> PyResult<std::borrow::Cow<'a, str>> {
+    key.to_cow().map_err(|_| {
+        let shown = key.repr().map(|r| r.to_string()).unwrap_or_default();
+        PyValueError::new_err(format!(
+            "key {shown} holds a lone surrogate, which no path of leaves can: rename it"
+        ))
+    })
+}
+
 /// A string as Python shows it (`repr`), for messages.
 fn quoted(py: Python<'_>, text: &str) -> String {
     let text = PyString::new(py, text);
@@ -135,7 +146,7 @@ fn nest<'py>(pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>, sep: &str) -> P
                 "unflatten() needs string keys, got {shown}"
             )));
         };
-        let name = name.to_cow()?;
+        let name = utf8(&name)?;
         let shown = || key.repr().map(|r| r.to_string()).unwrap_or_default();
         let parts: Vec<&str> = name.split(sep).collect();
         if parts.iter().any(|part| part.is_empty()) {
@@ -267,7 +278,7 @@ fn children<'py>(
                     key.repr()?
                 )));
             }
-            out.push((key.str()?.to_cow()?.into_owned(), child));
+            out.push((utf8(&key.str()?)?.into_owned(), child));
         }
         out
     } else if let Ok(list) = node.cast::<PyList>() {
@@ -352,7 +363,7 @@ pub fn nest_flat<'py>(
     let mut present: FxHashMap<String, usize> = FxHashMap::default();
     for (at, (key, _)) in pairs.iter().enumerate() {
         if let Ok(key) = key.cast::<PyString>() {
-            present.insert(key.to_cow()?.into_owned(), at);
+            present.insert(utf8(&key)?.into_owned(), at);
         }
     }
     for paths in tied_paths(dst_state, &arrays, &present)?
