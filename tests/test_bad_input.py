@@ -429,6 +429,24 @@ def test_casts_from_several_threads_leave_the_warning_filters_alone():
     assert warnings.filters == before
 
 
+@pytest.mark.parametrize("side", ["dst", "src"])
+@pytest.mark.parametrize("size", [3, 100_000], ids=["small", "large"])
+def test_an_array_retyped_by_code_the_walk_runs_is_caught_not_written(side, size):
+    # Same item size, same memory: only the dtype tells float64 bits from int64 values.
+    dst = {"a": np.zeros(size), "n": {"s": "x"}}
+    src = {"a": np.full(size, 1.5), "n": {"s": "y"}}
+    victim = (dst if side == "dst" else src)["a"]
+
+    def retype(child):
+        if isinstance(child, str):
+            victim.dtype = np.int64
+        return True
+
+    with pytest.raises(LoadError, match="changed while the trees were walked"):
+        fastload.loadmodel(dst, src, filter=retype)
+    assert not dst["a"].any()
+
+
 class Sneaky:
     """A node whose children function resizes an array planned before it."""
 

@@ -2,9 +2,10 @@
 //! (with ties) of the arrays that pass it.
 
 use super::array::{
-    data_address, dtype_class, dtype_key, dtype_text, is_c_contiguous, is_writeable, owns_data,
+    data_address, descr_of, dtype_class, dtype_key, dtype_text, is_c_contiguous, is_writeable, owns_data,
     raw_descr, shape_text, view_of, view_with_itemsize, DtypeClass,
 };
+use super::casting::CastRule;
 use super::kinds::{ArrayLeaf, Node};
 use super::path::describe;
 use super::python_function;
@@ -446,30 +447,34 @@ pub fn stage_cast<'py>(
 }
 
 /// Arrays that no longer match the plan made from them: code of the user's that the walk
-/// ran (a property, a registered children function, a filter) resized, reshaped or froze
-/// an array planned earlier. Copying by the plan would write into memory the array no
-/// longer owns, so each such array is a problem.
-pub fn changed_arrays(
+/// ran (a property, a registered children function, a filter) resized, reshaped, retyped
+/// or froze an array planned earlier. Copying by the plan would write into memory the
+/// array no longer owns, or write bytes its dtype does not read as the values, so each
+/// such array is a problem.
+pub fn changed_arrays<'py>(
     plan: &Plan,
-    leaf_arrays: &LeafArrays<'_>,
-    tie_arrays: &[Option<Bound<'_, PyUntypedArray>>],
-) -> Vec<Problem> {
-    let leaves =
-        plan.each_leaf()
-            .zip(&plan.runs)
-            .zip(leaf_arrays)
-            .flat_map(|((leaf, run), (dst, src))| match (leaf, run, src) {
-                (Some(leaf), _, _) => {
-                    let dst_ok = view_of(dst) == leaf.dst && is_writeable(dst);
-                    let src_ok = match (src, &leaf.src) {
-                        (Some(array), Some(view)) => view_of(array) == *view,
-                        _ => true,
-                    };
-                    [dst_ok, src_ok]
-                }
-                (None, Some(run), Some(src)) => still_one_run(run, dst, src),
-                (None, _, _) => [false, false], // a compact leaf is a run between two arrays
-            });
+    leaf_arrays: &LeafArrays<'py>,
+    tie_arrays: &[Option<Bound<'py, PyUntypedArray>>],
+    casting: &mut CastRule<'py>,
+) -> PyResult<Vec<Problem>> {
+    let mut leaves = Vec::with_capacity(2 * leaf_arrays.len());
+    for ((leaf, run), (dst, src)) in plan.each_leaf().zip(&plan.runs).zip(leaf_arrays) {
+        leaves.extend(match (leaf, run, src) {
+            (Some(leaf), _, _) => {
+                let dst_ok = view_of(dst) == leaf.dst && is_writeable(dst);
+                let src_ok = match (src, &leaf.src) {
+                    (Some(array), Some(view)) => {
+                        let op = casting.decide(&descr_of(array), &descr_of(dst))?;
+                        view_of(array) == *view && op == Ok(leaf.op)
+                    }
+                    _ => true,
+                };
+                [dst_ok, src_ok]
+            }
+            (None, Some(run), Some(src)) => still_one_run(run, dst, src),
+            (None, _, _) => [false, false], // a compact leaf is a run between two arrays
+        });
+    }
     let ties = plan
         .tie_sources()
         .zip(tie_arrays)
@@ -482,15 +487,15 @@ pub fn changed_arrays(
     let tied = plan
         .tie_destinations()
         .map(|(first, dst)| view_of(&leaf_arrays[first].0).same_elements(dst));
-    let changed = leaves.chain(ties).chain(tied).filter(|ok| !ok).count();
+    let changed = leaves.into_iter().chain(ties).chain(tied).filter(|ok| !ok).count();
     if changed == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let message = format!(
-        "{changed} array(s) changed while the trees were walked (resized, reshaped or made \
-         read-only by code the walk ran); load again once they stay put"
+        "{changed} array(s) changed while the trees were walked (resized, reshaped, retyped \
+         or made read-only by code the walk ran); load again once they stay put"
     );
-    vec![Problem::new(ProblemKind::Leaf, "<walk>", message)]
+    Ok(vec![Problem::new(ProblemKind::Leaf, "<walk>", message)])
 }
 
 /// Whether `dst` and `src`, planned as the compact leaf `run`, still are: the same bytes,

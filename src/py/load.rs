@@ -2,7 +2,7 @@
 
 use super::array::{memory_owner, view_of};
 use super::errors::load_error;
-use super::leaf::{changed_arrays, stage_cast, write_out_compact};
+use super::leaf::{stage_cast, write_out_compact};
 use super::python_function;
 use super::walk::{Skipped, Walked, Walker};
 use crate::core::{
@@ -47,14 +47,11 @@ pub fn loadmodel<'py>(
         leaf_arrays,
         tie_arrays,
         mut keep_alive,
-        ran_user_code,
+        changed,
         met_torch,
         torch_copies,
+        ..
     } = Walker::new(py, filter, strict, casting)?.walk(dst, src)?;
-    let changed = match ran_user_code {
-        true => changed_arrays(&plan, &leaf_arrays, &tie_arrays),
-        false => Vec::new(),
-    };
     let arrays_changed = !changed.is_empty();
     problems.extend(changed);
     if let Some(copies) = &torch_copies {

@@ -7,7 +7,7 @@ use super::casting::CastRule;
 use super::depth::too_deep;
 use super::dicts::Entries;
 use super::kinds::{ArrayLeaf, Classifier, Keyed, Node};
-use super::leaf::{DtypeInfo, SameLayout};
+use super::leaf::{changed_arrays, DtypeInfo, SameLayout};
 use super::path::{describe, KeyPath, Segment};
 use super::room::LastSize;
 use super::tensors::moved_tensors;
@@ -44,6 +44,8 @@ pub struct Walked<'py> {
     /// Whether the walk ran the user's Python code (a filter, a property, a registered
     /// children function...), which could have changed arrays planned before it.
     pub ran_user_code: bool,
+    /// Arrays changed by that code since they were planned (see [`changed_arrays`]).
+    pub changed: Vec<Problem>,
     /// Whether a tensor was met, so that arrays may be views of tensors' memory.
     pub met_torch: bool,
     /// The leaves torch copies (`fastload._torch.TorchCopies`), if any.
@@ -129,6 +131,7 @@ impl<'py> Walker<'py> {
                 tie_arrays: Vec::new(),
                 keep_alive: Vec::new(),
                 ran_user_code: false,
+                changed: Vec::new(),
                 met_torch: false,
                 torch_copies: None,
             },
@@ -151,6 +154,10 @@ impl<'py> Walker<'py> {
         self.out.keep_alive.extend(storages);
         let viewed = self.classifier.take_viewed_tensors();
         if self.out.ran_user_code {
+            let out = &self.out;
+            let changed =
+                changed_arrays(&out.plan, &out.leaf_arrays, &out.tie_arrays, &mut self.casting)?;
+            self.out.changed = changed;
             let moved = moved_tensors(&viewed);
             if moved > 0 {
                 let message = format!(
