@@ -409,3 +409,15 @@ def test_a_children_function_runs_once_a_load_next_to_arrays_only_the_tree_holds
     fastload.register(Holder, lambda holder: calls.append(1) or [tree[1]])
     fastload.loadmodel(tree, [np.ones(1), np.ones(3), [np.ones(3)]])  # a tie, equal sources
     assert len(calls) == 1 and tree[1].tolist() == [1.0] * 3
+
+
+def test_views_with_equal_record_dtypes_made_apart_are_one_tie(snapshot):
+    record = np.dtype([("a", "<f4")])
+    rec = np.zeros(2, record)
+    view = rec.view(np.dtype([("a", "<f4")]))  # an equal dtype, another dtype object
+    before = snapshot([rec])
+    with pytest.raises(fastload.LoadError, match="tied destination parameters"):
+        fastload.loadmodel([rec, view], [np.ones(2, record), np.full(2, 2, record)])
+    before.assert_unchanged()
+    fastload.loadmodel([rec, view], [np.ones(2, record), np.ones(2, record)])
+    assert rec["a"].tolist() == [1.0, 1.0]

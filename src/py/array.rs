@@ -66,7 +66,12 @@ pub fn scalar_of(descr: &Bound<'_, PyArrayDescr>) -> Option<Scalar> {
 /// A key that is equal for equivalent dtypes, for recognising tied parameters.
 pub fn dtype_key(descr: &Bound<'_, PyArrayDescr>) -> u64 {
     if descr.num() == NPY_TYPES::NPY_VOID as i32 {
-        return descr.as_dtype_ptr() as u64; // records: only the very same dtype object
+        // Records: equal dtypes hash alike (NumPy makes a new dtype object for each
+        // `np.dtype([...])`); one that cannot be hashed is only its very own object.
+        return match descr.hash() {
+            Ok(hash) => (hash as u64) ^ ((descr.itemsize() as u64) << 48),
+            Err(_) => descr.as_dtype_ptr() as u64,
+        };
     }
     if matches!(descr.kind(), b'M' | b'm') {
         // Dates and durations differ by unit, which only the dtype's text shows.

@@ -2,8 +2,8 @@
 //! (with ties) of the arrays that pass it.
 
 use super::array::{
-    data_address, descr_of, dtype_class, dtype_key, dtype_text, is_c_contiguous, is_writeable, owns_data,
-    raw_descr, shape_text, view_of, view_with_itemsize, DtypeClass,
+    data_address, descr_of, dtype_class, dtype_key, dtype_text, is_c_contiguous, is_writeable,
+    owns_data, raw_descr, shape_text, view_of, view_with_itemsize, DtypeClass,
 };
 use super::casting::CastRule;
 use super::kinds::{ArrayLeaf, Node};
@@ -487,7 +487,12 @@ pub fn changed_arrays<'py>(
     let tied = plan
         .tie_destinations()
         .map(|(first, dst)| view_of(&leaf_arrays[first].0).same_elements(dst));
-    let changed = leaves.into_iter().chain(ties).chain(tied).filter(|ok| !ok).count();
+    let changed = leaves
+        .into_iter()
+        .chain(ties)
+        .chain(tied)
+        .filter(|ok| !ok)
+        .count();
     if changed == 0 {
         return Ok(Vec::new());
     }

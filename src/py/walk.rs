@@ -155,8 +155,12 @@ impl<'py> Walker<'py> {
         let viewed = self.classifier.take_viewed_tensors();
         if self.out.ran_user_code {
             let out = &self.out;
-            let changed =
-                changed_arrays(&out.plan, &out.leaf_arrays, &out.tie_arrays, &mut self.casting)?;
+            let changed = changed_arrays(
+                &out.plan,
+                &out.leaf_arrays,
+                &out.tie_arrays,
+                &mut self.casting,
+            )?;
             self.out.changed = changed;
             let moved = moved_tensors(&viewed);
             if moved > 0 {
