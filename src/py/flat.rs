@@ -146,7 +146,7 @@ fn nest<'py>(pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>, sep: &str) -> P
                 "unflatten() needs string keys, got {shown}"
             )));
         };
-        let name = utf8(&name)?;
+        let name = utf8(name)?;
         let shown = || key.repr().map(|r| r.to_string()).unwrap_or_default();
         let parts: Vec<&str> = name.split(sep).collect();
         if parts.iter().any(|part| part.is_empty()) {
@@ -363,7 +363,7 @@ pub fn nest_flat<'py>(
     let mut present: FxHashMap<String, usize> = FxHashMap::default();
     for (at, (key, _)) in pairs.iter().enumerate() {
         if let Ok(key) = key.cast::<PyString>() {
-            present.insert(utf8(&key)?.into_owned(), at);
+            present.insert(utf8(key)?.into_owned(), at);
         }
     }
     for paths in tied_paths(dst_state, &arrays, &present)?
