@@ -849,3 +849,17 @@ def test_names_that_are_no_utf_8_are_refused_by_save_naming_them(tmp_path, tree,
     with pytest.raises(ValueError, match=what):
         fastload.save(path, tree, metadata=metadata)
     assert os.listdir(tmp_path) == []
+
+
+def test_saved_arrays_start_aligned_whatever_their_order(tmp_path):
+    tree = {"a": np.ones(3, bool), "b": np.arange(4.0), "c": np.ones(3, np.float16), "d": 1.5}
+    path = tmp_path / "mixed.safetensors"
+    fastload.save(path, tree)
+    back = fastload.load(path)
+    for key in "abc":
+        assert back[key].flags.aligned, key
+        assert np.array_equal(back[key], tree[key]), key
+    assert back["d"] == 1.5
+    index = tmp_path / "mixed.safetensors.index.json"
+    fastload.save(index, tree, max_shard_size=20)
+    assert all(a.flags.aligned for a in fastload.load(index).values() if hasattr(a, "flags"))

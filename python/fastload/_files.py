@@ -150,6 +150,9 @@ def _save(
             raise ValueError(f"metadata keys starting with 'fastload.' are reserved: {reserved}")
     flat = flatten_all(x)
     arrays, rest, ties = _split_state(flat)
+    # Widest alignment first, as safetensors lays files out: after the header (padded to
+    # 8 bytes) every array then starts aligned, as NumPy and torch views of it need.
+    arrays.sort(key=lambda entry: -entry[2].dtype.alignment)
     info = dict(metadata or {})
     info[STATE_KEY] = json.dumps(rest)
     info[TIES_KEY] = json.dumps(ties)
