@@ -548,13 +548,10 @@ impl<'py> Walker<'py> {
                 _ => unexpected.push(key.clone()),
             }
         }
-        let mut missing = Vec::new();
-        for (i, _) in found.iter().enumerate().filter(|(_, s)| s.is_none()) {
-            missing.push(match by_int {
-                Some(true) => i.into_pyobject(self.py)?.into_any(),
-                _ => PyString::new(self.py, &i.to_string()).into_any(),
-            });
-        }
+        let missing = (found.iter().enumerate())
+            .filter(|(_, s)| s.is_none())
+            .map(|(i, _)| index_as_key(self.py, i, by_int))
+            .collect::<PyResult<Vec<_>>>()?;
         self.one_sided(missing, unexpected);
         for (i, (d, s)) in dst.iter().zip(found).enumerate() {
             if let Some(s) = s {
@@ -564,60 +561,15 @@ impl<'py> Walker<'py> {
         Ok(())
     }
 
-    /// A mapping keyed `0..n-1` or `"0".."n-1"` loading from a sequence.
+    /// A mapping keyed `0..n-1` or `"0".."n-1"` loading from a sequence; under
+    /// `strict=False`, one keyed by some of those indices (and maybe other keys), which
+    /// loads the indices it has and skips the rest.
     fn keyed_from_sequence(
         &mut self,
         dst: Keyed<'py>,
         src: Vec<Bound<'py, PyAny>>,
     ) -> PyResult<()> {
-        let mut seen = vec![false; src.len()];
-        let mut order = Vec::with_capacity(dst.pairs.len());
-        // Keyed by `int`s, or by `str`s, not a mix.
-        let by_int = dst
-            .pairs
-            .first()
-            .map(|(key, _)| key.is_instance_of::<PyInt>());
-        for (key, d) in &dst.pairs {
-            match index_key(key) {
-                Some(i)
-                    if i < src.len()
-                        && !seen[i]
-                        && by_int == Some(key.is_instance_of::<PyInt>()) =>
-                {
-                    seen[i] = true;
-                    order.push((key, d, i));
-                }
-                _ => break,
-            }
-        }
-        if order.len() != dst.pairs.len() || dst.pairs.len() != src.len() {
-            if !self.strict {
-                return self.some_keys_from_sequence(&dst, &src);
-            }
-            let keys: Vec<_> = dst.pairs.iter().map(|(k, _)| k.clone()).collect();
-            let message = format!(
-                "Tried to load a sequence of {} children into a mapping with keys {}; expected {}",
-                src.len(),
-                key_list(self.py, &keys),
-                index_keys(src.len())
-            );
-            self.problem(ProblemKind::Structure, message);
-            return Ok(());
-        }
-        for (key, d, i) in order {
-            self.child(Segment::Key(key.clone()), d, &src[i])?;
-        }
-        Ok(())
-    }
-
-    /// Under `strict=False`, a mapping keyed by some of a sequence's indices (and maybe
-    /// other keys) loading from it: the indices it has are loaded, the rest skipped.
-    fn some_keys_from_sequence(
-        &mut self,
-        dst: &Keyed<'py>,
-        src: &[Bound<'py, PyAny>],
-    ) -> PyResult<()> {
-        // Keyed by `int`s, or by `str`s: whichever the first index is.
+        // Keyed by `int`s, or by `str`s, not a mix: whichever the first index is.
         let by_int = dst
             .pairs
             .iter()
@@ -639,14 +591,24 @@ impl<'py> Walker<'py> {
                 _ => missing.push(key.clone()),
             }
         }
-        let mut unexpected = Vec::new();
-        for (i, _) in seen.iter().enumerate().filter(|(_, seen)| !**seen) {
-            unexpected.push(match by_int {
-                Some(true) => i.into_pyobject(self.py)?.into_any(),
-                _ => PyString::new(self.py, &i.to_string()).into_any(),
-            });
+        let unseen = seen.iter().enumerate().filter(|(_, seen)| !**seen);
+        if self.strict && (!missing.is_empty() || unseen.clone().next().is_some()) {
+            let keys: Vec<_> = dst.pairs.iter().map(|(k, _)| k.clone()).collect();
+            let message = format!(
+                "Tried to load a sequence of {} children into a mapping with keys {}; expected {}",
+                src.len(),
+                key_list(self.py, &keys),
+                index_keys(src.len())
+            );
+            self.problem(ProblemKind::Structure, message);
+            return Ok(());
         }
-        self.one_sided(missing, unexpected);
+        let unexpected = unseen
+            .map(|(i, _)| index_as_key(self.py, i, by_int))
+            .collect::<PyResult<Vec<_>>>()?;
+        if !missing.is_empty() || !unexpected.is_empty() {
+            self.one_sided(missing, unexpected);
+        }
         for (key, d, i) in order {
             self.child(Segment::Key(key.clone()), d, &src[i])?;
         }
@@ -702,6 +664,14 @@ fn index_key(key: &Bound<'_, PyAny>) -> Option<usize> {
     } else {
         None
     }
+}
+
+/// Index `i` as the key a mapping keyed by `int`s (`by_int`) or by `str`s would hold it.
+fn index_as_key(py: Python<'_>, i: usize, by_int: Option<bool>) -> PyResult<Bound<'_, PyAny>> {
+    Ok(match by_int {
+        Some(true) => i.into_pyobject(py)?.into_any(),
+        _ => PyString::new(py, &i.to_string()).into_any(),
+    })
 }
 
 /// The keys a mapping must have to match a sequence of `len` children, in words.
