@@ -685,6 +685,18 @@ def _nested(layout, values):
     return torch.nested.nested_tensor([values[:2], values[2:]])
 
 
+def test_saving_bfloat16_without_ml_dtypes_says_the_package_is_needed(tmp_path, monkeypatch):
+    """NumPy holds bfloat16 only through ml_dtypes (installed with fastload[torch])."""
+    monkeypatch.setattr(_torch, "ml_dtypes", None)
+    for table in ("_ML", "VIEW_DTYPES"):
+        reduced = {k: v for k, v in getattr(_torch, table).items() if k != torch.bfloat16}
+        monkeypatch.setattr(_torch, table, reduced)
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(TypeError, match="^w: saving a torch.bfloat16 tensor needs the ml_dtypes"):
+        fastload.save(path, {"w": torch.ones(2, dtype=torch.bfloat16)})
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("layout", ["strided", "jagged"])
 def test_nested_tensors_are_refused_with_a_load_error_and_by_save(layout, tmp_path):
     dst, src = _nested(layout, torch.zeros(5)), _nested(layout, torch.arange(5.0))
@@ -1156,6 +1168,29 @@ def complex_half(values) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # (complex32 is experimental)
         return torch.tensor(values, dtype=torch.complex64).to(torch.complex32)
+
+
+class CopyRefused(torch.Tensor):
+    """A tensor subclass whose ``copy_`` raises: a failure no check can foresee."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.copy_:
+            raise RuntimeError("this tensor refuses copy_")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_a_copy_torch_fails_after_the_checks_names_its_leaf_and_counts_what_was_written():
+    """The leaves copied before it stay written, so autograd must hear of them."""
+    plain = torch.zeros(3)
+    refusing = complex_half([0, 0]).as_subclass(CopyRefused)
+    version = plain._version
+    src = {"plain": torch.ones(3), "refusing": complex_half([1, 2])}
+    message = "^refusing: torch's copy failed .* stay written: RuntimeError: this tensor refuses"
+    with pytest.raises(RuntimeError, match=message) as info:
+        fastload.loadmodel({"plain": plain, "refusing": refusing}, src)
+    assert not isinstance(info.value, LoadError)  # (which promises nothing was written)
+    assert plain.tolist() == [1.0, 1.0, 1.0] and plain._version > version
 
 
 def test_conjugate_and_negative_views_on_the_cpu_are_tied_like_any_source():

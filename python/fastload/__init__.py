@@ -13,8 +13,11 @@ import warnings as _warnings
 from typing import Any as _Any
 from typing import Callable as _Callable
 from typing import Dict as _Dict
+from typing import Mapping as _Mapping
 from typing import Optional as _Optional
+from typing import Tuple as _Tuple
 from typing import TypeVar as _TypeVar
+from typing import Union as _Union
 
 import numpy as _np
 
@@ -89,7 +92,7 @@ def loadmodel(
     dst: _T,
     src: _Any,
     *,
-    filter: _Optional[_Callable[[_Any], bool]] = None,
+    filter: _Optional[_Callable[[_Any], object]] = None,
     strict: bool = True,
     casting: _types.Casting = "same_kind",
     threads: _types.Threads = None,
@@ -134,6 +137,14 @@ def loadmodel(
 
     A copy of 64 MiB or more (or any copy with ``progress``) stops on Ctrl-C with
     ``KeyboardInterrupt`` within about 100 ms; the arrays written by then stay written.
+
+    Raises:
+        LoadError: the load is refused (``ArgumentError`` for structure,
+            ``DimensionMismatch`` for shapes); ``dst`` is unchanged.
+        TypeError, ValueError: an argument is not one of those above (``threads``,
+            ``casting``, a ``filter`` that is not callable).
+        RuntimeError: a copy that torch itself failed after the checks had passed
+            (the leaves before it stay written).
 
     >>> import numpy as np, fastload
     >>> model = {"layers": [{"weight": np.zeros((2, 2)), "act": "relu"}]}
@@ -181,7 +192,7 @@ def state(x: _Any) -> _Any:
     return _paused(_fastload.state, x)
 
 
-def children(x: _Any) -> _Any:
+def children(x: _Any) -> _Optional[_Union[_Dict[_Any, _Any], _Tuple[_Any, ...]]]:
     """The child view of ``x``: ``None`` for a leaf, a dict for a keyed node, a tuple for a
     sequence.
 
@@ -200,7 +211,7 @@ def save(
     path: _types.PathLike,
     x: _Any,
     *,
-    metadata: _Optional[_Dict[str, str]] = None,
+    metadata: _Optional[_Mapping[str, str]] = None,
     max_shard_size: _Optional[int] = None,
     progress: _types.Progress = None,
 ) -> None:
@@ -218,6 +229,15 @@ def save(
     ``progress`` is ``True`` for a bar on stderr when the save is large, or a callable
     receiving ``(bytes_done, bytes_total)``. Ctrl-C stops a save, leaving ``path`` as it was.
 
+    Raises:
+        TypeError: a dict key that is not a string, an array safetensors cannot hold, or
+            ``metadata`` that does not map strings to strings.
+        ValueError: a name the file could not give back (empty, ``__metadata__``, not
+            UTF-8), or a ``metadata`` key of fastload's own (``fastload.*``, and
+            ``total_size`` in a sharded save).
+        FileExistsError: a sharded save would overwrite a shard file its old index does
+            not name.
+
     >>> import numpy as np, fastload, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
     >>> fastload.save(path, {"fc": {"weight": np.ones((2, 2)), "act": "relu"}})
@@ -228,7 +248,7 @@ def save(
     _files.save(path, x, metadata=metadata, max_shard_size=max_shard_size, progress=progress)
 
 
-def load(path: _types.PathLike, *, copy: bool = False) -> _Any:
+def load(path: _types.PathLike, *, copy: bool = False) -> _Dict[str, _Any]:
     """The nested state stored at ``path`` by :func:`save` (or any safetensors file, or a
     sharded checkpoint's index): dicts of NumPy arrays, tied arrays shared, and the
     numbers, strings, ``None`` and ``()`` that :func:`save` kept in its metadata. Lists

@@ -9,7 +9,7 @@ MAX_DEPTH: int
 def loadmodel(
     dst: Any,
     src: Any,
-    filter: Optional[Callable[[Any], bool]],
+    filter: Optional[Callable[[Any], object]],
     strict: bool,
     casting: str,
     threads: int,

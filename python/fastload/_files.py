@@ -99,7 +99,7 @@ def save(
     path: PathLike,
     x: Any,
     *,
-    metadata: Optional[Dict[str, str]] = None,
+    metadata: Optional[Mapping[str, str]] = None,
     max_shard_size: Optional[int] = None,
     progress: Progress = None,
 ) -> None:
@@ -133,7 +133,7 @@ def _save_target(path: PathLike, follow_links: bool) -> Path:
 def _save(
     path: Path,
     x: Any,
-    metadata: Optional[Dict[str, str]],
+    metadata: Optional[Mapping[str, str]],
     max_shard_size: Optional[int],
     report: Optional[ProgressFn],
 ) -> None:
@@ -249,6 +249,8 @@ def _copied_to_cpu(key: str, tensor: Any) -> np.ndarray:
             f"{key}: a {type(tensor).__name__} holds no memory of its own (a wrapper tensor, "
             "as a DTensor is): save the plain tensor it stands for (say, its full_tensor())"
         )
+    if view is None and _torch.needs_ml_dtypes(tensor.dtype):
+        raise TypeError(f"{key}: saving a {tensor.dtype} tensor needs the ml_dtypes package")
     if view is None:
         raise TypeError(f"{key}: safetensors cannot hold a tensor of dtype {tensor.dtype}")
     return view

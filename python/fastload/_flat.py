@@ -14,7 +14,9 @@ from .errors import ArgumentError, LoadError
 
 
 def unflatten(flat: Mapping[str, Any], sep: str = ".") -> Dict[str, Any]:
-    """Nested dicts from a mapping with keys joined by ``sep``.
+    """Nested dicts from a mapping with keys joined by ``sep``: ``ValueError`` for keys
+    that clash (``a`` and ``a.b``) or have an empty part, ``TypeError`` for keys that are
+    not strings.
 
     >>> import fastload
     >>> fastload.unflatten({"fc.weight": 1, "fc.bias": 2, "scale": 3})

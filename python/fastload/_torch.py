@@ -57,6 +57,12 @@ if ml_dtypes is not None:
         if hasattr(torch, _name) and hasattr(ml_dtypes, _name):
             _ML[getattr(torch, _name)] = (torch.int8, np.dtype(getattr(ml_dtypes, _name)))
 
+
+def needs_ml_dtypes(dtype: torch.dtype) -> bool:
+    """Whether NumPy would hold ``dtype`` (bfloat16, float8) were ``ml_dtypes`` installed."""
+    return ml_dtypes is None and (dtype == torch.bfloat16 or "float8" in str(dtype))
+
+
 # The NumPy dtype of a view of each torch dtype's memory (read by the Rust core).
 VIEW_DTYPES: Dict[torch.dtype, np.dtype] = dict(_NUMPY)
 VIEW_DTYPES.update({k: v[1] for k, v in _ML.items()})
@@ -499,6 +505,8 @@ class TorchCopies:
         # Destinations copied into as they are, not detached, and their sources: sparse
         # and quantized tensors.
         self.into_tensors: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        # The path of each planned copy's destination, by the id of the tensor copied into.
+        self.paths: Dict[int, str] = {}
 
     def add(self, dst: Any, src: Any, path: str) -> Optional[Tuple[int, str]]:
         """Plans ``dst <- src`` (zeros where ``src`` is ``None``); returns ``(kind,
@@ -576,6 +584,7 @@ class TorchCopies:
                 return None
             self.firsts[("sparse", id(dst))] = src_t
             self.into_tensors.append((dst, src_t))
+            self.paths[id(dst)] = path
             self.written.append(dst)
             return None
         quantized = dst_t.dtype in _QUANTIZED
@@ -591,8 +600,10 @@ class TorchCopies:
                 # Its copy sets its quantizer (scale, zero point): on the tensor itself,
                 # since a detached one has a quantizer of its own.
                 self.into_tensors.append((dst, src_t))
+                self.paths[id(dst)] = path
             else:
                 self.copies.append((dst_t, src_t))
+                self.paths[id(dst_t)] = path
             self.written.append(_owner(dst))
         else:
             self.ties.append((path, dst_t, first, src_t))
@@ -618,6 +629,7 @@ class TorchCopies:
         first = self.lazy.get(id(param))
         if first is None:
             self.lazy[id(param)] = (param, src)
+            self.paths[id(param)] = path
         else:
             self.ties.append((path, param, first[1], src))
 
@@ -651,21 +663,40 @@ class TorchCopies:
 
     def run(self, threads: int = 0) -> None:
         """Copies every planned leaf (large transfers between host and GPU through pinned
-        buffers, on ``threads`` threads, 0 for the default), then waits for the GPUs."""
-        with torch.no_grad():
-            for param, src in self.lazy.values():
-                param.materialize(src.shape)
-                self.copies.append((param.detach(), src))
-                self.written.append(param)
-            for dst, src in _staging.run(self.copies, threads):
-                upload = dst.is_cuda and src.device.type == "cpu" and src.is_pinned()
-                dst.copy_(src, non_blocking=upload)
-            for dst, src in self.into_tensors:
-                dst.copy_(src)
-        copied = self.copies + self.into_tensors
-        for device in {t.device for pair in copied for t in pair if t.is_cuda}:
-            torch.cuda.synchronize(device)
-        bump_versions(self.written)
+        buffers, on ``threads`` threads, 0 for the default), then waits for the GPUs.
+
+        The checks cannot foresee a copy that torch itself fails (a tensor subclass whose
+        ``copy_`` raises, a GPU out of memory): that raises ``RuntimeError`` naming the
+        leaf, and the leaves copied before it stay written."""
+        path = None  # (of the copy under way; none while staging)
+        try:
+            with torch.no_grad():
+                for param, src in self.lazy.values():
+                    path = self.paths[id(param)]
+                    param.materialize(src.shape)
+                    self.copies.append((param.detach(), src))
+                    self.paths[id(self.copies[-1][0])] = path
+                    self.written.append(param)
+                path = None
+                for dst, src in _staging.run(self.copies, threads):
+                    path = self.paths[id(dst)]
+                    upload = dst.is_cuda and src.device.type == "cpu" and src.is_pinned()
+                    dst.copy_(src, non_blocking=upload)
+                for dst, src in self.into_tensors:
+                    path = self.paths[id(dst)]
+                    dst.copy_(src)
+                path = None
+            copied = self.copies + self.into_tensors
+            for device in {t.device for pair in copied for t in pair if t.is_cuda}:
+                torch.cuda.synchronize(device)
+        except Exception as err:
+            where = "the copies torch makes" if path is None else path
+            raise RuntimeError(
+                f"{where}: torch's copy failed after the checks had passed, so the leaves "
+                f"copied before it stay written: {type(err).__name__}: {err}"
+            ) from err
+        finally:
+            bump_versions(self.written)
 
 
 def _same_values(first: torch.Tensor, later: torch.Tensor, dtype: torch.dtype) -> bool:

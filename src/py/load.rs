@@ -102,9 +102,11 @@ pub fn loadmodel<'py>(
             progress,
         )?;
     }
-    if let Some(copies) = torch_copies {
-        copies.call_method1("run", (threads,))?;
-    }
+    // Run even if torch fails a copy: the leaves written by then must be counted below.
+    let torch_copied = match torch_copies {
+        Some(copies) => copies.call_method1("run", (threads,)).map(drop),
+        None => Ok(()),
+    };
     if met_torch {
         // Autograd counts in-place writes to tensors; the copy above wrote through views.
         let written: Vec<_> = plan
@@ -118,6 +120,7 @@ pub fn loadmodel<'py>(
     }
     // The arrays the plan pointed into may be released only now.
     drop((leaf_arrays, tie_arrays, keep_alive));
+    torch_copied?;
     Ok(skipped)
 }
 
