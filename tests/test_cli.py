@@ -274,3 +274,36 @@ def test_diff_takes_a_tie_stored_once_for_the_same_array(tmp_path):
     save_file({"wte": np.ones((4, 2), np.float16), "b": np.ones(2)}, str(once))
     done = run("diff", once, "tiedmodel:build", cwd=tmp_path)
     assert done.returncode == 1 and "~ wte: dtype float16 vs float32" in done.stdout
+    # `save_model` keeps a tie's later name, not its first: that loads, and matches too.
+    save_file({"head.weight": np.ones((4, 2), np.float32), "b": np.ones(2)}, str(once))
+    fastload.loadmodel(fastload.state(build_tied()), str(once))
+    ours = tmp_path / "ours.safetensors"
+    fastload.save(ours, build_tied())
+    for a, b in ((once, "tiedmodel:build"), ("tiedmodel:build", once), (ours, once)):
+        done = run("diff", a, b, cwd=tmp_path)
+        assert (done.returncode, done.stdout.strip()) == (0, "2 arrays match, 0 differ")
+
+
+def build_tied():
+    wte = np.zeros((4, 2), np.float32)
+    return {"wte": wte, "head": {"weight": wte}, "b": np.zeros(2)}
+
+
+def test_diff_compares_a_callable_model_as_it_is_and_builds_from_functions_and_classes(
+    tmp_path,
+):
+    """A model whose call runs it (an nn.Module's forward) is no factory."""
+    (tmp_path / "callables.py").write_text(
+        "import numpy as np\n"
+        "class Dense:\n"
+        "    def __init__(self):\n"
+        "        self.weight = np.zeros((2, 3), np.float32)\n"
+        "    def __call__(self, x):\n"
+        "        return self.weight @ x\n"
+        "model = Dense()\n"
+    )
+    path = tmp_path / "d.safetensors"
+    fastload.save(path, {"weight": np.ones((2, 3), np.float32)})
+    for target in ("callables:model", "callables:Dense"):
+        done = run("diff", path, target, cwd=tmp_path)
+        assert (done.returncode, done.stdout.strip()) == (0, "1 arrays match, 0 differ")

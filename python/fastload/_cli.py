@@ -1,17 +1,19 @@
 """The command line: ``python -m fastload inspect FILE`` and ``python -m fastload diff A B``.
 
 A checkpoint is a safetensors file or a sharded checkpoint's ``*.safetensors.index.json``.
-``diff`` also takes ``module:name``, a Python object (called if callable) whose state is
+``diff`` also takes ``module:name``, a Python object (called if a function or class) whose state is
 compared, so that a checkpoint can be checked against a model before loading it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
 from collections.abc import Mapping
+from inspect import isclass, isroutine
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
@@ -142,7 +144,8 @@ def _is_flat(obj: Any) -> bool:
 
 
 def _import(spec: str) -> Any:
-    """The object a ``module:name`` target names, called (with no arguments) if callable.
+    """The object a ``module:name`` target names, called (with no arguments) if it is a
+    function or a class.
     Whatever goes wrong is a ``TargetError`` saying what."""
     if ":" not in spec:
         raise LoadError(f"{spec}: no such file (for a Python object, write module:name)", [])
@@ -159,7 +162,7 @@ def _import(spec: str) -> Any:
             obj = getattr(obj, part)
     except (Exception, SystemExit) as err:
         raise TargetError(f"{spec}: {module} has no {name}: {_one_line(err)}") from None
-    if not callable(obj):
+    if not _is_factory(obj):
         return obj
     try:
         return obj()
@@ -168,6 +171,12 @@ def _import(spec: str) -> Any:
             f"{spec}: calling {name}() raised {_one_line(err)} (a target is called with no "
             "arguments)"
         ) from None
+
+
+def _is_factory(obj: Any) -> bool:
+    """Whether a target is called to make the model: a function or a class, not a model
+    that is callable (an ``nn.Module``, whose call runs its ``forward``)."""
+    return isroutine(obj) or isclass(obj) or isinstance(obj, functools.partial)
 
 
 def _one_line(err: Exception) -> str:
@@ -182,16 +191,28 @@ def _one_line(err: Exception) -> str:
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
+def _tie_groups(ties: Dict[str, str]) -> List[List[str]]:
+    """The names of each tied array, its first name first, from each later name's first."""
+    groups: Dict[str, List[str]] = {}
+    for key, first in ties.items():
+        groups.setdefault(first, [first]).append(key)
+    return list(groups.values())
+
+
 def diff(a: str, b: str, out: Optional[TextIO] = None) -> int:
     """Prints where two checkpoints (or a checkpoint and a model) differ in structure,
     shape or dtype; returns 0 when they match, 1 when they differ."""
     (left, left_ties), (right, right_ties) = signatures(a), signatures(b)
-    # A tied name that one side leaves out (as `save_model` stores a tie once) loads from
-    # its first name, as a load fills it: not a difference.
+    # Names of a tied array that the other side leaves out (as `save_model` stores a tie
+    # under one of its names) load from the names it has, as a load fills them in: no
+    # difference, where those agree.
     for found, ties, other in ((left, left_ties, right), (right, right_ties, left)):
-        for key, first in ties.items():
-            if key not in other and first in other and found[key] == other[first]:
-                del found[key]
+        for names in _tie_groups(ties):
+            present = [name for name in names if name in other]
+            if present and all(other[name] == found[name] for name in present):
+                for name in names:
+                    if name not in other:
+                        del found[name]
     lines = []
     for key in sorted(set(left) | set(right), key=_natural):
         if key not in right:
@@ -233,7 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "structure, shape or dtype. Exit status: 0 if they match, 1 if they differ, 2 on "
         "an error.",
     )
-    target = f"{checkpoint}; or module:name, an object (called if callable) to compare"
+    target = f"{checkpoint}; or module:name, an object (called if a function or class) to compare"
     compared.add_argument("a", help=target)
     compared.add_argument("b", help=target)
     args = parser.parse_args(argv)
