@@ -326,9 +326,13 @@ _SCALAR_KINDS = "biufcSU"
 
 
 def _encode_numpy(key: str, value: np.generic) -> List[Any]:
-    """A NumPy scalar as its dtype and the Python number it equals. Scalars that no Python
-    number holds exactly (long doubles) or that are not numbers (dates, records, the
-    ``ml_dtypes`` types) are refused: ``load`` could not give them back."""
+    """A NumPy scalar as its dtype and the Python number it equals (an ``ml_dtypes`` one
+    as its safetensors dtype name). Scalars that no Python number holds exactly (long
+    doubles) or that are not numbers (dates, records) are refused: ``load`` could not give
+    them back."""
+    for name, ml_name in _ML_DTYPES.items():
+        if value.dtype.name == ml_name and type(value).__module__.startswith("ml_dtypes"):
+            return ["numpy", name, ["float", repr(float(value))]]
     item = value.item()
     if value.dtype.kind not in _SCALAR_KINDS or type(item) not in (int, float, complex):
         raise TypeError(
@@ -340,8 +344,8 @@ def _encode_numpy(key: str, value: np.generic) -> List[Any]:
 def _decode(pair: List[Any]) -> Any:
     kind, value = pair[0], pair[1]
     if kind == "numpy":
-        dtype = np.dtype(value)
-        if dtype.kind not in _SCALAR_KINDS:
+        dtype = numpy_dtype(value) if value in _ML_DTYPES else np.dtype(value)
+        if dtype.kind not in _SCALAR_KINDS and value not in _ML_DTYPES:
             raise ValueError(f"a NumPy scalar of dtype {dtype} is not stored by save")
         if pair[2][0] == "numpy":
             raise ValueError("a NumPy scalar holds a Python number, not another NumPy scalar")
@@ -572,15 +576,26 @@ def read_checked(
         arrays = {key: np.array(a) for key, a in arrays.items()}
     ties = read_ties(path, metadata)
     flat = _tied(path, arrays, ties)
+    flat.update(_stored_values(path, metadata, arrays, flat))
+    return arrays, ties, _nested(path, flat)
+
+
+def _stored_values(
+    path: PathLike, metadata: Dict[str, str], arrays: Dict[str, Any], flat: Dict[str, Any]
+) -> Dict[str, Any]:
+    """The rest of the state that ``save`` kept in the metadata (numbers, strings, ``()``),
+    by key, or the ``LoadError`` of a file whose metadata for it is invalid. ``flat``
+    holds the keys of the arrays, and of the names tied to them."""
+    values = {}
     for key, pair in _metadata_json(path, metadata, STATE_KEY).items():
         if key in flat:
             what = "a tensor" if key in arrays else "tied to a tensor"
             raise _metadata_error(path, f"{STATE_KEY} holds a value for {key!r}, which is {what}")
         try:
-            flat[key] = _decode(pair)
+            values[key] = _decode(pair)
         except (ValueError, KeyError, TypeError, IndexError, OverflowError) as err:
             raise _metadata_error(path, err) from None
-    return arrays, ties, _nested(path, flat)
+    return values
 
 
 def _nested(path: PathLike, flat: Dict[str, Any]) -> Any:
@@ -598,6 +613,7 @@ def source_for(dst: Any, path: PathLike) -> Any:
     nested, completed with the parts of ``dst`` that hold no arrays."""
     arrays, metadata = read_flat(path)
     flat = _tied(path, arrays, read_ties(path, metadata))
+    _stored_values(path, metadata, arrays, flat)  # (checked: a file `load` refuses is refused)
     try:
         return nested_for(dst, flat)
     except LoadError:
