@@ -741,6 +741,15 @@ def test_save_refuses_what_is_no_regular_file_and_paths_naming_a_folder(tmp_path
     assert (tmp_path / "link").is_symlink() and not any((tmp_path / "folder").iterdir())
 
 
+@pytest.mark.parametrize("shards", [None, 8], ids=["one file", "sharded"])
+def test_a_save_into_a_folder_that_does_not_exist_names_the_folder(tmp_path, shards):
+    name = "m.safetensors.index.json" if shards else "m.safetensors"
+    missing = tmp_path / "ckpt"
+    with pytest.raises(FileNotFoundError, match=f"folder {re.escape(str(missing))} does not"):
+        fastload.save(missing / name, {"w": np.ones(4), "b": np.ones(4)}, max_shard_size=shards)
+    assert not missing.exists()
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and links")
 def test_a_save_over_a_file_keeps_its_permissions_and_writes_through_a_link(tmp_path):
     path = tmp_path / "private.safetensors"

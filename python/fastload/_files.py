@@ -127,6 +127,8 @@ def _save_target(path: PathLike, follow_links: bool) -> Path:
         raise IsADirectoryError(f"{text}: is a folder; save writes a file")
     if target.exists() and not target.is_file():
         raise OSError(f"{text}: is not a regular file (a device or a pipe); save writes one")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"{text}: the folder {target.parent} does not exist")
     return target
 
 

@@ -134,15 +134,24 @@ def _check_registrable(cls: Any, function: str) -> None:
     if not isinstance(cls, type):
         raise TypeError(f"{function}() needs a class, got {cls!r}")
     if cls in _BUILT_IN_KINDS:
+        # (`bool` and `NoneType` have no subclasses.)
+        hint = f"; register a subclass of {cls.__name__} instead" if _subclassable(cls) else ""
         raise TypeError(
-            f"{function}() cannot change how a {cls.__name__} is walked, which is fixed; "
-            f"register a subclass of {cls.__name__} instead"
+            f"{function}() cannot change how a {cls.__name__} is walked, which is fixed{hint}"
         )
     if issubclass(cls, np.ndarray):
         raise TypeError(
             f"{function}() cannot change how a {cls.__name__} is walked: NumPy arrays of "
             "every class are array leaves"
         )
+
+
+def _subclassable(cls: type) -> bool:
+    return bool(cls.__flags__ & _BASETYPE)
+
+
+# The type flag of classes that may be subclassed (`Py_TPFLAGS_BASETYPE`).
+_BASETYPE = 1 << 10
 
 
 def _slot_names(tp: type) -> Tuple[str, ...]:
