@@ -100,13 +100,16 @@ class _Plan:
         self.problems.append((cls, path or ROOT, message))
 
     def view(self, x):
+        """``x``'s children, those the filter keeps: a sequence's as ``(index, child)``
+        pairs, with the index each had in it."""
         view = children(x)
-        if view is None or self.filter is None:
+        if view is None:
             return view
         kind, items = view
+        keep = self.filter or (lambda c: True)
         if kind == "seq":
-            return kind, [c for c in items if self.filter(c)]
-        return kind, {k: v for k, v in items.items() if self.filter(v)}
+            return kind, [(i, c) for i, c in enumerate(items) if keep(c)]
+        return kind, {k: v for k, v in items.items() if keep(v)}
 
     def walk(self, dst, src, path):
         dview, sview = self.view(dst), self.view(src)
@@ -120,9 +123,9 @@ class _Plan:
 
     def match(self, dview, sview, path):
         (dkind, dc), (skind, sc) = dview, sview
-        if dkind == skind == "seq":
+        if dkind == skind == "seq":  # by position among the children kept
             if len(dc) == len(sc):
-                return list(zip(range(len(dc)), dc, sc))
+                return [(i, d, s) for (i, d), (_, s) in zip(dc, sc)]
             self.problem(fastload.ArgumentError, path, f"length {len(sc)} into length {len(dc)}")
             return []
         if dkind == skind == "keyed":
@@ -133,14 +136,14 @@ class _Plan:
                 self.problem(fastload.ArgumentError, path, message)
                 return []
             return [(k, dc[k], sc[k]) for k in dc if k in sc]
-        n = len(dc) if dkind == "seq" else len(sc)
-        keyed = sc if dkind == "seq" else dc
+        # A mapping keyed by the indices the sequence's children had in it.
+        seq, keyed = (dc, sc) if dkind == "seq" else (sc, dc)
         for index_key in (int, str):
-            if set(keyed) == {index_key(i) for i in range(n)}:
+            if set(keyed) == {index_key(i) for i, _ in seq}:
                 if dkind == "seq":
-                    return [(i, dc[i], sc[index_key(i)]) for i in range(n)]
-                position = {index_key(i): i for i in range(n)}
-                return [(k, v, sc[position[k]]) for k, v in dc.items()]
+                    return [(i, d, sc[index_key(i)]) for i, d in dc]
+                at = {index_key(i): c for i, c in sc}
+                return [(k, v, at[k]) for k, v in dc.items()]
         self.problem(fastload.ArgumentError, path, "a sequence cannot load from these keys")
         return []
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastload
-from fastload import ArgumentError, DimensionMismatch, LoadError
+from fastload import ArgumentError, DimensionMismatch, LoadError, SkippedKeysWarning
 
 
 def test_returns_dst_and_copies_in_place():
@@ -327,6 +327,57 @@ def test_filter_drops_children_on_both_sides_and_renumbers():
     fastload.loadmodel(dst, src, filter=lambda x: not isinstance(x, str))
     np.testing.assert_array_equal(dst[0], [1])
     np.testing.assert_array_equal(dst[2], [2, 2])
+
+
+def test_a_filtered_sequence_problem_is_named_by_the_index_it_had(snapshot):
+    dst = [np.tanh, np.zeros(2), np.tanh, np.zeros(3)]
+    before = snapshot(dst)
+    with pytest.raises(DimensionMismatch) as info:
+        fastload.loadmodel(dst, [np.ones(2), np.ones(2)], filter=lambda c: not callable(c))
+    assert info.value.problems[0][0] == "3"
+    before.assert_unchanged()
+
+
+# What `state`, `load` and a file give for a list: a mapping keyed by its indices, `()` for
+# a function. The filter the README gives for them drops both.
+def keep_arrays(child):
+    return not (callable(child) or (type(child) is tuple and not child))
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("source", ["mapping", "file"])
+def test_a_filtered_sequence_loads_from_the_keys_of_the_indices_it_kept(tmp_path, strict, source):
+    """The mapping is keyed by the list's own indices, which a filter does not renumber:
+    layer 3 loads from key "3", never from "1"."""
+    layers = [np.tanh, np.full(2, 1.0), np.tanh, np.full(2, 2.0)]
+    src = {"0": (), "1": layers[1], "2": (), "3": layers[3]}
+    if source == "file":
+        src = tmp_path / "layers.safetensors"
+        fastload.save(src, layers)
+    dst = [np.tanh, np.zeros(2), np.tanh, np.zeros(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is skipped
+        fastload.loadmodel(dst, src, filter=keep_arrays, strict=strict)
+    assert dst[1].tolist() == [1.0, 1.0] and dst[3].tolist() == [2.0, 2.0]
+
+
+def test_a_filtered_sequence_and_a_mapping_of_other_indices_do_not_match(snapshot):
+    dst = [np.tanh, np.zeros(2), np.tanh, np.zeros(2)]
+    src = {"0": (), "1": np.ones(2), "2": np.ones(2), "3": ()}
+    before = snapshot(dst)
+    with pytest.raises(ArgumentError, match=r"indices the filter kept \(1, 3\)"):
+        fastload.loadmodel(dst, src, filter=keep_arrays)
+    before.assert_unchanged()
+    with pytest.warns(SkippedKeysWarning) as warned:
+        fastload.loadmodel(dst, src, filter=keep_arrays, strict=False)
+    assert warned[0].message.skipped == [("<root>", ["3"], ["2"])]
+    assert dst[1].tolist() == [1.0, 1.0] and not dst[3].any()
+
+
+def test_a_mapping_keyed_by_indices_loads_from_a_filtered_sequence_by_those_indices():
+    dst = {"0": (), "1": np.zeros(2), "2": (), "3": np.zeros(2)}
+    fastload.loadmodel(dst, [np.tanh, np.ones(2), np.tanh, 2 * np.ones(2)], filter=keep_arrays)
+    assert dst["1"].tolist() == [1.0, 1.0] and dst["3"].tolist() == [2.0, 2.0]
 
 
 def test_filter_is_never_applied_to_the_root():

@@ -9,6 +9,7 @@ mod errors;
 mod files;
 mod flat;
 mod flat_like;
+mod indexed;
 mod kinds;
 mod leaf;
 mod load;

@@ -6,6 +6,7 @@
 use super::casting::CastRule;
 use super::depth::too_deep;
 use super::dicts::Entries;
+use super::indexed::Indices;
 use super::kinds::{ArrayLeaf, Classifier, Keyed, Node};
 use super::leaf::{changed_arrays, DtypeInfo, SameLayout};
 use super::path::{describe, KeyPath, Segment};
@@ -201,7 +202,7 @@ impl<'py> Walker<'py> {
     /// runs no Python code (the plan then holds its own references), and anything else is
     /// visited through references of its own, since a visit may run the user's code.
     #[inline(always)]
-    fn child(
+    pub(super) fn child(
         &mut self,
         segment: Segment<'py>,
         dst: &Bound<'py, PyAny>,
@@ -368,24 +369,26 @@ impl<'py> Walker<'py> {
     }
 
     fn match_children(&mut self, mut dst: Node<'py>, mut src: Node<'py>) -> PyResult<()> {
+        let (mut dst_at, mut src_at) = (Indices::default(), Indices::default());
         if let Some(filter) = self.filter.clone() {
-            retain(&mut dst, &filter)?;
-            retain(&mut src, &filter)?;
+            dst_at = retain(&mut dst, &filter)?;
+            src_at = retain(&mut src, &filter)?;
         }
         match (dst, src) {
             (Node::Keyed(d), Node::Keyed(s)) => self.match_keys(d, s, 0),
+            // Matched by position among the children kept; paths name the destination's.
             (Node::Seq(d, _), Node::Seq(s, _)) => {
                 if d.len() != s.len() {
                     self.sequence_lengths_differ(s.len(), d.len());
                     return Ok(());
                 }
-                for (i, (d, s)) in d.iter().zip(&s).enumerate() {
-                    self.child(Segment::Index(i), d, s)?;
+                for (j, (d, s)) in d.iter().zip(&s).enumerate() {
+                    self.child(Segment::Index(dst_at.of(j)), d, s)?;
                 }
                 Ok(())
             }
-            (Node::Seq(d, _), Node::Keyed(s)) => self.sequence_from_keyed(d, s),
-            (Node::Keyed(d), Node::Seq(s, _)) => self.keyed_from_sequence(d, s),
+            (Node::Seq(d, _), Node::Keyed(s)) => self.sequence_from_keyed(d, dst_at, s),
+            (Node::Keyed(d), Node::Seq(s, _)) => self.keyed_from_sequence(d, s, src_at),
             _ => Ok(()),
         }
     }
@@ -447,7 +450,11 @@ impl<'py> Walker<'py> {
     }
 
     /// Keys on one side only: a problem, or skipped and reported under `strict=False`.
-    fn one_sided(&mut self, missing: Vec<Bound<'py, PyAny>>, unexpected: Vec<Bound<'py, PyAny>>) {
+    pub(super) fn one_sided(
+        &mut self,
+        missing: Vec<Bound<'py, PyAny>>,
+        unexpected: Vec<Bound<'py, PyAny>>,
+    ) {
         if !self.strict {
             self.out
                 .skipped
@@ -469,150 +476,6 @@ impl<'py> Walker<'py> {
         }
         let message = format!("the structures do not match: {}", parts.join(", "));
         self.problem(ProblemKind::Structure, message);
-    }
-
-    /// A sequence loading from a mapping keyed `0..n-1` or `"0".."n-1"`.
-    fn sequence_from_keyed(
-        &mut self,
-        dst: Vec<Bound<'py, PyAny>>,
-        mut src: Keyed<'py>,
-    ) -> PyResult<()> {
-        let index = src.index(self.py)?;
-        if !plain_keys(&index) {
-            self.classifier.ran_user_code = true; // see `match_keys`
-        }
-        let mut found = Vec::with_capacity(dst.len());
-        if src.len() == dst.len() {
-            // Keyed by `int`s, or by `str`s: whichever key 0 is.
-            let mut by_int = None;
-            for i in 0..dst.len() {
-                let value = match by_int {
-                    Some(true) => index.get_item(i)?,
-                    Some(false) => index.get_item(i.to_string())?,
-                    None => match index.get_item(i)? {
-                        Some(v) => Some(v).inspect(|_| by_int = Some(true)),
-                        None => index.get_item("0")?.inspect(|_| by_int = Some(false)),
-                    },
-                };
-                match value {
-                    Some(v) => found.push(v),
-                    None => break,
-                }
-            }
-        }
-        if found.len() != dst.len() || src.len() != dst.len() {
-            src.read_pairs();
-            if !self.strict {
-                return self.sequence_from_some_keys(dst, &src);
-            }
-            let keys: Vec<_> = src.pairs.iter().map(|(k, _)| k.clone()).collect();
-            let message = format!(
-                "Tried to load a mapping with keys {} into a sequence of {} children; expected {}",
-                key_list(self.py, &keys),
-                dst.len(),
-                index_keys(dst.len())
-            );
-            self.problem(ProblemKind::Structure, message);
-            return Ok(());
-        }
-        for (i, (d, s)) in dst.iter().zip(&found).enumerate() {
-            self.child(Segment::Index(i), d, s)?;
-        }
-        Ok(())
-    }
-
-    /// Under `strict=False`, a sequence loading from a mapping that lacks some of its
-    /// indices or has other keys: the indices it has are loaded, the rest skipped.
-    fn sequence_from_some_keys(
-        &mut self,
-        dst: Vec<Bound<'py, PyAny>>,
-        src: &Keyed<'py>,
-    ) -> PyResult<()> {
-        // Keyed by `int`s, or by `str`s: whichever the first index is.
-        let by_int = src
-            .pairs
-            .iter()
-            .find(|(key, _)| index_key(key).is_some())
-            .map(|(key, _)| key.is_instance_of::<PyInt>());
-        let mut found: Vec<Option<&Bound<'py, PyAny>>> = vec![None; dst.len()];
-        let mut unexpected = Vec::new();
-        for (key, value) in &src.pairs {
-            match index_key(key) {
-                Some(i)
-                    if i < dst.len()
-                        && found[i].is_none()
-                        && by_int == Some(key.is_instance_of::<PyInt>()) =>
-                {
-                    found[i] = Some(value)
-                }
-                _ => unexpected.push(key.clone()),
-            }
-        }
-        let missing = (found.iter().enumerate())
-            .filter(|(_, s)| s.is_none())
-            .map(|(i, _)| index_as_key(self.py, i, by_int))
-            .collect::<PyResult<Vec<_>>>()?;
-        self.one_sided(missing, unexpected);
-        for (i, (d, s)) in dst.iter().zip(found).enumerate() {
-            if let Some(s) = s {
-                self.child(Segment::Index(i), d, s)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A mapping keyed `0..n-1` or `"0".."n-1"` loading from a sequence; under
-    /// `strict=False`, one keyed by some of those indices (and maybe other keys), which
-    /// loads the indices it has and skips the rest.
-    fn keyed_from_sequence(
-        &mut self,
-        dst: Keyed<'py>,
-        src: Vec<Bound<'py, PyAny>>,
-    ) -> PyResult<()> {
-        // Keyed by `int`s, or by `str`s, not a mix: whichever the first index is.
-        let by_int = dst
-            .pairs
-            .iter()
-            .find(|(key, _)| index_key(key).is_some())
-            .map(|(key, _)| key.is_instance_of::<PyInt>());
-        let mut seen = vec![false; src.len()];
-        let mut order = Vec::with_capacity(dst.pairs.len());
-        let mut missing = Vec::new();
-        for (key, d) in &dst.pairs {
-            match index_key(key) {
-                Some(i)
-                    if i < src.len()
-                        && !seen[i]
-                        && by_int == Some(key.is_instance_of::<PyInt>()) =>
-                {
-                    seen[i] = true;
-                    order.push((key, d, i));
-                }
-                _ => missing.push(key.clone()),
-            }
-        }
-        let unseen = seen.iter().enumerate().filter(|(_, seen)| !**seen);
-        if self.strict && (!missing.is_empty() || unseen.clone().next().is_some()) {
-            let keys: Vec<_> = dst.pairs.iter().map(|(k, _)| k.clone()).collect();
-            let message = format!(
-                "Tried to load a sequence of {} children into a mapping with keys {}; expected {}",
-                src.len(),
-                key_list(self.py, &keys),
-                index_keys(src.len())
-            );
-            self.problem(ProblemKind::Structure, message);
-            return Ok(());
-        }
-        let unexpected = unseen
-            .map(|(i, _)| index_as_key(self.py, i, by_int))
-            .collect::<PyResult<Vec<_>>>()?;
-        if !missing.is_empty() || !unexpected.is_empty() {
-            self.one_sided(missing, unexpected);
-        }
-        for (key, d, i) in order {
-            self.child(Segment::Key(key.clone()), d, &src[i])?;
-        }
-        Ok(())
     }
 }
 
@@ -646,40 +509,9 @@ fn plain_key(key: &Bound<'_, PyAny>) -> bool {
 }
 
 /// Whether every key of `dict` is a [`plain_key`].
-fn plain_keys(dict: &Bound<'_, PyDict>) -> bool {
+pub(super) fn plain_keys(dict: &Bound<'_, PyDict>) -> bool {
     // No Python code runs in this loop: the borrowed keys stay valid.
     Entries::new(dict).all(|(key, _)| plain_key(&key))
-}
-
-/// The index a key stands for: an `int`, or a `str` of decimal digits without leading zeros.
-fn index_key(key: &Bound<'_, PyAny>) -> Option<usize> {
-    if key.is_instance_of::<PyInt>() {
-        return key.extract::<usize>().ok();
-    }
-    let text: String = key.cast::<PyString>().ok()?.extract().ok()?;
-    let canonical =
-        text == "0" || (!text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit()));
-    if canonical && !text.is_empty() {
-        text.parse().ok()
-    } else {
-        None
-    }
-}
-
-/// Index `i` as the key a mapping keyed by `int`s (`by_int`) or by `str`s would hold it.
-fn index_as_key(py: Python<'_>, i: usize, by_int: Option<bool>) -> PyResult<Bound<'_, PyAny>> {
-    Ok(match by_int {
-        Some(true) => i.into_pyobject(py)?.into_any(),
-        _ => PyString::new(py, &i.to_string()).into_any(),
-    })
-}
-
-/// The keys a mapping must have to match a sequence of `len` children, in words.
-fn index_keys(len: usize) -> String {
-    match len {
-        0 => "no keys".to_owned(),
-        _ => format!("the keys 0..{}, all ints or all strings", len - 1),
-    }
 }
 
 /// `['a', 'b']`, the first few keys as Python prints them, then how many more there are:
@@ -689,7 +521,7 @@ pub fn keys_text(py: Python<'_>, keys: Vec<Bound<'_, PyAny>>) -> String {
     key_list(py, &keys)
 }
 
-fn key_list(py: Python<'_>, keys: &[Bound<'_, PyAny>]) -> String {
+pub(super) fn key_list(py: Python<'_>, keys: &[Bound<'_, PyAny>]) -> String {
     let shown = PyList::empty(py);
     for key in keys.iter().take(LISTED_KEYS) {
         let _ = shown.append(key);
@@ -706,19 +538,23 @@ fn key_list(py: Python<'_>, keys: &[Bound<'_, PyAny>]) -> String {
 }
 
 /// Drops the children of a node for which `filter(child)` is false.
-fn retain<'py>(node: &mut Node<'py>, filter: &Bound<'py, PyAny>) -> PyResult<()> {
+fn retain<'py>(node: &mut Node<'py>, filter: &Bound<'py, PyAny>) -> PyResult<Indices> {
     match node {
-        Node::Keyed(keyed) => keyed.retain(|v| filter.call1((v,))?.is_truthy()),
+        Node::Keyed(keyed) => {
+            keyed.retain(|v| filter.call1((v,))?.is_truthy())?;
+            Ok(Indices::default())
+        }
         Node::Seq(items, _) => {
-            let mut kept = Vec::with_capacity(items.len());
-            for item in items.drain(..) {
+            let (mut kept, mut indices) = (Vec::with_capacity(items.len()), Vec::new());
+            for (i, item) in items.drain(..).enumerate() {
                 if filter.call1((&item,))?.is_truthy()? {
                     kept.push(item);
+                    indices.push(i);
                 }
             }
             *items = kept;
-            Ok(())
+            Ok(Indices::kept(indices))
         }
-        _ => Ok(()),
+        _ => Ok(Indices::default()),
     }
 }
