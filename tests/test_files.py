@@ -779,6 +779,18 @@ def test_a_sharded_save_removes_the_shards_its_old_checkpoint_had_beyond_its_own
         fastload.save(index, {"w": np.ones(4)}, max_shard_size=16, metadata={"total_size": "1"})
 
 
+def test_a_sharded_save_of_no_arrays_writes_the_index_alone_and_saves_over_it(tmp_path):
+    """A shard its index names no array of would be no file of the checkpoint's, which a
+    later save would refuse to overwrite."""
+    index = tmp_path / "m.safetensors.index.json"
+    for tree in ({"a": 1}, {"a": np.ones(2)}, {"a": 2}):
+        fastload.save(index, tree, max_shard_size=100)
+        shards = ["m-00001-of-00001.safetensors"] if isinstance(tree["a"], np.ndarray) else []
+        assert sorted(p.name for p in tmp_path.iterdir()) == shards + [index.name]
+        back = fastload.load(index)
+        assert back.keys() == {"a"} and np.array_equal(back["a"], tree["a"])
+
+
 def test_a_sharded_save_whose_last_shard_cannot_be_renamed_replaces_nothing(tmp_path):
     index = tmp_path / "model.safetensors.index.json"
     old = {f"w{i}": np.full(4, i, np.float32) for i in range(2)}

@@ -383,7 +383,9 @@ def _save_sharded(
         raise ValueError("metadata key 'total_size' is the index's own: a sharded save writes it")
     stem = index.name[: -len(INDEX_SUFFIX)].removesuffix(".safetensors")
     old_shards = _shards_of(index, stem)
-    shards: List[List] = [[]]
+    # No arrays, no shards: the index holds the whole state (a shard it names no array of
+    # would be no file of this checkpoint's).
+    shards: List[List] = [[]] if arrays else []
     size = 0
     for entry in arrays:
         nbytes = entry[2].nbytes
