@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import struct
+import sys
 from pathlib import Path
 
 import ml_dtypes
@@ -490,6 +491,20 @@ def test_numpy_scalars_round_trip_with_their_dtype(tmp_path):
     assert back["text"] == "a\0" and back["raw"] == b"b\0" and back["b"] is True
 
 
+def test_a_stored_bfloat16_value_without_ml_dtypes_names_the_package(tmp_path, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    fastload.save(path, {"w": np.ones(2, np.float32), "scale": ml_dtypes.bfloat16(0.5)})
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # as if not installed
+    with pytest.raises(
+        LoadError, match="stored value 'scale': dtype BF16 needs the ml_dtypes package"
+    ):
+        fastload.load(path)
+    # A load into a model takes the model's own value there, so needs no package.
+    model = {"w": np.zeros(2, np.float32), "scale": 0.5}
+    fastload.loadmodel(model, path)
+    assert model["w"].tolist() == [1.0, 1.0] and model["scale"] == 0.5
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -748,6 +763,12 @@ def test_a_save_into_a_folder_that_does_not_exist_names_the_folder(tmp_path, sha
     with pytest.raises(FileNotFoundError, match=f"folder {re.escape(str(missing))} does not"):
         fastload.save(missing / name, {"w": np.ones(4), "b": np.ones(4)}, max_shard_size=shards)
     assert not missing.exists()
+    # A file where the path needs a folder is named as such, however deep below it.
+    (tmp_path / "notes").write_text("kept")
+    for folder in (tmp_path / "notes", tmp_path / "notes" / "deeper"):
+        with pytest.raises(NotADirectoryError, match=f"{re.escape(str(tmp_path))}/notes is not a"):
+            fastload.save(folder / name, {"w": np.ones(4)}, max_shard_size=shards)
+    assert sorted(os.listdir(tmp_path)) == ["notes"] and (tmp_path / "notes").read_text() == "kept"
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and links")

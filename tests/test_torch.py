@@ -515,6 +515,20 @@ def test_autograd_sees_writes_that_torch_copies_too():
     assert torch.equal(param.detach(), torch.ones(3, dtype=torch.complex64))
 
 
+def test_autograd_sees_writes_of_a_copy_a_progress_error_stopped():
+    param = nn.Parameter(torch.zeros(1 << 18))
+    version = param._version
+
+    def progress(done, total):
+        if done == total:
+            raise KeyError("stop")
+
+    with pytest.raises(KeyError, match="stop"):
+        fastload.loadmodel({"w": param}, {"w": torch.ones(1 << 18)}, progress=progress)
+    assert param._version > version
+    assert bool((param.detach() == 1).all())
+
+
 def test_tensors_torch_copies_are_checked_like_the_rest():
     # A conjugate view has no NumPy view of its memory: torch copies it.
     z = torch.tensor([1 + 2j, 3 - 1j], dtype=torch.complex64)

@@ -64,6 +64,10 @@ _ML_DTYPES = {
 }
 
 
+class MissingPackage(TypeError):
+    """A dtype that NumPy holds only with a package that is not installed."""
+
+
 def numpy_dtype(name: str) -> np.dtype:
     """The NumPy dtype of a safetensors dtype name."""
     if name in _NUMPY:
@@ -72,7 +76,7 @@ def numpy_dtype(name: str) -> np.dtype:
         try:
             import ml_dtypes
         except ImportError:
-            raise TypeError(f"dtype {name} needs the ml_dtypes package") from None
+            raise MissingPackage(f"dtype {name} needs the ml_dtypes package") from None
         found = getattr(ml_dtypes, _ML_DTYPES[name], None)
         if found is not None:
             return np.dtype(found)
@@ -128,6 +132,10 @@ def _save_target(path: PathLike, follow_links: bool) -> Path:
     if target.exists() and not target.is_file():
         raise OSError(f"{text}: is not a regular file (a device or a pipe); save writes one")
     if not target.parent.is_dir():
+        # The nearest part of the path that exists says which it is.
+        found = next((p for p in target.parents if os.path.lexists(p)), None)
+        if found is not None and not found.is_dir():
+            raise NotADirectoryError(f"{text}: {found} is not a folder")
         raise FileNotFoundError(f"{text}: the folder {target.parent} does not exist")
     return target
 
@@ -585,11 +593,16 @@ def read_checked(
 
 
 def _stored_values(
-    path: PathLike, metadata: Dict[str, str], arrays: Dict[str, Any], flat: Dict[str, Any]
+    path: PathLike,
+    metadata: Dict[str, str],
+    arrays: Dict[str, Any],
+    flat: Dict[str, Any],
+    need_values: bool = True,
 ) -> Dict[str, Any]:
     """The rest of the state that ``save`` kept in the metadata (numbers, strings, ``()``),
     by key, or the ``LoadError`` of a file whose metadata for it is invalid. ``flat``
-    holds the keys of the arrays, and of the names tied to them."""
+    holds the keys of the arrays, and of the names tied to them. Without ``need_values``,
+    a value whose dtype needs a package not installed is left out rather than refused."""
     values = {}
     for key, pair in _metadata_json(path, metadata, STATE_KEY).items():
         if key in flat:
@@ -597,6 +610,9 @@ def _stored_values(
             raise _metadata_error(path, f"{STATE_KEY} holds a value for {key!r}, which is {what}")
         try:
             values[key] = _decode(pair)
+        except MissingPackage as err:
+            if need_values:
+                raise _file_error(Path(os.fspath(path)), f"stored value {key!r}: {err}") from None
         except (ValueError, KeyError, TypeError, IndexError, OverflowError) as err:
             raise _metadata_error(path, err) from None
     return values
@@ -617,7 +633,9 @@ def source_for(dst: Any, path: PathLike) -> Any:
     nested, completed with the parts of ``dst`` that hold no arrays."""
     arrays, metadata = read_flat(path)
     flat = _tied(path, arrays, read_ties(path, metadata))
-    _stored_values(path, metadata, arrays, flat)  # (checked: a file `load` refuses is refused)
+    # Checked, not used: a file `load` refuses is refused. The destination's own values
+    # stand in for these, so a value only a missing package could read is no problem.
+    _stored_values(path, metadata, arrays, flat, need_values=False)
     try:
         return nested_for(dst, flat)
     except LoadError:

@@ -89,9 +89,10 @@ pub fn loadmodel<'py>(
     } else {
         None
     };
-    if in_walk_order {
+    let copied = if in_walk_order {
         // Small leaves, no casts left to NumPy: copied one by one in walk order.
         py.detach(|| executor.copy_in_walk_order(&plan));
+        Ok(())
     } else {
         copy_in_parallel(
             py,
@@ -100,13 +101,14 @@ pub fn loadmodel<'py>(
             external,
             &mut keep_alive,
             progress,
-        )?;
-    }
-    // Run even if torch fails a copy: the leaves written by then must be counted below.
-    let torch_copied = match torch_copies {
+        )
+    };
+    // A copy stopped part way (Ctrl-C, a failing progress callable, a failing torch copy)
+    // still counts what it wrote below; torch's copies run only if the others finished.
+    let copied = copied.and_then(|()| match torch_copies {
         Some(copies) => copies.call_method1("run", (threads,)).map(drop),
         None => Ok(()),
-    };
+    });
     if met_torch {
         // Autograd counts in-place writes to tensors; the copy above wrote through views.
         let written: Vec<_> = plan
@@ -120,7 +122,7 @@ pub fn loadmodel<'py>(
     }
     // The arrays the plan pointed into may be released only now.
     drop((leaf_arrays, tie_arrays, keep_alive));
-    torch_copied?;
+    copied?;
     Ok(skipped)
 }
 
