@@ -362,6 +362,22 @@ def test_invalid_non_array_state_in_a_file_is_a_load_error(tmp_path, snapshot, s
     before.assert_unchanged()
 
 
+@pytest.mark.parametrize(
+    "state",
+    [{"w.x": ["int", 1]}, {"a": ["int", 1], "a.b": ["int", 2]}, {"": ["int", 1]}],
+    ids=["below a tensor", "below a value", "an empty name"],
+)
+def test_stored_values_at_no_path_of_one_tree_are_refused_by_every_load(tmp_path, snapshot, state):
+    path = with_metadata(tmp_path / "bad.safetensors", {"fastload.state": json.dumps(state)})
+    with pytest.raises(LoadError, match="bad.safetensors: "):
+        fastload.load(path)
+    dst = {"w": np.zeros(4, np.float32)}
+    before = snapshot(dst)
+    with pytest.raises(LoadError, match="bad.safetensors: "):
+        fastload.loadmodel(dst, path)
+    before.assert_unchanged()
+
+
 def test_a_missing_file_is_a_load_error(tmp_path):
     with pytest.raises(LoadError, match="nothing.safetensors"):
         fastload.load(tmp_path / "nothing.safetensors")
@@ -759,6 +775,7 @@ def test_save_refuses_what_is_no_regular_file_and_paths_naming_a_folder(tmp_path
 @pytest.mark.parametrize("shards", [None, 8], ids=["one file", "sharded"])
 def test_a_save_into_a_folder_that_does_not_exist_names_the_folder(tmp_path, shards):
     name = "m.safetensors.index.json" if shards else "m.safetensors"
+    tmp_path = Path(os.path.realpath(tmp_path))  # (messages name the real folder)
     missing = tmp_path / "ckpt"
     with pytest.raises(FileNotFoundError, match=f"folder {re.escape(str(missing))} does not"):
         fastload.save(missing / name, {"w": np.ones(4), "b": np.ones(4)}, max_shard_size=shards)

@@ -237,6 +237,9 @@ def save(
             ``total_size`` in a sharded save).
         FileExistsError: a sharded save would overwrite a shard file its old index does
             not name.
+        IsADirectoryError: ``path`` is or names a folder.
+        NotADirectoryError: a part of ``path`` that should be a folder is a file.
+        FileNotFoundError: the folder ``path`` is in does not exist.
 
     >>> import numpy as np, fastload, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")

@@ -635,7 +635,8 @@ def source_for(dst: Any, path: PathLike) -> Any:
     flat = _tied(path, arrays, read_ties(path, metadata))
     # Checked, not used: a file `load` refuses is refused. The destination's own values
     # stand in for these, so a value only a missing package could read is no problem.
-    _stored_values(path, metadata, arrays, flat, need_values=False)
+    values = _stored_values(path, metadata, arrays, flat, need_values=False)
+    _check_keys(path, {**flat, **values})
     try:
         return nested_for(dst, flat)
     except LoadError:
