@@ -109,20 +109,19 @@ pub fn loadmodel<'py>(
         Some(copies) => copies.call_method1("run", (threads,)).map(drop),
         None => Ok(()),
     });
-    let bumped = match met_torch {
-        // Autograd counts in-place writes to tensors; the copy above wrote through views.
-        true => {
-            let written: Vec<_> = plan
-                .leaves()
-                .iter()
-                .zip(&leaf_arrays)
-                .filter(|(leaf, _)| leaf.dst.owner.is_none())
-                .filter_map(|(_, (dst, _))| memory_owner(dst))
-                .collect();
-            python_function(py, "fastload._torch", "bump_versions")
-                .and_then(|bump| bump.call1((written,)).map(drop))
-        }
-        false => Ok(()),
+    // Autograd counts in-place writes to tensors; the copy above wrote through views.
+    let bumped = if met_torch {
+        let written: Vec<_> = plan
+            .leaves()
+            .iter()
+            .zip(&leaf_arrays)
+            .filter(|(leaf, _)| leaf.dst.owner.is_none())
+            .filter_map(|(_, (dst, _))| memory_owner(dst))
+            .collect();
+        python_function(py, "fastload._torch", "bump_versions")
+            .and_then(|bump| bump.call1((written,)).map(drop))
+    } else {
+        Ok(())
     };
     // The arrays the plan pointed into may be released only now.
     drop((leaf_arrays, tie_arrays, keep_alive));
