@@ -519,6 +519,11 @@ def test_a_stored_bfloat16_value_without_ml_dtypes_names_the_package(tmp_path, m
     model = {"w": np.zeros(2, np.float32), "scale": 0.5}
     fastload.loadmodel(model, path)
     assert model["w"].tolist() == [1.0, 1.0] and model["scale"] == 0.5
+    # Its name is still checked: one below a tensor is refused, as `load` refuses it.
+    state = json.dumps({"w.s": ["numpy", "BF16", ["float", "0.5"]]})
+    bad = with_metadata(tmp_path / "bad.safetensors", {"fastload.state": state})
+    with pytest.raises(LoadError, match="bad.safetensors: tensor 'w.s' is below 'w'"):
+        fastload.loadmodel({"w": np.zeros(4, np.float32)}, bad)
 
 
 @pytest.mark.parametrize(

@@ -602,7 +602,8 @@ def _stored_values(
     """The rest of the state that ``save`` kept in the metadata (numbers, strings, ``()``),
     by key, or the ``LoadError`` of a file whose metadata for it is invalid. ``flat``
     holds the keys of the arrays, and of the names tied to them. Without ``need_values``,
-    a value whose dtype needs a package not installed is left out rather than refused."""
+    a value whose dtype needs a package not installed is ``None`` rather than refused
+    (its key is still one of the file's names)."""
     values = {}
     for key, pair in _metadata_json(path, metadata, STATE_KEY).items():
         if key in flat:
@@ -613,6 +614,7 @@ def _stored_values(
         except MissingPackage as err:
             if need_values:
                 raise _file_error(Path(os.fspath(path)), f"stored value {key!r}: {err}") from None
+            values[key] = None
         except (ValueError, KeyError, TypeError, IndexError, OverflowError) as err:
             raise _metadata_error(path, err) from None
     return values
