@@ -380,6 +380,39 @@ def test_a_mapping_keyed_by_indices_loads_from_a_filtered_sequence_by_those_indi
     assert dst["1"].tolist() == [1.0, 1.0] and dst["3"].tolist() == [2.0, 2.0]
 
 
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("keys", ["str", "int", "file"])
+def test_a_filtered_sequence_loads_from_a_mapping_renumbered_as_it_is(tmp_path, strict, keys):
+    """A mapping keyed 0..m-1 for the m children a filter kept (a file saved from a model
+    without the dropped layers) loads by position, as two sequences do."""
+    arrays = [np.full(2, 1.0), np.full(2, 2.0)]
+    src = {0: arrays[0], 1: arrays[1]} if keys == "int" else {"0": arrays[0], "1": arrays[1]}
+    if keys == "file":
+        src = tmp_path / "kept.safetensors"
+        fastload.save(src, arrays)
+    dst = [np.tanh, np.zeros(2), np.tanh, np.zeros(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is skipped
+        fastload.loadmodel(dst, src, filter=keep_arrays, strict=strict)
+    assert dst[1].tolist() == [1.0, 1.0] and dst[3].tolist() == [2.0, 2.0]
+
+
+def test_a_renumbered_mapping_loads_from_a_filtered_sequence_by_position():
+    dst = {"0": np.zeros(2), "1": np.zeros(2)}
+    fastload.loadmodel(dst, [np.tanh, np.ones(2), np.tanh, 2 * np.ones(2)], filter=keep_arrays)
+    assert dst["0"].tolist() == [1.0, 1.0] and dst["1"].tolist() == [2.0, 2.0]
+
+
+def test_a_filtered_sequence_refuses_a_mapping_keyed_neither_by_index_nor_by_position():
+    dst = [np.zeros(2), np.tanh, np.zeros(2)]
+    with pytest.raises(ArgumentError, match=r"indices the filter kept \(0, 2\) or 0\.\.1"):
+        fastload.loadmodel(dst, {"1": np.ones(2), "2": np.ones(2)}, filter=keep_arrays)
+    assert not dst[0].any() and not dst[2].any()
+    src = {"0": np.ones(2), "2": 2 * np.ones(2)}
+    fastload.loadmodel(dst, src, filter=keep_arrays)
+    assert dst[0].tolist() == [1.0, 1.0] and dst[2].tolist() == [2.0, 2.0]
+
+
 def test_filter_is_never_applied_to_the_root():
     calls = []
 

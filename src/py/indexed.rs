@@ -10,7 +10,7 @@ use super::path::Segment;
 use super::walk::{key_list, plain_keys, Walker};
 use crate::core::ProblemKind;
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyString};
+use pyo3::types::{PyDict, PyInt, PyString};
 
 /// Where the children of a sequence stood in it: child `j` of those a filter kept is
 /// child `indices[j]` of the sequence (in increasing order); all of them without a filter.
@@ -26,6 +26,11 @@ impl Indices {
     /// The index in the sequence of child `j` of those kept.
     pub(super) fn of(&self, j: usize) -> usize {
         self.0.as_ref().map_or(j, |kept| kept[j])
+    }
+
+    /// Whether a filter dropped children, so that indices and positions may differ.
+    fn is_filtered(&self) -> bool {
+        self.0.is_some()
     }
 
     /// Which of the `len` children kept stood at index `i`, if one did.
@@ -45,8 +50,9 @@ impl Indices {
                 let shown: Vec<String> = kept.iter().take(8).map(usize::to_string).collect();
                 let more = if kept.len() > 8 { ", ..." } else { "" };
                 format!(
-                    "the keys of the indices the filter kept ({}{more}), all ints or all strings",
-                    shown.join(", ")
+                    "the keys of the indices the filter kept ({}{more}) or 0..{}, all ints or all strings",
+                    shown.join(", "),
+                    len - 1
                 )
             }
         }
@@ -65,29 +71,16 @@ impl<'py> Walker<'py> {
         if !plain_keys(&index) {
             self.classifier.ran_user_code = true; // see `match_keys`
         }
-        let mut found = Vec::with_capacity(dst.len());
+        // By the indices the children kept had, else (as the spec has it, a sequence being
+        // renumbered after a filter drops children) by their positions among those kept.
+        let mut found = None;
         if src.len() == dst.len() {
-            // Keyed by `int`s, or by `str`s: whichever the first index is.
-            let mut by_int = None;
-            for j in 0..dst.len() {
-                let i = at.of(j);
-                let value = match by_int {
-                    Some(true) => index.get_item(i)?,
-                    Some(false) => index.get_item(i.to_string())?,
-                    None => match index.get_item(i)? {
-                        Some(v) => Some(v).inspect(|_| by_int = Some(true)),
-                        None => index
-                            .get_item(i.to_string())?
-                            .inspect(|_| by_int = Some(false)),
-                    },
-                };
-                match value {
-                    Some(v) => found.push(v),
-                    None => break,
-                }
+            found = find_indexed(&index, dst.len(), |j| at.of(j))?;
+            if found.is_none() && at.is_filtered() {
+                found = find_indexed(&index, dst.len(), |j| j)?;
             }
         }
-        if found.len() != dst.len() || src.len() != dst.len() {
+        let Some(found) = found else {
             src.read_pairs();
             if !self.strict {
                 return self.sequence_from_some_keys(dst, at, &src);
@@ -101,7 +94,7 @@ impl<'py> Walker<'py> {
             );
             self.problem(ProblemKind::Structure, message);
             return Ok(());
-        }
+        };
         for (j, (d, s)) in dst.iter().zip(&found).enumerate() {
             self.child(Segment::Index(at.of(j)), d, s)?;
         }
@@ -141,31 +134,24 @@ impl<'py> Walker<'py> {
         Ok(())
     }
 
-    /// A mapping keyed by the indices of a sequence's children `at` loading from them;
-    /// under `strict=False`, one keyed by some of those indices (and maybe other keys),
-    /// which loads the indices it has and skips the rest.
+    /// A mapping keyed by the indices of a sequence's children `at` loading from them, or
+    /// by their positions among those a filter kept (as in `sequence_from_keyed`); under
+    /// `strict=False`, one keyed by some of those indices (and maybe other keys), which
+    /// loads the indices it has and skips the rest.
     pub(super) fn keyed_from_sequence(
         &mut self,
         dst: Keyed<'py>,
         src: Vec<Bound<'py, PyAny>>,
         at: Indices,
     ) -> PyResult<()> {
-        let by_int = keyed_by_int(&dst);
-        let mut seen = vec![false; src.len()];
-        let mut order = Vec::with_capacity(dst.pairs.len());
-        let mut missing = Vec::new();
-        for (key, d) in &dst.pairs {
-            let position = index_key(key).and_then(|i| at.position(i, src.len()));
-            match position {
-                Some(j) if !seen[j] && by_int == Some(key.is_instance_of::<PyInt>()) => {
-                    seen[j] = true;
-                    order.push((key, d, j));
-                }
-                _ => missing.push(key.clone()),
+        let mut matched = KeysMatch::new(&dst, &at, src.len());
+        if !matched.is_complete() && at.is_filtered() {
+            let by_position = KeysMatch::new(&dst, &Indices::default(), src.len());
+            if by_position.is_complete() {
+                matched = by_position;
             }
         }
-        let unseen = seen.iter().enumerate().filter(|(_, seen)| !**seen);
-        if self.strict && (!missing.is_empty() || unseen.clone().next().is_some()) {
+        if self.strict && !matched.is_complete() {
             let keys: Vec<_> = dst.pairs.iter().map(|(k, _)| k.clone()).collect();
             let message = format!(
                 "Tried to load a sequence of {} children into a mapping with keys {}; expected {}",
@@ -176,17 +162,83 @@ impl<'py> Walker<'py> {
             self.problem(ProblemKind::Structure, message);
             return Ok(());
         }
-        let unexpected = unseen
+        let by_int = keyed_by_int(&dst);
+        let unexpected = (matched.seen.iter().enumerate())
+            .filter(|(_, seen)| !**seen)
             .map(|(j, _)| index_as_key(self.py, at.of(j), by_int))
             .collect::<PyResult<Vec<_>>>()?;
-        if !missing.is_empty() || !unexpected.is_empty() {
-            self.one_sided(missing, unexpected);
+        if !matched.missing.is_empty() || !unexpected.is_empty() {
+            self.one_sided(matched.missing, unexpected);
         }
-        for (key, d, j) in order {
+        for (key, d, j) in matched.order {
             self.child(Segment::Key(key.clone()), d, &src[j])?;
         }
         Ok(())
     }
+}
+
+/// A mapping's keys against the `len` children of a sequence that stood at indices `at`.
+struct KeysMatch<'a, 'py> {
+    /// Each key naming a child, its value and the child's position among those kept.
+    order: Vec<(&'a Bound<'py, PyAny>, &'a Bound<'py, PyAny>, usize)>,
+    /// The keys that name no child.
+    missing: Vec<Bound<'py, PyAny>>,
+    /// Which children a key named.
+    seen: Vec<bool>,
+}
+
+impl<'a, 'py> KeysMatch<'a, 'py> {
+    fn new(mapping: &'a Keyed<'py>, at: &Indices, len: usize) -> Self {
+        let by_int = keyed_by_int(mapping);
+        let mut matched = KeysMatch {
+            order: Vec::with_capacity(mapping.pairs.len()),
+            missing: Vec::new(),
+            seen: vec![false; len],
+        };
+        for (key, value) in &mapping.pairs {
+            let position = index_key(key).and_then(|i| at.position(i, len));
+            match position {
+                Some(j) if !matched.seen[j] && by_int == Some(key.is_instance_of::<PyInt>()) => {
+                    matched.seen[j] = true;
+                    matched.order.push((key, value, j));
+                }
+                _ => matched.missing.push(key.clone()),
+            }
+        }
+        matched
+    }
+
+    /// Whether every key names a child and every child is named.
+    fn is_complete(&self) -> bool {
+        self.missing.is_empty() && self.seen.iter().all(|seen| *seen)
+    }
+}
+
+/// The values of `index` at the keys of indices `of(0)..of(len - 1)`, all `int`s or all
+/// `str`s (whichever the first is), if it has them all.
+fn find_indexed<'py>(
+    index: &Bound<'py, PyDict>,
+    len: usize,
+    of: impl Fn(usize) -> usize,
+) -> PyResult<Option<Vec<Bound<'py, PyAny>>>> {
+    let mut found = Vec::with_capacity(len);
+    let mut by_int = None;
+    for j in 0..len {
+        let i = of(j);
+        let value = match by_int {
+            Some(true) => index.get_item(i)?,
+            Some(false) => index.get_item(i.to_string())?,
+            None => match index.get_item(i)? {
+                Some(v) => Some(v).inspect(|_| by_int = Some(true)),
+                None => (index.get_item(i.to_string())?).inspect(|_| by_int = Some(false)),
+            },
+        };
+        match value {
+            Some(v) => found.push(v),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(found))
 }
 
 /// Whether a mapping is keyed by `int`s or by `str`s (not a mix): whichever its first
