@@ -524,6 +524,12 @@ def test_a_stored_bfloat16_value_without_ml_dtypes_names_the_package(tmp_path, m
     bad = with_metadata(tmp_path / "bad.safetensors", {"fastload.state": state})
     with pytest.raises(LoadError, match="bad.safetensors: tensor 'w.s' is below 'w'"):
         fastload.loadmodel({"w": np.zeros(4, np.float32)}, bad)
+    # And so is the number it holds, which `load` with the package would refuse.
+    for number in (["str", "0.5"], ["numpy", "F32", ["float", "0.5"]], ["float", "half"]):
+        state = json.dumps({"s": ["numpy", "BF16", number]})
+        bad = with_metadata(tmp_path / "bad.safetensors", {"fastload.state": state})
+        with pytest.raises(LoadError, match="its fastload metadata is invalid"):
+            fastload.loadmodel({"w": np.zeros(4, np.float32), "s": 0.5}, bad)
 
 
 @pytest.mark.parametrize(

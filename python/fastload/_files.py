@@ -354,12 +354,17 @@ def _encode_numpy(key: str, value: np.generic) -> List[Any]:
 def _decode(pair: List[Any]) -> Any:
     kind, value = pair[0], pair[1]
     if kind == "numpy":
+        # The number is checked first: a file is as valid without ml_dtypes as with it.
+        inner = pair[2]
+        if inner[0] == "numpy":
+            raise ValueError("a NumPy scalar holds a Python number, not another NumPy scalar")
+        if value in _ML_DTYPES and inner[0] != "float":
+            raise ValueError(f"a {value} scalar holds a float, not a {inner[0]}")
+        number = _decode(inner)
         dtype = numpy_dtype(value) if value in _ML_DTYPES else np.dtype(value)
         if dtype.kind not in _SCALAR_KINDS and value not in _ML_DTYPES:
             raise ValueError(f"a NumPy scalar of dtype {dtype} is not stored by save")
-        if pair[2][0] == "numpy":
-            raise ValueError("a NumPy scalar holds a Python number, not another NumPy scalar")
-        return dtype.type(_decode(pair[2]))
+        return dtype.type(number)
     return {
         "none": lambda v: None,
         "bool": bool,
