@@ -1207,6 +1207,23 @@ def test_a_copy_torch_fails_after_the_checks_names_its_leaf_and_counts_what_was_
     assert plain.tolist() == [1.0, 1.0, 1.0] and plain._version > version
 
 
+def test_a_failure_staging_copies_names_the_step_and_counts_what_was_written(monkeypatch):
+    """Staging copies many leaves at once (a pinned buffer torch cannot allocate): no one
+    leaf is at fault, so the message names the step."""
+
+    def staging_fails(copies, threads):
+        raise RuntimeError("no pinned memory left")
+
+    monkeypatch.setattr(fastload._staging, "run", staging_fails)
+    plain, later = torch.zeros(3), torch.zeros(2, dtype=torch.complex32)
+    version = plain._version
+    src = {"plain": torch.ones(3), "later": complex_half([1, 2])}
+    message = "^the pinned staging of large copies .* RuntimeError: no pinned memory left"
+    with pytest.raises(RuntimeError, match=message):
+        fastload.loadmodel({"plain": plain, "later": later}, src)
+    assert plain.tolist() == [1.0, 1.0, 1.0] and plain._version > version
+
+
 def test_conjugate_and_negative_views_on_the_cpu_are_tied_like_any_source():
     weight = np.zeros(3, np.complex64)
     values = torch.tensor([1 + 1j, 2 + 2j, 3 + 3j], dtype=torch.complex64)

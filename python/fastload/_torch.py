@@ -667,30 +667,32 @@ class TorchCopies:
 
         The checks cannot foresee a copy that torch itself fails (a tensor subclass whose
         ``copy_`` raises, a GPU out of memory): that raises ``RuntimeError`` naming the
-        leaf, and the leaves copied before it stay written."""
-        path = None  # (of the copy under way; none while staging)
+        leaf (or the step: staging, or waiting for the GPU, which name none), and the
+        leaves copied before it stay written."""
+        # Where a failure happens: the path of the leaf torch is copying, else the step.
+        where = "the pinned staging of large copies between host and GPU"
         try:
             with torch.no_grad():
                 for param, src in self.lazy.values():
-                    path = self.paths[id(param)]
+                    where = self.paths[id(param)]
                     param.materialize(src.shape)
                     self.copies.append((param.detach(), src))
-                    self.paths[id(self.copies[-1][0])] = path
+                    self.paths[id(self.copies[-1][0])] = where
                     self.written.append(param)
-                path = None
+                where = "the pinned staging of large copies between host and GPU"
                 for dst, src in _staging.run(self.copies, threads):
-                    path = self.paths[id(dst)]
+                    where = self.paths[id(dst)]
                     upload = dst.is_cuda and src.device.type == "cpu" and src.is_pinned()
                     dst.copy_(src, non_blocking=upload)
                 for dst, src in self.into_tensors:
-                    path = self.paths[id(dst)]
+                    where = self.paths[id(dst)]
                     dst.copy_(src)
-                path = None
+            # A GPU reports a failed asynchronous copy only here, naming no tensor.
+            where = "waiting for the GPU to finish the copies"
             copied = self.copies + self.into_tensors
             for device in {t.device for pair in copied for t in pair if t.is_cuda}:
                 torch.cuda.synchronize(device)
         except Exception as err:
-            where = "the copies torch makes" if path is None else path
             raise RuntimeError(
                 f"{where}: torch's copy failed after the checks had passed, so the leaves "
                 f"copied before it stay written: {type(err).__name__}: {err}"
