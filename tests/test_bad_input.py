@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastload
-from fastload import ArgumentError, DimensionMismatch, LoadError
+from fastload import ArgumentError, DimensionMismatch, LoadError, SkippedKeysWarning
 
 
 def test_every_problem_is_listed_and_the_class_is_the_first_ones(snapshot):
@@ -525,6 +525,92 @@ def test_common_leaves_changed_by_code_the_walk_runs_are_caught_not_written(chan
         fastload.loadmodel(dst, src)
     assert not dst["first"].any() and not dst["b"].w.any()
     assert not dst_victim.view(np.uint8).any()
+
+
+class ShrinkingRepr:
+    """A key whose ``repr`` (run to name a path) frees the memory of an array planned
+    before it."""
+
+    def __init__(self, victim):
+        self.victim = victim
+
+    def __repr__(self):
+        self.victim.resize(1, refcheck=False)
+        return "ShrinkingRepr()"
+
+
+class ShrinkingMapping(Mapping):
+    """A mapping whose ``keys()`` frees the memory of an array planned before it."""
+
+    def __init__(self, victim):
+        self.victim = victim
+
+    def __getitem__(self, key):
+        return np.zeros(2)
+
+    def __iter__(self):
+        return iter(["w"])
+
+    def __len__(self):
+        return 1
+
+    def keys(self):
+        self.victim.resize(1, refcheck=False)
+        return ["w"]
+
+
+class ShrinkingDict(dict):
+    def keys(self):
+        self.victim.resize(1, refcheck=False)
+        return super().keys()
+
+
+class Plain:
+    pass
+
+
+def tied_under_key(victim):
+    """A path is named for a tie check: the key's repr runs."""
+    key, t = ShrinkingRepr(victim), np.zeros(2)
+    return {key: [t, t]}, {key: [np.ones(2), np.ones(2)]}
+
+
+def skipped_under_key(victim):
+    """A path is named for keys skipped under strict=False: the key's repr runs."""
+    key = ShrinkingRepr(victim)
+    return {key: {"w": np.zeros(2)}}, {key: {"w": np.ones(2), "extra": np.ones(2)}}
+
+
+def proxy_of_a_mapping(victim):
+    """A mapping proxy reads the mapping it wraps, here the user's."""
+    proxy = types.MappingProxyType(ShrinkingMapping(victim))
+    return {"m": proxy}, {"m": {"w": np.ones(2)}}
+
+
+def attributes_in_a_dict_subclass(victim):
+    """An object whose ``__dict__`` is a dict subclass: its ``keys()`` is the user's."""
+    obj = Plain()
+    obj.__dict__ = ShrinkingDict(w=np.zeros(2))
+    obj.__dict__.victim = victim  # (an attribute of the dict, not of the object)
+    return {"m": obj}, {"m": {"w": np.ones(2)}}
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [tied_under_key, skipped_under_key, proxy_of_a_mapping, attributes_in_a_dict_subclass],
+)
+def test_code_the_walk_runs_unasked_is_caught_not_written_into_freed_memory(tree):
+    """Code of the user's that the walk runs without calling it by name (a key's repr,
+    a wrapped mapping's keys) makes the walk check its planned arrays again."""
+    victim = np.zeros(1 << 20)  # 8 MiB: its memory goes back to the system when freed
+    dst_rest, src_rest = tree(victim)
+    dst = {"w": victim, **dst_rest}  # planned first
+    src = {"w": np.ones(1 << 20), **src_rest}
+    with pytest.raises(LoadError, match="changed while the trees were walked"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SkippedKeysWarning)
+            fastload.loadmodel(dst, src, strict=tree is not skipped_under_key)
+    assert victim.shape == (1,) and not victim.any()
 
 
 def test_a_tied_parameter_reshaped_by_code_the_walk_runs_is_caught():

@@ -250,7 +250,8 @@ def _torch_kind(tp: type) -> Optional[Tuple[int, Optional[object]]]:
 # give themselves the same lookup under their own name.
 _PLAIN_GETATTRIBUTE = (object.__getattribute__, types.SimpleNamespace.__getattribute__)
 
-_C_MAPPINGS = (dict, collections.OrderedDict, collections.defaultdict, types.MappingProxyType)
+# (Not `types.MappingProxyType`: a proxy reads whatever mapping it wraps, maybe the user's.)
+_C_MAPPINGS = (dict, collections.OrderedDict, collections.defaultdict)
 
 
 def _runs_user_code(tp: type, code: int, payload: Optional[object]) -> bool:

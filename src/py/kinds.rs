@@ -401,7 +401,11 @@ impl<'py> Classifier<'py> {
                 let attrs = obj.getattr(intern!(py, "__dict__"))?;
                 match attrs.cast_exact::<PyDict>() {
                     Ok(dict) => Node::Keyed(keyed_dict(dict, lookup)),
-                    Err(_) => Node::Keyed(mapping_children(&attrs)?),
+                    Err(_) => {
+                        // A `__dict__` of another class: its `keys()` may be the user's.
+                        self.ran_user_code = true;
+                        Node::Keyed(mapping_children(&attrs)?)
+                    }
                 }
             }
             TypeKind::Fields(names) => {

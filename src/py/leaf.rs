@@ -193,7 +193,7 @@ impl<'py> Walker<'py> {
             // A conjugate or negative view on the CPU, resolved: its leaf is then planned
             // like any other, in the tie table.
             if let Some((values, span)) = self.classifier.resolved_values(tensor)? {
-                let (path, position) = (self.path.render(), self.out.problems.len());
+                let (path, position) = (self.path_text(), self.out.problems.len());
                 self.out
                     .plan
                     .read_ahead(span, path, RESOLVED_TOO_EARLY.to_owned(), position);
@@ -386,7 +386,7 @@ impl<'py> Walker<'py> {
                 // Only once nothing can fail: one entry per tie check.
                 self.out.tie_arrays.push(read);
                 let position = self.out.problems.len();
-                let path = self.path.render();
+                let path = self.path_text();
                 self.out
                     .plan
                     .check_tie(first, first_dst, view, op, path, position);

@@ -30,6 +30,17 @@ impl<'py> KeyPath<'py> {
         self.segments.len()
     }
 
+    /// Whether rendering the path may run code of the user's: a key that is not an exact
+    /// `str` or `int` is rendered by its own `repr` or `str`.
+    pub fn renders_with_user_code(&self) -> bool {
+        self.segments.iter().any(|segment| match segment {
+            Segment::Key(key) => {
+                !(key.is_exact_instance_of::<PyString>() || key.is_exact_instance_of::<PyInt>())
+            }
+            Segment::Index(_) => false,
+        })
+    }
+
     /// `layers.1.weight`; `<root>` for the root. String keys print as they are, integers
     /// as numbers, any other key as its `repr`.
     pub fn render(&self) -> String {

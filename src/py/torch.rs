@@ -46,7 +46,7 @@ impl<'py> Walker<'py> {
                 copies
             }
         };
-        let path = self.path.render();
+        let path = self.path_text();
         let problem: Option<(u8, String)> = copies
             .call_method1(intern!(self.py, "add"), (dst, src, path))?
             .extract()?;

@@ -177,9 +177,17 @@ impl<'py> Walker<'py> {
     }
 
     pub(super) fn problem(&mut self, kind: ProblemKind, message: impl Into<String>) {
-        self.out
-            .problems
-            .push(Problem::new(kind, self.path.render(), message));
+        let path = self.path_text();
+        self.out.problems.push(Problem::new(kind, path, message));
+    }
+
+    /// The path being visited, rendered. A key's own `repr` may run, and change arrays
+    /// already planned: the walk then counts as having run code of the user's.
+    pub(super) fn path_text(&mut self) -> String {
+        if self.path.renders_with_user_code() {
+            self.classifier.ran_user_code = true;
+        }
+        self.path.render()
     }
 
     /// Visits one pair; an exception raised by the objects themselves (a children
@@ -456,9 +464,8 @@ impl<'py> Walker<'py> {
         unexpected: Vec<Bound<'py, PyAny>>,
     ) {
         if !self.strict {
-            self.out
-                .skipped
-                .push((self.path.render(), missing, unexpected));
+            let path = self.path_text();
+            self.out.skipped.push((path, missing, unexpected));
             return;
         }
         let mut parts = Vec::new();
