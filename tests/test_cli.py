@@ -284,6 +284,21 @@ def test_diff_takes_a_tie_stored_once_for_the_same_array(tmp_path):
         assert (done.returncode, done.stdout.strip()) == (0, "2 arrays match, 0 differ")
 
 
+def test_diff_takes_a_view_alike_of_the_same_memory_for_a_tie(tmp_path):
+    """A load ties views of the same memory (``b.weight.data = a.weight.data``), so a
+    file holding one of their names has no difference from the model."""
+    (tmp_path / "viewtied.py").write_text(
+        "import numpy as np\n"
+        "def build():\n"
+        "    wte = np.zeros((4, 2), np.float32)\n"
+        "    return {'wte': wte, 'head': {'weight': wte[:]}, 'b': np.zeros(2)}\n"
+    )
+    once = tmp_path / "once.safetensors"
+    save_file({"wte": np.ones((4, 2), np.float32), "b": np.ones(2)}, str(once))
+    done = run("diff", once, "viewtied:build", cwd=tmp_path)
+    assert (done.returncode, done.stdout.strip()) == (0, "2 arrays match, 0 differ")
+
+
 def build_tied():
     wte = np.zeros((4, 2), np.float32)
     return {"wte": wte, "head": {"weight": wte}, "b": np.zeros(2)}

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 import numpy as np
 
 from . import _fastload
-from ._files import read_checked
+from ._files import _identity, read_checked
 from ._flat import flatten, is_array
 from .errors import LoadError, shape_text
 
@@ -124,14 +124,27 @@ def signatures(spec: str) -> Tuple[Dict[str, Signature], Dict[str, str]]:
             raise TargetError(f"{spec}: cannot take its state: {_one_line(err)}") from None
     out: Dict[str, Signature] = {}
     ties: Dict[str, str] = {}
-    first_names: Dict[int, str] = {}  # by the array object: `head.weight = wte.weight`
+    first_names: Dict[Any, str] = {}  # `head.weight = wte.weight`, or a view alike
     for key, value in leaves.items():
         if is_array(value):
             out[key] = (tuple(value.shape), str(value.dtype).replace("torch.", ""))
-            first = first_names.setdefault(id(value), key)
+            first = first_names.setdefault(_memory(value), key)
             if first != key:
                 ties[key] = first
     return out, ties
+
+
+def _memory(array: Any) -> Any:
+    """What makes arrays one tied parameter to a load: the same memory viewed alike,
+    whatever the objects."""
+    if isinstance(array, np.ndarray):
+        return _identity(array)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(array, torch.Tensor):
+        from ._torch import tie_key
+
+        return tie_key(array)
+    return id(array)
 
 
 def _is_flat(obj: Any) -> bool:
