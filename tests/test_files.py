@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -522,8 +523,11 @@ def test_a_stored_bfloat16_value_without_ml_dtypes_names_the_package(tmp_path, m
     # Its name is still checked: one below a tensor is refused, as `load` refuses it.
     state = json.dumps({"w.s": ["numpy", "BF16", ["float", "0.5"]]})
     bad = with_metadata(tmp_path / "bad.safetensors", {"fastload.state": state})
-    with pytest.raises(LoadError, match="bad.safetensors: tensor 'w.s' is below 'w'"):
+    with pytest.raises(LoadError, match="bad.safetensors: stored value 'w.s' is below 'w'"):
         fastload.loadmodel({"w": np.zeros(4, np.float32)}, bad)
+    monkeypatch.undo()  # (ml_dtypes back: `load` refuses the name, not the dtype)
+    with pytest.raises(LoadError, match="stored value 'w.s' is below 'w', which is a tensor"):
+        fastload.load(bad)
     # And so is the number it holds, which `load` with the package would refuse.
     for number in (["str", "0.5"], ["numpy", "F32", ["float", "0.5"]], ["float", "half"]):
         state = json.dumps({"s": ["numpy", "BF16", number]})
@@ -809,6 +813,36 @@ def test_a_save_over_a_file_keeps_its_permissions_and_writes_through_a_link(tmp_
     assert (tmp_path / "link.safetensors").is_symlink()
     assert fastload.load(path)["w"].tolist() == [1.0, 1.0]
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links")
+def test_a_save_through_a_loop_of_links_fails_as_open_does_and_keeps_the_links(tmp_path):
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    with pytest.raises(OSError) as opened:
+        open(tmp_path / "a", "wb")
+    with pytest.raises(OSError, match="a: too many levels of symbolic links") as saved:
+        fastload.save(tmp_path / "a", {"w": np.ones(2)})
+    assert saved.value.errno == opened.value.errno == errno.ELOOP
+    assert (tmp_path / "a").is_symlink() and (tmp_path / "b").is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"]
+
+
+def test_a_shard_index_is_read_as_utf8_whatever_the_locale(tmp_path, monkeypatch):
+    """JSON is UTF-8: an index written with raw non-ASCII names (as other tools write
+    them) loads where the locale's encoding is another."""
+    shard = "m-00001-of-00001.safetensors"
+    save_file({"größe": np.ones(2, np.float32)}, str(tmp_path / shard))
+    index = tmp_path / "m.safetensors.index.json"
+    body = {"metadata": {}, "weight_map": {"größe": shard}}
+    index.write_bytes(json.dumps(body, ensure_ascii=False).encode("utf-8"))
+    read_text = Path.read_text
+
+    def latin1_default(self, encoding=None, errors=None):
+        return read_text(self, encoding or "latin-1", errors)
+
+    monkeypatch.setattr(Path, "read_text", latin1_default)
+    assert fastload.load(index)["größe"].tolist() == [1.0, 1.0]
 
 
 def test_a_sharded_save_removes_the_shards_its_old_checkpoint_had_beyond_its_own(tmp_path):

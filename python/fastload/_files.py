@@ -10,6 +10,7 @@ of the map, so ``loadmodel(dst, path)`` copies straight from the file into ``dst
 from __future__ import annotations
 
 import bisect
+import errno
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Collection, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -126,6 +127,8 @@ def _save_target(path: PathLike, follow_links: bool) -> Path:
         raise IsADirectoryError(f"{text}: names a folder; save writes a file")
     target = Path(os.path.realpath(text) if follow_links else text)
     if target.is_symlink():
+        if follow_links:  # a link `realpath` left: one of a loop of links
+            raise OSError(errno.ELOOP, f"{text}: too many levels of symbolic links (a loop)")
         return target  # (not followed: the rename replaces the link)
     if target.is_dir():
         raise IsADirectoryError(f"{text}: is a folder; save writes a file")
@@ -461,7 +464,7 @@ def _remove_stale(index: Path, stale: set, save_id: str) -> None:
     one is in place: only while the index is still this save's (a save beside it may have
     put its own in place since), and as far as they can be (the save itself is done)."""
     try:
-        if json.loads(index.read_text())["metadata"][SAVE_ID_KEY] != save_id:
+        if json.loads(index.read_text(encoding="utf-8"))["metadata"][SAVE_ID_KEY] != save_id:
             return
     except (OSError, ValueError, KeyError, TypeError):
         return
@@ -477,7 +480,7 @@ def _shards_of(index: Path, stem: str) -> set:
     sharded save names them (``stem-00001-of-00004.safetensors``); nothing if the index
     cannot be read."""
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         names = set(weight_map.values())
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return set()
@@ -517,7 +520,7 @@ def _read_sharded(index: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     if index.exists() and not index.is_file():
         raise _file_error(index, "not a regular file")  # a FIFO would block the read
     try:
-        body = json.loads(index.read_text(), object_pairs_hook=_without_repeats)
+        body = json.loads(index.read_text(encoding="utf-8"), object_pairs_hook=_without_repeats)
         if not isinstance(body, dict):
             raise TypeError("not a JSON object")
         weight_map = body["weight_map"]
@@ -593,8 +596,8 @@ def read_checked(
         arrays = {key: np.array(a) for key, a in arrays.items()}
     ties = read_ties(path, metadata)
     flat = _tied(path, arrays, ties)
-    flat.update(_stored_values(path, metadata, arrays, flat))
-    return arrays, ties, _nested(path, flat)
+    values = _stored_values(path, metadata, arrays, flat)
+    return arrays, ties, _nested(path, {**flat, **values}, values)
 
 
 def _stored_values(
@@ -625,13 +628,13 @@ def _stored_values(
     return values
 
 
-def _nested(path: PathLike, flat: Dict[str, Any]) -> Any:
-    """A checkpoint's entries nested by their dotted names, or the ``LoadError`` of a file
-    whose names are no paths of one tree."""
+def _nested(path: PathLike, flat: Dict[str, Any], values: Collection[str] = ()) -> Any:
+    """A checkpoint's entries nested by their dotted names (``values`` naming those stored
+    in its metadata), or the ``LoadError`` of a file whose names are no paths of one tree."""
     try:
         return unflatten(flat)
     except ValueError as err:
-        _check_keys(path, flat)
+        _check_keys(path, flat, values)
         raise _file_error(Path(os.fspath(path)), str(err)) from None
 
 
@@ -643,7 +646,7 @@ def source_for(dst: Any, path: PathLike) -> Any:
     # Checked, not used: a file `load` refuses is refused. The destination's own values
     # stand in for these, so a value only a missing package could read is no problem.
     values = _stored_values(path, metadata, arrays, flat, need_values=False)
-    _check_keys(path, {**flat, **values})
+    _check_keys(path, {**flat, **values}, values)
     try:
         return nested_for(dst, flat)
     except LoadError:
@@ -656,23 +659,28 @@ def source_for(dst: Any, path: PathLike) -> Any:
         return _nested(path, flat)
 
 
-def _check_keys(path: PathLike, flat: Dict[str, Any]) -> None:
+def _check_keys(path: PathLike, flat: Dict[str, Any], values: Collection[str] = ()) -> None:
     """Refuses a file whose keys cannot be the paths of one tree: an empty part (``""``,
     ``"a..b"``), a key that is also the prefix of others (``"a"`` and ``"a.b"``), or one
     that is not text. The safetensors format allows any names; such a file is valid, but
-    not a model's state."""
+    not a model's state. ``values`` names the keys of values stored in its metadata."""
+
+    def what(key: str) -> str:
+        return "stored value" if key in values else "tensor"
+
     names = sorted(flat)
     for at, key in enumerate(names):
         if not key.isascii() and not _is_text(key):
             reason = f"name {key!r} is not text: it holds a lone surrogate escape"
         elif not key or ".." in key or key[0] == "." or key[-1] == ".":
-            reason = f"tensor {key!r} has an empty part in its dotted name"
+            reason = f"{what(key)} {key!r} has an empty part in its dotted name"
         else:
             # Names below `key` sort after it, possibly behind others such as "key-2".
             below = bisect.bisect_left(names, key + ".", at + 1)
             if below == len(names) or not names[below].startswith(key + "."):
                 continue
-            reason = f"tensor {names[below]!r} is below {key!r}, which is a tensor itself"
+            lower = names[below]
+            reason = f"{what(lower)} {lower!r} is below {key!r}, which is a {what(key)} itself"
         raise _file_error(Path(os.fspath(path)), reason)
 
 
