@@ -631,7 +631,7 @@ def test_the_safe_rule_decides_unsigned_integers_torch_does_not_promote(unsigned
     assert torch.equal(dst["b"], torch.full((3,), 7))
     dst = {"a": torch.zeros(2), "b": torch.nn.parameter.UninitializedBuffer(dtype=torch.int64)}
     src = {"a": torch.ones(2), "b": torch.ones(3, dtype=torch.uint64)}
-    with pytest.raises(LoadError, match="b: cannot cast uint64 to int64 under casting='safe'"):
+    with pytest.raises(LoadError, match='b: cannot cast uint64 to int64 under casting="safe"'):
         fastload.loadmodel(dst, src, casting="safe")
     assert torch.equal(dst["a"], torch.zeros(2))
     assert _torch.is_lazy(dst["b"])
@@ -748,6 +748,23 @@ for dst, src in ((model(2), model(3, sharded=False)), (model(4, sharded=False), 
     else:
         raise AssertionError("loaded a plain tensor into a DTensor or the reverse")
     assert torch.equal(dst[0].weight, before)
+# A source without a bias fills a DTensor bias with zeros, as any other.
+dst = nn.Linear(3, 4)
+dst.bias = nn.Parameter(distribute_tensor(torch.ones(4), mesh, [Shard(0)]))
+fastload.loadmodel(dst, nn.Linear(3, 4, bias=False))
+assert not dst.bias.full_tensor().any()
+# A DTensor of another mesh is refused during the walk, before any leaf is written.
+other = DeviceMesh("cpu", [[0]], mesh_dim_names=("a", "b"))
+before, version = dst.weight.detach().clone(), dst.weight._version
+bias = distribute_tensor(torch.ones(4), other, [Shard(0), Shard(0)])
+src = {"weight": torch.zeros(4, 3), "bias": bias}
+try:
+    fastload.loadmodel(dst, src)
+except fastload.LoadError as err:
+    assert "bias: the source DTensor is on another device mesh" in str(err), err
+else:
+    raise AssertionError("loaded a DTensor of another mesh")
+assert torch.equal(dst.weight, before) and dst.weight._version == version
 dist.destroy_process_group()
 print("ok")
 """
@@ -1011,7 +1028,7 @@ def test_quantized_tensors_take_their_sources_scale_and_zero_point_like_load_sta
     assert raw(q) == raw(expected) and q.int_repr().tolist() == [3, -1, 7]
     fastload.loadmodel(q, False)
     assert q.dequantize().tolist() == [0.0, 0.0, 0.0]
-    with pytest.raises(LoadError, match="cannot cast float32 to qint8 under casting='safe'"):
+    with pytest.raises(LoadError, match='cannot cast float32 to qint8 under casting="safe"'):
         fastload.loadmodel(q, torch.ones(3), casting="safe")
 
 
@@ -1224,6 +1241,23 @@ def test_a_failure_staging_copies_names_the_step_and_counts_what_was_written(mon
     assert plain.tolist() == [1.0, 1.0, 1.0] and plain._version > version
 
 
+@pytest.mark.parametrize("torch_first", [True, False])
+def test_a_tie_with_sources_torch_copies_and_others_is_refused(torch_first):
+    """complex32 has no NumPy dtype, so torch copies it, after the others: the two
+    sources of the tied parameter cannot be compared before the copy."""
+    p = torch.zeros(3, dtype=torch.complex64)
+    version = p._version
+    by_torch = complex_half([1 + 1j] * 3)
+    by_core = torch.full((3,), 5 + 5j, dtype=torch.complex64)
+    src = [by_torch, by_core] if torch_first else [by_core, by_torch]
+    with pytest.raises(LoadError, match="tied destination parameters with sources torch"):
+        fastload.loadmodel([p, p], src)
+    assert not p.any() and p._version == version
+    # Sources of one kind are checked as any tie is.
+    fastload.loadmodel([p, p], [by_core, by_core.clone()])
+    assert (p == 5 + 5j).all()
+
+
 def test_conjugate_and_negative_views_on_the_cpu_are_tied_like_any_source():
     weight = np.zeros(3, np.complex64)
     values = torch.tensor([1 + 1j, 2 + 2j, 3 + 3j], dtype=torch.complex64)
@@ -1352,6 +1386,23 @@ def test_a_sparse_parameter_under_two_names_is_one_tied_parameter():
     assert not model.a.w.to_dense().any()
     fastload.loadmodel(model, {"a.w": eye, "b.w": torch.eye(3).to_sparse()})
     assert model.b.w is model.a.w and torch.equal(model.a.w.to_dense(), torch.eye(3))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda t: t.to_sparse(),
+        lambda t: t.to_sparse(1),  # one sparse dimension, one dense
+        lambda t: t.to_sparse_csr(),
+        lambda t: t.to_sparse_csc(),
+    ],
+    ids=["coo", "coo with a dense dimension", "csr", "csc"],
+)
+def test_false_fills_a_sparse_destination_with_zeros(make):
+    dst = make(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    layout = dst.layout
+    fastload.loadmodel({"w": dst}, {"w": False})
+    assert dst.layout == layout and not dst.to_dense().any()
 
 
 def test_tensors_without_elements_load_when_the_walk_runs_code_of_the_users():

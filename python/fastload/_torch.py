@@ -255,7 +255,7 @@ def _cast_refusal(src: torch.dtype, dst: torch.dtype, casting: str) -> Optional[
         return None
     if casting == "safe" and _promotes_to(src, dst):
         return None
-    return f"cannot cast {_name_of(src)} to {_name_of(dst)} under casting={casting!r}"
+    return f'cannot cast {_name_of(src)} to {_name_of(dst)} under casting="{casting}"'
 
 
 def _promotes_to(src: torch.dtype, dst: torch.dtype) -> bool:
@@ -311,7 +311,7 @@ def _quantized_refusal(src: Any, dst: Any, casting: str) -> Optional[str]:
             )
         if casting in ("same_kind", "unsafe"):
             return None
-        return f"cannot cast float32 to {_name_of(dst_dtype)} under casting={casting!r}"
+        return f'cannot cast float32 to {_name_of(dst_dtype)} under casting="{casting}"'
     if src_dtype != dst_dtype:
         return (
             f"cannot load a quantized {_name_of(src_dtype)} tensor into a quantized "
@@ -388,7 +388,15 @@ def _devices(*tensors: Any) -> Tuple[str, ...]:
 
 def _zeros_for(dst: torch.Tensor) -> torch.Tensor:
     """Zeros of ``dst``'s shape to copy into it: float32 for a quantized ``dst``, which
-    quantizes them."""
+    quantizes them; a DTensor of its mesh and placements for a DTensor; for a sparse
+    ``dst``, a sparse tensor of its layout (a compressed one with ``dst``'s structure,
+    since torch copies only between those of one number of elements)."""
+    if _is_dtensor(dst) or dst.layout == torch.sparse_coo:
+        return torch.zeros_like(dst)
+    if dst.layout != torch.strided:
+        zeros = dst.clone()
+        zeros.values().zero_()
+        return zeros
     dtype = torch.float32 if dst.dtype in _QUANTIZED else dst.dtype
     return torch.zeros((), dtype=dtype, device=dst.device).expand(dst.shape)
 
@@ -430,6 +438,12 @@ _MIXED_DTENSOR = (
     "torch copies between a DTensor and a plain tensor only as part of a DTensor "
     "operation: distribute_tensor() the plain one first, or load a full checkpoint into a "
     "sharded model with torch.distributed.checkpoint"
+)
+
+
+_OTHER_MESH = (
+    "the source DTensor is on another device mesh than the destination, which torch "
+    "cannot copy between: redistribute it onto the destination's mesh first"
 )
 
 
@@ -552,6 +566,8 @@ class TorchCopies:
                     return 2, refusal
         if src is not None and _is_dtensor(dst) != _is_dtensor(src):
             return 2, _MIXED_DTENSOR
+        if src is not None and _is_dtensor(dst) and dst.device_mesh != src.device_mesh:
+            return 2, _OTHER_MESH
         if not lazy and isinstance(dst, torch.Tensor) and dst.is_inference():
             if not torch.is_inference_mode_enabled():  # torch refuses to write it
                 return 2, _INFERENCE
@@ -646,6 +662,18 @@ class TorchCopies:
             if not same:
                 problems.append((path, _MISMATCHED_TIE))
         return problems
+
+    def host_destinations(self) -> List[Tuple[str, int, Tuple[int, ...], Tuple[int, ...], int]]:
+        """``(path, address, shape, strides in bytes, itemsize)`` of each destination in
+        host memory that torch copies into, for the core to find its own leaves tied to
+        one: their sources are checked and copied apart."""
+        found = []
+        for dst, _ in self.copies:
+            if dst.device.type == "cpu" and dst.layout == torch.strided and dst.data_ptr():
+                size = dst.element_size()
+                strides = tuple(stride * size for stride in dst.stride())
+                found.append((self.paths[id(dst)], dst.data_ptr(), tuple(dst.shape), strides, size))
+        return found
 
     def written_span(self) -> Optional[Tuple[int, int]]:
         """The lowest and past-the-highest address the planned copies write (on any

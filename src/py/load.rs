@@ -12,6 +12,7 @@ use crate::core::{
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
+use std::collections::HashSet;
 use std::ops::Range;
 
 /// Loads `src` into `dst` in place; the Python wrapper validates the arguments. Returns
@@ -70,6 +71,9 @@ pub fn loadmodel<'py>(
     }
     // Tie checks read sources through the plan's views, which changed arrays may no
     // longer match; the load is refused anyway.
+    if let Some(copies) = &torch_copies {
+        problems.extend(ties_across_torch(&plan, copies)?);
+    }
     let tie_problems = match arrays_changed {
         true => Vec::new(),
         false => py.detach(|| executor.check_ties(&plan)),
@@ -184,6 +188,33 @@ fn copy_in_parallel<'py>(
     });
     py.detach(|| executor.execute_watched(plan, &ordered, cast, watch))
 }
+
+/// A parameter tied between a leaf of the plan and one torch copies: the two kinds of
+/// source are checked and copied apart (torch's last), so such a tie is refused.
+fn ties_across_torch(plan: &Plan, torch_copies: &Bound<'_, PyAny>) -> PyResult<Vec<Problem>> {
+    type Destination = (String, usize, Vec<usize>, Vec<isize>, usize);
+    let torch_dsts: Vec<Destination> = torch_copies.call_method0("host_destinations")?.extract()?;
+    if torch_dsts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let planned: HashSet<(usize, &[usize], &[isize], usize)> = (plan.leaves().iter())
+        .map(|leaf| {
+            let dst = &leaf.dst;
+            (dst.addr, &dst.shape[..], &dst.strides[..], dst.itemsize)
+        })
+        .collect();
+    Ok(torch_dsts
+        .iter()
+        .filter(|(_, addr, shape, strides, itemsize)| {
+            planned.contains(&(*addr, &shape[..], &strides[..], *itemsize))
+        })
+        .map(|(path, ..)| Problem::new(ProblemKind::Leaf, path.clone(), MIXED_TIE))
+        .collect())
+}
+
+const MIXED_TIE: &str = "tied destination parameters with sources torch copies (a tensor on \
+a GPU, or of a dtype NumPy lacks) and sources it does not, which cannot be compared before \
+the copy; give them sources of one kind (all on the CPU, say)";
 
 /// `span`, widened to the memory the leaves torch copies write, if any.
 fn with_torch_span(
