@@ -815,6 +815,22 @@ def test_a_save_over_a_file_keeps_its_permissions_and_writes_through_a_link(tmp_
     assert path.stat().st_mode & 0o777 == 0o600
 
 
+def test_a_flat_state_saves_under_its_dotted_keys_and_one_that_is_no_tree_is_refused(tmp_path):
+    path = tmp_path / "flat.safetensors"
+    w = np.arange(4.0)
+    fastload.save(path, {"fc.weight": w, "fc.bias": np.zeros(2), "head.weight": w, "n": 3})
+    assert sorted(load_file(str(path))) == ["fc.bias", "fc.weight"]  # the tie once
+    back = fastload.load(path)
+    assert back["head"]["weight"] is back["fc"]["weight"] and back["n"] == 3
+    for clash, message in (
+        ({"a": np.ones(1), "a.b": np.ones(1)}, "key 'a.b' is below 'a'"),
+        ({"a.": np.ones(1)}, "key 'a.' has an empty part"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fastload.save(tmp_path / "clash.safetensors", clash)
+    assert sorted(os.listdir(tmp_path)) == ["flat.safetensors"]
+
+
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links")
 def test_a_save_through_a_loop_of_links_fails_as_open_does_and_keeps_the_links(tmp_path):
     (tmp_path / "a").symlink_to("b")

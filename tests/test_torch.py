@@ -673,6 +673,30 @@ def test_a_flat_source_lists_every_node_of_the_model_that_cannot_be_walked(tmp_p
         assert [path for path, _ in info.value.problems] == ["fc", "fc2"]
 
 
+def test_a_state_dict_saves_as_it_is_and_loads_back_into_a_model(tmp_path):
+    """A flat ``state_dict``'s dotted keys are its paths: the file holds them as they are
+    (a tied weight once), as a save of the model itself would."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(3, 3))
+    model[2].weight = model[0].weight
+    path = tmp_path / "sd.safetensors"
+    fastload.save(path, model.state_dict())
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        stored = set(f.keys())
+    assert len(stored & {"0.weight", "2.weight"}) == 1  # the tie, stored once
+    assert stored | {"0.weight", "2.weight"} == set(model.state_dict())
+    ours = tmp_path / "model.safetensors"
+    fastload.save(ours, model)
+    assert fastload.load(path).keys() == fastload.load(ours).keys()
+    torch.manual_seed(1)
+    other = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(3, 3))
+    other[2].weight = other[0].weight
+    fastload.loadmodel(other, path)
+    assert_same_state(other, model)
+
+
 def test_storages_stay_resizable_after_a_load_or_a_save(tmp_path):
     # FSDP frees parameters with resize_(0); observers resize their empty buffers.
     empty, weight, source = torch.zeros(0), torch.zeros(3), torch.ones(3)

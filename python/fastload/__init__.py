@@ -218,7 +218,8 @@ def save(
     """Write ``state(x)`` to ``path`` as a safetensors file.
 
     Arrays (NumPy, or tensors, moved to the CPU) are stored under their dotted paths
-    (``h.0.attn.weight``), a tied array once. The rest of the state (numbers, strings,
+    (``h.0.attn.weight``), a tied array once; a flat state such as a ``state_dict()``
+    under its own dotted keys. The rest of the state (numbers, strings,
     ``None``, ``()``) and the tie table go into the file's metadata, with ``metadata``
     (strings to strings). The file is written to a temporary file in the same folder,
     flushed to disk and renamed: ``path`` never holds a partial file.
@@ -233,7 +234,7 @@ def save(
         TypeError: a dict key that is not a string, an array safetensors cannot hold, or
             ``metadata`` that does not map strings to strings.
         ValueError: a name the file could not give back (empty, ``__metadata__``, not
-            UTF-8), or a ``metadata`` key of fastload's own (``fastload.*``, and
+            UTF-8, keys of a flat state that are no paths of one tree), or a ``metadata`` key of fastload's own (``fastload.*``, and
             ``total_size`` in a sharded save).
         FileExistsError: a sharded save would overwrite a shard file its old index does
             not name.

@@ -12,7 +12,6 @@ import functools
 import importlib
 import os
 import sys
-from collections.abc import Mapping
 from inspect import isclass, isroutine
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from . import _fastload
 from ._files import _identity, read_checked
-from ._flat import flatten, is_array
+from ._flat import flatten, is_array, is_flat_state
 from .errors import LoadError, shape_text
 
 Signature = Tuple[Tuple[int, ...], str]
@@ -115,7 +114,7 @@ def signatures(spec: str) -> Tuple[Dict[str, Signature], Dict[str, str]]:
     obj = _import(spec)
     if obj is None or is_array(obj) or _fastload.children(obj) is None:
         raise TargetError(f"{spec}: gave {type(obj).__name__}, not a model or a state")
-    if _is_flat(obj):  # a `state_dict`: its keys are the paths already
+    if is_flat_state(obj):  # a `state_dict`: its keys are the paths already
         leaves = dict(obj)
     else:
         try:
@@ -145,15 +144,6 @@ def _memory(array: Any) -> Any:
 
         return tie_key(array)
     return id(array)
-
-
-def _is_flat(obj: Any) -> bool:
-    """Whether ``obj`` is a flat mapping of arrays under dotted paths (a ``state_dict``)."""
-    return (
-        isinstance(obj, Mapping)
-        and any(isinstance(k, str) and "." in k for k in obj)
-        and all(isinstance(k, str) and is_array(v) for k, v in obj.items())
-    )
 
 
 def _import(spec: str) -> Any:

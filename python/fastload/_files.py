@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from . import _fastload
-from ._flat import flatten_all, nested_for, unflatten
+from ._flat import flatten_all, is_flat_state, nested_for, unflatten
 from ._progress import ProgressFn, reporting
 from ._types import PathLike, Progress
 from .errors import LoadError
@@ -161,6 +161,8 @@ def _save(
         reserved = [k for k in metadata if k.startswith("fastload.")]
         if reserved:
             raise ValueError(f"metadata keys starting with 'fastload.' are reserved: {reserved}")
+    if is_flat_state(x):  # a `state_dict`: its keys are the paths already
+        x = unflatten(x)
     flat = flatten_all(x)
     arrays, rest, ties = _split_state(flat)
     # Widest alignment first, as safetensors lays files out: after the header (padded to

@@ -92,6 +92,20 @@ def _array_types() -> tuple:
     return (np.ndarray,) if torch is None else (np.ndarray, torch.Tensor)
 
 
+def is_flat_state(x: Any) -> bool:
+    """Whether ``x`` is a flat state, as a ``state_dict`` is: a mapping under string keys,
+    one of them dotted, of leaves only. Its keys are then paths (as a nested state's keys
+    cannot hold the separator)."""
+    if not isinstance(x, Mapping):
+        return False
+    dotted = False
+    for key, value in x.items():
+        if not isinstance(key, str) or _fastload.children(value) is not None:
+            return False
+        dotted = dotted or "." in key
+    return dotted
+
+
 # The key under which ``state_dict`` stores a module's ``get_extra_state()``.
 _EXTRA_STATE = "_extra_state"
 
