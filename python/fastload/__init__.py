@@ -234,8 +234,9 @@ def save(
         TypeError: a dict key that is not a string, an array safetensors cannot hold, or
             ``metadata`` that does not map strings to strings.
         ValueError: a name the file could not give back (empty, ``__metadata__``, not
-            UTF-8, keys of a flat state that are no paths of one tree), or a ``metadata`` key of fastload's own (``fastload.*``, and
-            ``total_size`` in a sharded save).
+            UTF-8, keys of a flat state that are no paths of one tree), or a
+            ``metadata`` key of fastload's own (``fastload.*``, and ``total_size`` in a
+            sharded save).
         FileExistsError: a sharded save would overwrite a shard file its old index does
             not name.
         IsADirectoryError: ``path`` is or names a folder.
