@@ -321,4 +321,4 @@ def test_diff_compares_a_callable_model_as_it_is_and_builds_from_functions_and_c
     fastload.save(path, {"weight": np.ones((2, 3), np.float32)})
     for target in ("callables:model", "callables:Dense"):
         done = run("diff", path, target, cwd=tmp_path)
-        assert (done.returncode, done.stdout.strip()) == (0, "1 arrays match, 0 differ")
+        assert (done.returncode, done.stdout.strip()) == (0, "1 array matches, 0 differ")

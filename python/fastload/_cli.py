@@ -233,7 +233,8 @@ def diff(a: str, b: str, out: Optional[TextIO] = None) -> int:
     for line in lines:
         print(line, file=out)
     same = sum(1 for k in left if k in right and left[k] == right[k])
-    print(f"{same} arrays match, {len(lines)} differ", file=out)
+    arrays = "array matches" if same == 1 else "arrays match"
+    print(f"{same} {arrays}, {len(lines)} differ", file=out)
     return 1 if lines else 0
 
 
