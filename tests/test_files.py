@@ -525,15 +525,15 @@ def test_a_stored_bfloat16_value_without_ml_dtypes_names_the_package(tmp_path, m
     bad = with_metadata(tmp_path / "bad.safetensors", {"fastload.state": state})
     with pytest.raises(LoadError, match="bad.safetensors: stored value 'w.s' is below 'w'"):
         fastload.loadmodel({"w": np.zeros(4, np.float32)}, bad)
-    monkeypatch.undo()  # (ml_dtypes back: `load` refuses the name, not the dtype)
-    with pytest.raises(LoadError, match="stored value 'w.s' is below 'w', which is a tensor"):
-        fastload.load(bad)
     # And so is the number it holds, which `load` with the package would refuse.
     for number in (["str", "0.5"], ["numpy", "F32", ["float", "0.5"]], ["float", "half"]):
         state = json.dumps({"s": ["numpy", "BF16", number]})
-        bad = with_metadata(tmp_path / "bad.safetensors", {"fastload.state": state})
+        invalid = with_metadata(tmp_path / "invalid.safetensors", {"fastload.state": state})
         with pytest.raises(LoadError, match="its fastload metadata is invalid"):
-            fastload.loadmodel({"w": np.zeros(4, np.float32), "s": 0.5}, bad)
+            fastload.loadmodel({"w": np.zeros(4, np.float32), "s": 0.5}, invalid)
+    monkeypatch.undo()  # (ml_dtypes back: `load` refuses the name, not the dtype)
+    with pytest.raises(LoadError, match="stored value 'w.s' is below 'w', which is a tensor"):
+        fastload.load(bad)
 
 
 @pytest.mark.parametrize(

@@ -397,6 +397,18 @@ def test_a_filtered_sequence_loads_from_a_mapping_renumbered_as_it_is(tmp_path, 
     assert dst[1].tolist() == [1.0, 1.0] and dst[3].tolist() == [2.0, 2.0]
 
 
+def test_under_strict_false_a_whole_match_by_position_wins_over_part_of_one_by_index():
+    """Keys 0 and 1 for the two children kept of three: by position both load, where by
+    index only key 1 would, into the first of them."""
+    dst = [np.tanh, np.zeros(2), np.zeros(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is skipped
+        fastload.loadmodel(
+            dst, {"0": np.ones(2), "1": 2 * np.ones(2)}, filter=keep_arrays, strict=False
+        )
+    assert dst[1].tolist() == [1.0, 1.0] and dst[2].tolist() == [2.0, 2.0]
+
+
 def test_a_renumbered_mapping_loads_from_a_filtered_sequence_by_position():
     dst = {"0": np.zeros(2), "1": np.zeros(2)}
     fastload.loadmodel(dst, [np.tanh, np.ones(2), np.tanh, 2 * np.ones(2)], filter=keep_arrays)

@@ -1266,20 +1266,30 @@ def test_a_failure_staging_copies_names_the_step_and_counts_what_was_written(mon
 
 
 @pytest.mark.parametrize("torch_first", [True, False])
-def test_a_tie_with_sources_torch_copies_and_others_is_refused(torch_first):
-    """complex32 has no NumPy dtype, so torch copies it, after the others: the two
-    sources of the tied parameter cannot be compared before the copy."""
+def test_a_tie_with_sources_torch_copies_and_others_is_checked_as_any_tie(torch_first):
+    """complex32 has no NumPy dtype, so torch copies it, after the others: the sources of
+    the tied parameter are still compared before anything is written."""
     p = torch.zeros(3, dtype=torch.complex64)
     version = p._version
     by_torch = complex_half([1 + 1j] * 3)
     by_core = torch.full((3,), 5 + 5j, dtype=torch.complex64)
     src = [by_torch, by_core] if torch_first else [by_core, by_torch]
-    with pytest.raises(LoadError, match="tied destination parameters with sources torch"):
+    with pytest.raises(LoadError, match="tied destination parameters with untied and mismatch"):
         fastload.loadmodel([p, p], src)
     assert not p.any() and p._version == version
-    # Sources of one kind are checked as any tie is.
-    fastload.loadmodel([p, p], [by_core, by_core.clone()])
-    assert (p == 5 + 5j).all()
+    # The same value, or False for zeros, loads.
+    same = [by_torch, by_core - 4 - 4j] if torch_first else [by_core - 4 - 4j, by_torch]
+    fastload.loadmodel([p, p], same)
+    assert (p == 1 + 1j).all()
+    fastload.loadmodel([p, p], [complex_half([0, 0, 0]), False])
+    assert not p.any()
+
+
+def test_memory_torch_copies_into_viewed_as_another_dtype_is_no_tie():
+    z = torch.zeros(3, dtype=torch.complex64)
+    src = [torch.arange(3, dtype=torch.float64), complex_half([1, 2, 3])]
+    fastload.loadmodel([z.view(torch.float64), z], src)  # in walk order: torch's last
+    assert z.tolist() == [1, 2, 3]
 
 
 def test_conjugate_and_negative_views_on_the_cpu_are_tied_like_any_source():

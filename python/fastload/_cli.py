@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 import numpy as np
 
 from . import _fastload
-from ._files import _identity, read_checked
+from ._files import array_identity, read_checked
 from ._flat import flatten, is_array, is_flat_state
 from .errors import LoadError, shape_text
 
@@ -137,7 +137,7 @@ def _memory(array: Any) -> Any:
     """What makes arrays one tied parameter to a load: the same memory viewed alike,
     whatever the objects."""
     if isinstance(array, np.ndarray):
-        return _identity(array)
+        return array_identity(array)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(array, torch.Tensor):
         from ._torch import tie_key

@@ -207,7 +207,7 @@ ArrayLeaf = Tuple[tuple, Callable[[], np.ndarray]]
 def _array_leaf(key: str, value: Any) -> Optional[ArrayLeaf]:
     """The identity and values of an array or tensor leaf; ``None`` for other leaves."""
     if isinstance(value, np.ndarray):
-        return _identity(value), lambda: value
+        return array_identity(value), lambda: value
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         return _tensor_leaf(key, value)
@@ -242,7 +242,7 @@ def _tensor_leaf(key: str, value: Any) -> ArrayLeaf:
         raise TypeError(f"{key}: {refusal}")
     view = _torch.as_numpy(tensor)
     if view is not None:
-        return _identity(view), lambda: view
+        return array_identity(view), lambda: view
     # A conjugate or negative view, or a tensor off the CPU: its values are a temporary
     # copy, freed once stored, whose address the next one may reuse. Its identity is
     # the tensor's own.
@@ -271,7 +271,7 @@ def _copied_to_cpu(key: str, tensor: Any) -> np.ndarray:
     return view
 
 
-def _identity(array: np.ndarray) -> tuple:
+def array_identity(array: np.ndarray) -> tuple:
     """Arrays with this identity are the same parameter (a tie)."""
     address = array.__array_interface__["data"][0]
     # The dtype itself: `dtype.str` is `<V1` for every float8 type of ml_dtypes.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import sys
 from collections.abc import Mapping
 from typing import Any, Dict
@@ -93,10 +94,11 @@ def _array_types() -> tuple:
 
 
 def is_flat_state(x: Any) -> bool:
-    """Whether ``x`` is a flat state, as a ``state_dict`` is: a mapping under string keys,
-    one of them dotted, of leaves only. Its keys are then paths (as a nested state's keys
-    cannot hold the separator)."""
-    if not isinstance(x, Mapping):
+    """Whether ``x`` is a flat state, as a ``state_dict`` is: a dict (not a type of the
+    user's, whose children may be others) under string keys, one of them dotted, of
+    leaves only. Its keys are then taken for paths, as no file could give back a nested
+    state whose keys hold the separator."""
+    if type(x) not in (dict, collections.OrderedDict):
         return False
     dotted = False
     for key, value in x.items():

@@ -173,7 +173,12 @@ def memory_refusal(tensor: torch.Tensor, role: str = "tensor") -> Optional[str]:
 
 
 # As the core words it (see `src/core/ties.rs`).
+_STAGING = "the pinned staging of large copies between host and GPU"
 _MISMATCHED_TIE = "tied destination parameters with untied and mismatched sources"
+_UNCOMPARED_TIE = (
+    "tied destination parameters with sources torch copies and sources it does not, of "
+    "dtypes torch cannot compare; give them sources of one kind"
+)
 
 
 def resolved_values(tensor: torch.Tensor) -> Optional[Tuple[np.ndarray, int, int]]:
@@ -663,17 +668,34 @@ class TorchCopies:
                 problems.append((path, _MISMATCHED_TIE))
         return problems
 
-    def host_destinations(self) -> List[Tuple[str, int, Tuple[int, ...], Tuple[int, ...], int]]:
-        """``(path, address, shape, strides in bytes, itemsize)`` of each destination in
-        host memory that torch copies into, for the core to find its own leaves tied to
-        one: their sources are checked and copied apart."""
+    def host_destinations(
+        self,
+    ) -> List[Tuple[int, str, int, Tuple[int, ...], Tuple[int, ...], int]]:
+        """``(index, path, address, shape, strides in bytes, itemsize)`` of each copy
+        into host memory, for the core to find its own leaves tied to one."""
         found = []
-        for dst, _ in self.copies:
+        for index, (dst, _) in enumerate(self.copies):
             if dst.device.type == "cpu" and dst.layout == torch.strided and dst.data_ptr():
                 size = dst.element_size()
                 strides = tuple(stride * size for stride in dst.stride())
-                found.append((self.paths[id(dst)], dst.data_ptr(), tuple(dst.shape), strides, size))
+                where = (dst.data_ptr(), tuple(dst.shape), strides, size)
+                found.append((index, self.paths[id(dst)], *where))
         return found
+
+    def tie_with_core(
+        self, index: int, dst: np.ndarray, src: Optional[np.ndarray]
+    ) -> Optional[str]:
+        """Why copy ``index`` and a leaf the core copies into the same memory ``dst`` from
+        ``src`` (``None`` for zeros) are a mismatched tie, or ``None``: memory viewed as
+        another dtype is no tie (an overlap, whose copies are not ordered)."""
+        dst_t, later = self.copies[index]
+        if torch_dtype(dst) != dst_t.dtype:
+            return None
+        try:
+            first = torch.zeros_like(dst_t) if src is None else as_tensor(src)
+        except (TypeError, ValueError, RuntimeError):
+            return _UNCOMPARED_TIE
+        return None if _same_values(first, later, dst_t.dtype) else _MISMATCHED_TIE
 
     def written_span(self) -> Optional[Tuple[int, int]]:
         """The lowest and past-the-highest address the planned copies write (on any
@@ -698,7 +720,7 @@ class TorchCopies:
         leaf (or the step: staging, or waiting for the GPU, which name none), and the
         leaves copied before it stay written."""
         # Where a failure happens: the path of the leaf torch is copying, else the step.
-        where = "the pinned staging of large copies between host and GPU"
+        where = _STAGING
         try:
             with torch.no_grad():
                 for param, src in self.lazy.values():
@@ -707,7 +729,7 @@ class TorchCopies:
                     self.copies.append((param.detach(), src))
                     self.paths[id(self.copies[-1][0])] = where
                     self.written.append(param)
-                where = "the pinned staging of large copies between host and GPU"
+                where = _STAGING
                 for dst, src in _staging.run(self.copies, threads):
                     where = self.paths[id(dst)]
                     upload = dst.is_cuda and src.device.type == "cpu" and src.is_pinned()

@@ -49,10 +49,15 @@ impl Indices {
             (Some(kept), _) => {
                 let shown: Vec<String> = kept.iter().take(8).map(usize::to_string).collect();
                 let more = if kept.len() > 8 { ", ..." } else { "" };
+                let renumbered = kept.iter().enumerate().any(|(j, &i)| i != j);
+                let or = if renumbered {
+                    format!(" or 0..{}", len - 1)
+                } else {
+                    String::new()
+                };
                 format!(
-                    "the keys of the indices the filter kept ({}{more}) or 0..{}, all ints or all strings",
-                    shown.join(", "),
-                    len - 1
+                    "the keys of the indices the filter kept ({}{more}){or}, all ints or all strings",
+                    shown.join(", ")
                 )
             }
         }

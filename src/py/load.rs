@@ -4,6 +4,7 @@ use super::array::{memory_owner, view_of};
 use super::errors::load_error;
 use super::leaf::{stage_cast, write_out_compact};
 use super::python_function;
+use super::torch::ties_across_torch;
 use super::walk::{Skipped, Walked, Walker};
 use crate::core::{
     execute::WATCHED_MIN_BYTES, inflight, merge_in_walk_order, threads, Executor, LoadFailure,
@@ -12,7 +13,6 @@ use crate::core::{
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use rustc_hash::FxHashMap;
-use std::collections::HashSet;
 use std::ops::Range;
 
 /// Loads `src` into `dst` in place; the Python wrapper validates the arguments. Returns
@@ -72,7 +72,7 @@ pub fn loadmodel<'py>(
     // Tie checks read sources through the plan's views, which changed arrays may no
     // longer match; the load is refused anyway.
     if let Some(copies) = &torch_copies {
-        problems.extend(ties_across_torch(&plan, copies)?);
+        problems.extend(ties_across_torch(&plan, &leaf_arrays, copies)?);
     }
     let tie_problems = match arrays_changed {
         true => Vec::new(),
@@ -188,33 +188,6 @@ fn copy_in_parallel<'py>(
     });
     py.detach(|| executor.execute_watched(plan, &ordered, cast, watch))
 }
-
-/// A parameter tied between a leaf of the plan and one torch copies: the two kinds of
-/// source are checked and copied apart (torch's last), so such a tie is refused.
-fn ties_across_torch(plan: &Plan, torch_copies: &Bound<'_, PyAny>) -> PyResult<Vec<Problem>> {
-    type Destination = (String, usize, Vec<usize>, Vec<isize>, usize);
-    let torch_dsts: Vec<Destination> = torch_copies.call_method0("host_destinations")?.extract()?;
-    if torch_dsts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let planned: HashSet<(usize, &[usize], &[isize], usize)> = (plan.leaves().iter())
-        .map(|leaf| {
-            let dst = &leaf.dst;
-            (dst.addr, &dst.shape[..], &dst.strides[..], dst.itemsize)
-        })
-        .collect();
-    Ok(torch_dsts
-        .iter()
-        .filter(|(_, addr, shape, strides, itemsize)| {
-            planned.contains(&(*addr, &shape[..], &strides[..], *itemsize))
-        })
-        .map(|(path, ..)| Problem::new(ProblemKind::Leaf, path.clone(), MIXED_TIE))
-        .collect())
-}
-
-const MIXED_TIE: &str = "tied destination parameters with sources torch copies (a tensor on \
-a GPU, or of a dtype NumPy lacks) and sources it does not, which cannot be compared before \
-the copy; give them sources of one kind (all on the CPU, say)";
 
 /// `span`, widened to the memory the leaves torch copies write, if any.
 fn with_torch_span(

@@ -4,10 +4,11 @@
 
 use super::kinds::ArrayLeaf;
 use super::python_function;
-use super::walk::Walker;
-use crate::core::ProblemKind;
+use super::walk::{LeafArrays, Walker};
+use crate::core::{Plan, Problem, ProblemKind};
 use pyo3::intern;
 use pyo3::prelude::*;
+use rustc_hash::FxHashMap;
 
 impl<'py> Walker<'py> {
     /// A destination tensor that torch copies into.
@@ -59,4 +60,43 @@ impl<'py> Walker<'py> {
         }
         Ok(())
     }
+}
+
+/// Parameters tied between a leaf of the plan and one torch copies: checked apart from
+/// the plan's ties, since the two are copied apart (torch's last). Their sources must
+/// give the same value, as any tie's; one torch cannot compare is refused.
+pub fn ties_across_torch(
+    plan: &Plan,
+    leaf_arrays: &LeafArrays<'_>,
+    torch_copies: &Bound<'_, PyAny>,
+) -> PyResult<Vec<Problem>> {
+    type Destination = (usize, String, usize, Vec<usize>, Vec<isize>, usize);
+    let destinations: Vec<Destination> =
+        torch_copies.call_method0("host_destinations")?.extract()?;
+    if destinations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut planned = FxHashMap::default();
+    for (leaf, copy) in plan.leaves().iter().enumerate() {
+        let dst = &copy.dst;
+        let key = (dst.addr, &dst.shape[..], &dst.strides[..], dst.itemsize);
+        planned.entry(key).or_insert(leaf);
+    }
+    let mut problems = Vec::new();
+    for (index, path, addr, shape, strides, itemsize) in &destinations {
+        let Some(&leaf) = planned.get(&(*addr, &shape[..], &strides[..], *itemsize)) else {
+            continue;
+        };
+        let (dst, src) = &leaf_arrays[leaf];
+        let verdict: Option<String> = torch_copies
+            .call_method1(
+                intern!(torch_copies.py(), "tie_with_core"),
+                (*index, dst, src),
+            )?
+            .extract()?;
+        if let Some(message) = verdict {
+            problems.push(Problem::new(ProblemKind::Leaf, path.clone(), message));
+        }
+    }
+    Ok(problems)
 }
