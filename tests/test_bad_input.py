@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import gc
+import sys
 import threading
 import types
 import warnings
@@ -595,22 +597,138 @@ def attributes_in_a_dict_subclass(victim):
     return {"m": obj}, {"m": {"w": np.ones(2)}}
 
 
+def instance_of_a_metaclass_with_hooks(victim):
+    """Telling a class's kind reads attributes of it, which its metaclass may compute."""
+
+    class Meta(type):
+        def __getattr__(cls, name):
+            victim.resize(1, refcheck=False)
+            raise AttributeError(name)
+
+    class Model(metaclass=Meta):
+        pass
+
+    dst, src = Model(), Model()
+    dst.w, src.w = np.zeros(2), np.ones(2)
+    return {"m": dst}, {"m": src}
+
+
+def object_with_slots_of_the_users(victim):
+    """A ``__slots__`` that is a list of the user's is iterated to find the fields."""
+
+    class Names(list):
+        armed = False  # (not while the class is made, which iterates them too)
+
+        def __iter__(self):
+            if Names.armed:
+                victim.resize(1, refcheck=False)
+            return super().__iter__()
+
+    class Model:
+        __slots__ = Names(["w"])
+
+    Names.armed = True
+
+    dst, src = Model(), Model()
+    dst.w, src.w = np.zeros(2), np.ones(2)
+    return {"m": dst}, {"m": src}
+
+
+def walked_under_a_profile_function(victim):
+    """A profile function runs at each call of Python code the walk makes."""
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "node_kind":
+            sys.setprofile(None)
+            victim.resize(1, refcheck=False)
+
+    sys.setprofile(profile)
+
+    class Model:
+        pass
+
+    dst, src = Model(), Model()
+    dst.w, src.w = np.zeros(2), np.ones(2)
+    return {"m": dst}, {"m": src}
+
+
 @pytest.mark.parametrize(
     "tree",
-    [tied_under_key, skipped_under_key, proxy_of_a_mapping, attributes_in_a_dict_subclass],
+    [
+        tied_under_key,
+        skipped_under_key,
+        proxy_of_a_mapping,
+        attributes_in_a_dict_subclass,
+        instance_of_a_metaclass_with_hooks,
+        object_with_slots_of_the_users,
+        walked_under_a_profile_function,
+    ],
 )
 def test_code_the_walk_runs_unasked_is_caught_not_written_into_freed_memory(tree):
     """Code of the user's that the walk runs without calling it by name (a key's repr,
-    a wrapped mapping's keys) makes the walk check its planned arrays again."""
+    a wrapped mapping's keys, a metaclass's hooks) makes the walk check its planned
+    arrays again."""
     victim = np.zeros(1 << 20)  # 8 MiB: its memory goes back to the system when freed
-    dst_rest, src_rest = tree(victim)
-    dst = {"w": victim, **dst_rest}  # planned first
-    src = {"w": np.ones(1 << 20), **src_rest}
-    with pytest.raises(LoadError, match="changed while the trees were walked"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SkippedKeysWarning)
-            fastload.loadmodel(dst, src, strict=tree is not skipped_under_key)
+    try:
+        dst_rest, src_rest = tree(victim)
+        dst = {"w": victim, **dst_rest}  # planned first
+        src = {"w": np.ones(1 << 20), **src_rest}
+        with pytest.raises(LoadError, match="changed while the trees were walked"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SkippedKeysWarning)
+                fastload.loadmodel(dst, src, strict=tree is not skipped_under_key)
+    finally:
+        sys.setprofile(None)
     assert victim.shape == (1,) and not victim.any()
+
+
+class Dispatching(np.ndarray):
+    """An array whose NumPy functions run code of the user's, which here would free the
+    memory of an array planned before it."""
+
+    victim = None
+
+    def __array_function__(self, func, types, args, kwargs):
+        if Dispatching.victim is not None:
+            Dispatching.victim.resize(1, refcheck=False)
+        return super().__array_function__(func, types, args, kwargs)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_casts_numpy_does_run_no_code_of_an_array_subclass(tied):
+    """float64 into float16 is cast by NumPy, before and during the copy: on plain views
+    of the arrays, so a subclass's `__array_function__` never runs."""
+    victim = np.zeros(1 << 20)
+    Dispatching.victim = victim
+    try:
+        half = np.zeros(3, np.float16)
+        source = np.arange(3.0).view(Dispatching)
+        dst = {"w": victim, "a": half, "b": half if tied else np.zeros(3, np.float16)}
+        fastload.loadmodel(dst, {"w": np.ones(1 << 20), "a": source, "b": source})
+    finally:
+        Dispatching.victim = None
+    assert victim.shape == (1 << 20,) and victim.all()
+    assert half.tolist() == [0.0, 1.0, 2.0] and dst["b"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_the_collector_is_paused_while_the_trees_are_walked():
+    """No `__del__` or `gc.callbacks` of the user's runs midway, unasked."""
+    enabled = []
+
+    def keep(child):
+        enabled.append(gc.isenabled())
+        return True
+
+    assert gc.isenabled()
+    fastload.loadmodel({"a": {"w": np.zeros(2)}}, {"a": {"w": np.ones(2)}}, filter=keep)
+    assert enabled and not any(enabled) and gc.isenabled()
+
+
+def test_an_ordered_dicts_own_attributes_do_not_stand_for_its_methods():
+    dst = collections.OrderedDict(w=np.zeros(2))
+    dst.keys = lambda: ["other"]  # an attribute of the instance, not the class's method
+    fastload.loadmodel(dst, {"w": np.ones(2)})
+    assert dst["w"].tolist() == [1.0, 1.0]
 
 
 def test_a_tied_parameter_reshaped_by_code_the_walk_runs_is_caught():

@@ -1292,6 +1292,27 @@ def test_memory_torch_copies_into_viewed_as_another_dtype_is_no_tie():
     assert z.tolist() == [1, 2, 3]
 
 
+@pytest.mark.parametrize("side", ["dst", "src"])
+def test_a_tensor_subclass_whose_code_frees_a_planned_array_is_caught(side):
+    """A subclass's `__torch_function__` runs whenever fastload asks the tensor anything:
+    code of the user's, after which planned arrays are checked again."""
+    victim = np.zeros(1 << 20)
+
+    class Freeing(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            victim.resize(1, refcheck=False)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    dst = [victim, torch.zeros(3)]
+    src = [np.ones(1 << 20), torch.ones(3)]
+    holder = dst if side == "dst" else src
+    holder[1] = holder[1].as_subclass(Freeing)
+    with pytest.raises(LoadError, match="changed while the trees were walked"):
+        fastload.loadmodel(dst, src)
+    assert victim.shape == (1,) and not victim.any()
+
+
 def test_conjugate_and_negative_views_on_the_cpu_are_tied_like_any_source():
     weight = np.zeros(3, np.complex64)
     values = torch.tensor([1 + 1j, 2 + 2j, 3 + 3j], dtype=torch.complex64)

@@ -165,7 +165,10 @@ def loadmodel(
             src = _files.source_for(dst, src)
         elif _is_flat_state_dict(dst, src):
             src = _flat_source(dst, src)
-        skipped = _fastload.loadmodel(dst, src, filter, bool(strict), casting, count, report)
+        # With the collector paused, no `__del__` or `gc.callbacks` of the user's runs
+        # midway (see "No crash on bad input" in the README).
+        load = _fastload.loadmodel
+        skipped = _paused(load, dst, src, filter, bool(strict), casting, count, report)
     if skipped:
         _warnings.warn(SkippedKeysWarning(skipped), stacklevel=2)
     return dst

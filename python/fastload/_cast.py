@@ -49,7 +49,8 @@ def _torch_cast(src: np.ndarray, dst: np.ndarray) -> Optional[np.ndarray]:
     """``src`` cast by torch to ``dst``'s dtype when ``dst`` views a tensor's memory and
     torch holds both dtypes, else ``None``."""
     torch = sys.modules.get("torch")
-    if torch is None or not isinstance(dst.base, torch.Tensor):
+    # (`type`, not `isinstance`, which would ask a base of the user's for its `__class__`.)
+    if torch is None or not issubclass(type(dst.base), torch.Tensor):
         return None
     from . import _torch
 

@@ -172,11 +172,43 @@ def _slot_names(tp: type) -> Tuple[str, ...]:
 
 
 def node_kind(tp: type) -> Tuple[int, Optional[object], bool]:
-    """How instances of ``tp`` are walked: a code above, its payload, and whether reading
-    their children may run Python code of the user's (which could change arrays already
-    planned, so the load checks them again before copying)."""
+    """How instances of ``tp`` are walked: a code above, its payload, and whether telling
+    that, or reading their children, may run Python code of the user's (which could change
+    arrays already planned, so the load checks them again before copying)."""
     code, payload = _kind(tp)
-    return code, payload, _runs_user_code(tp, code, payload)
+    runs_code = _classifying_runs_user_code(tp) or _runs_user_code(tp, code, payload)
+    return code, payload, runs_code
+
+
+# Modules whose metaclasses and abstract base classes run no code of the user's.
+_OWN_HOOKS = frozenset({"abc", "builtins", "collections", "enum", "numpy", "torch", "typing"})
+
+
+def _classifying_runs_user_code(tp: type) -> bool:
+    """Whether telling ``tp``'s kind may have run code of the user's: its metaclass's
+    attribute hooks, a ``__subclasshook__`` of a Mapping subclass (which ``issubclass(tp,
+    Mapping)`` asks), or iterating a ``__slots__`` that is no string, tuple or list."""
+    if type(tp).__module__.partition(".")[0] not in _OWN_HOOKS:
+        return True
+    if any(type(b.__dict__.get("__slots__", ())) not in (str, tuple, list) for b in tp.__mro__):
+        return True
+    return Mapping not in tp.__mro__ and _user_mapping_hooks()
+
+
+def _user_mapping_hooks() -> bool:
+    """Whether a Mapping subclass of the user's decides subclass checks itself."""
+    seen, todo = set(), [Mapping]
+    while todo:
+        cls = todo.pop()
+        for sub in type.__subclasses__(cls):
+            if sub in seen:
+                continue
+            seen.add(sub)
+            todo.append(sub)
+            own = sub.__module__.partition(".")[0] in _OWN_HOOKS | {"_collections_abc"}
+            if not own and ("__subclasshook__" in sub.__dict__ or type(sub) is not type(Mapping)):
+                return True
+    return False
 
 
 def _kind(tp: type) -> Tuple[int, Optional[object]]:
@@ -257,6 +289,14 @@ _C_MAPPINGS = (dict, collections.OrderedDict, collections.defaultdict)
 def _runs_user_code(tp: type, code: int, payload: Optional[object]) -> bool:
     if code == CUSTOM:
         return True
+    if code == TENSOR:  # a subclass's methods, or `__torch_function__`, are its own
+        torch = sys.modules["torch"]
+        return tp not in (torch.Tensor, torch.nn.Parameter)
+    if code == MODULE:  # its `__dict__` is read, maybe through hooks of its own
+        plain = tp.__getattribute__ is object.__getattribute__
+        return not plain or not isinstance(
+            inspect.getattr_static(tp, "__dict__", None), _SLOT_TYPES
+        )
     if code == MAPPING:
         return tp not in _C_MAPPINGS
     if code == SEQUENCE:
@@ -283,5 +323,7 @@ def _is_computed(tp: type, name: str) -> bool:
     for base in tp.__mro__:
         if name in base.__dict__:
             attr = base.__dict__[name]
-            return hasattr(attr, "__get__") and not isinstance(attr, types.MemberDescriptorType)
+            # (Asked of its class: `hasattr` could run the attribute's own `__getattr__`.)
+            has_get = any("__get__" in vars(k) for k in type(attr).__mro__)
+            return has_get and not isinstance(attr, types.MemberDescriptorType)
     return False

@@ -285,3 +285,26 @@ pub unsafe fn array_over<'py>(
         Ok(array.cast_into_unchecked())
     }
 }
+
+/// `array` as an exact `numpy.ndarray` over the same memory: itself, or for a subclass a
+/// plain view, made without its methods (`view`, `__array_finalize__`). NumPy's functions
+/// called on a subclass would dispatch to its `__array_function__`: code of the user's,
+/// which must not run once the plan is checked.
+pub fn exact_view<'py>(array: &Bound<'py, PyUntypedArray>) -> PyResult<Bound<'py, PyUntypedArray>> {
+    let py = array.py();
+    let ndarray = PyUntypedArray::type_object_raw(py);
+    if array.get_type_ptr() == ndarray {
+        return Ok(array.clone());
+    }
+    // SAFETY: a live array; a view of it as an exact ndarray with its own dtype (null),
+    // whose new reference `from_owned_ptr_or_err` takes.
+    unsafe {
+        let view = npyffi::PY_ARRAY_API.PyArray_View(
+            py,
+            array.as_ptr().cast(),
+            std::ptr::null_mut(),
+            ndarray,
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, view)?.cast_into_unchecked())
+    }
+}

@@ -487,8 +487,11 @@ pub(super) fn keyed_dict<'py>(dict: &Bound<'py, PyDict>, lookup: bool) -> Keyed<
 
 /// `(key, value)` pairs of any Mapping, through its `keys()` and `__getitem__`.
 fn mapping_children<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Keyed<'py>> {
+    // `keys` of the class: an `OrderedDict`'s own attributes may hold another.
     let keys: Vec<Bound<'py, PyAny>> = obj
-        .call_method0(intern!(obj.py(), "keys"))?
+        .get_type()
+        .getattr(intern!(obj.py(), "keys"))?
+        .call1((obj,))?
         .try_iter()?
         .collect::<PyResult<_>>()?;
     let mut pairs = Vec::with_capacity(keys.len());

@@ -2,8 +2,8 @@
 //! (with ties) of the arrays that pass it.
 
 use super::array::{
-    data_address, descr_of, dtype_class, dtype_key, dtype_text, is_c_contiguous, is_writeable,
-    owns_data, raw_descr, shape_text, view_of, view_with_itemsize, DtypeClass,
+    data_address, descr_of, dtype_class, dtype_key, dtype_text, exact_view, is_c_contiguous,
+    is_writeable, owns_data, raw_descr, shape_text, view_of, view_with_itemsize, DtypeClass,
 };
 use super::casting::CastRule;
 use super::kinds::{ArrayLeaf, Node};
@@ -362,9 +362,10 @@ impl<'py> Walker<'py> {
             TieEntry::New(leaf) => {
                 self.out.leaf_arrays.push((dst.clone(), src.cloned()));
                 if let (Op::External, Some(src)) = (op, src) {
+                    // Cast by NumPy's functions, which must not run a subclass's code.
                     let pair = (
-                        dst.clone().into_any().unbind(),
-                        src.clone().into_any().unbind(),
+                        exact_view(dst)?.into_any().unbind(),
+                        exact_view(src)?.into_any().unbind(),
                     );
                     self.out.external.insert(leaf, pair);
                 }
@@ -377,7 +378,8 @@ impl<'py> Walker<'py> {
                 } = *leaf;
                 let (view, op, read) = match (op, src) {
                     (Op::External, Some(src)) => {
-                        let staged = self.stage(src.as_any(), dst.as_any())?;
+                        let staged =
+                            self.stage(exact_view(src)?.as_any(), exact_view(dst)?.as_any())?;
                         (Some(view_of(&staged)), Op::Bytes, None)
                     }
                     _ => (later, op, src.cloned()),

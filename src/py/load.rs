@@ -40,21 +40,9 @@ pub fn loadmodel<'py>(
     } else {
         threads
     };
-    let Walked {
-        mut plan,
-        mut problems,
-        skipped,
-        external,
-        leaf_arrays,
-        tie_arrays,
-        mut keep_alive,
-        changed,
-        met_torch,
-        torch_copies,
-        ..
-    } = Walker::new(py, filter, strict, casting)?.walk(dst, src)?;
-    let arrays_changed = !changed.is_empty();
-    problems.extend(changed);
+    let mut walked = Walker::new(py, filter, strict, casting)?.walk(dst, src)?;
+    let mut problems = std::mem::take(&mut walked.problems);
+    let torch_copies = walked.torch_copies.clone();
     if let Some(copies) = &torch_copies {
         let tied: Vec<(String, String)> = copies.call_method0("check_ties")?.extract()?;
         problems.extend(
@@ -62,18 +50,43 @@ pub fn loadmodel<'py>(
                 .map(|(path, message)| Problem::new(ProblemKind::Leaf, path, message)),
         );
     }
-    let executor = Executor::new(&plan, threads).map_err(PyRuntimeError::new_err)?;
+    let executor = Executor::new(&walked.plan, threads).map_err(PyRuntimeError::new_err)?;
     // Small loads in walk order copy from the plan's runs alone; everything else reads
     // every leaf's copy.
-    let in_walk_order = external.is_empty() && progress.is_none() && executor.runs_in_walk_order();
-    if !in_walk_order || plan.has_read_ahead() || met_torch {
-        write_out_compact(&mut plan, &leaf_arrays);
+    let in_walk_order =
+        walked.external.is_empty() && progress.is_none() && executor.runs_in_walk_order();
+    if !in_walk_order || walked.plan.has_read_ahead() || walked.met_torch {
+        write_out_compact(&mut walked.plan, &walked.leaf_arrays);
     }
+    let mut torch_span = None;
+    if let Some(copies) = &torch_copies {
+        problems.extend(ties_across_torch(
+            &walked.plan,
+            &walked.leaf_arrays,
+            copies,
+        )?);
+        torch_span = copies.call_method0("written_span")?.extract()?;
+        // Those checks ran torch's Python code on the user's tensors, which may be their
+        // own subclasses.
+        walked.ran_user_code = true;
+    }
+    // Asked after every check that runs Python code: the copy must not write into
+    // memory an array gave back meanwhile.
+    let changed = walked.changed()?;
+    let arrays_changed = !changed.is_empty();
+    problems.extend(changed);
+    let Walked {
+        mut plan,
+        skipped,
+        external,
+        leaf_arrays,
+        tie_arrays,
+        mut keep_alive,
+        met_torch,
+        ..
+    } = walked;
     // Tie checks read sources through the plan's views, which changed arrays may no
     // longer match; the load is refused anyway.
-    if let Some(copies) = &torch_copies {
-        problems.extend(ties_across_torch(&plan, &leaf_arrays, copies)?);
-    }
     let tie_problems = match arrays_changed {
         true => Vec::new(),
         false => py.detach(|| executor.check_ties(&plan)),
@@ -87,7 +100,7 @@ pub fn loadmodel<'py>(
     // Held until the leaves torch copies are written too: two loads into one model run
     // one after the other, never mixed.
     let _reservation = if reserve {
-        let span = with_torch_span(plan.written_span(), torch_copies.as_ref())?;
+        let span = with_torch_span(plan.written_span(), torch_span);
         let reservation = py.detach(|| inflight::reserve(span));
         Some(reservation.map_err(PyRuntimeError::new_err)?)
     } else {
@@ -189,20 +202,16 @@ fn copy_in_parallel<'py>(
     py.detach(|| executor.execute_watched(plan, &ordered, cast, watch))
 }
 
-/// `span`, widened to the memory the leaves torch copies write, if any.
+/// `span`, widened to `torch_span`, the memory the leaves torch copies write, if any.
 fn with_torch_span(
     span: Option<Range<usize>>,
-    torch_copies: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Option<Range<usize>>> {
-    let Some(copies) = torch_copies else {
-        return Ok(span);
-    };
-    let torch_span: Option<(usize, usize)> = copies.call_method0("written_span")?.extract()?;
-    Ok(match (span, torch_span) {
+    torch_span: Option<(usize, usize)>,
+) -> Option<Range<usize>> {
+    match (span, torch_span) {
         (Some(span), Some((start, end))) => Some(span.start.min(start)..span.end.max(end)),
         (None, Some((start, end))) => Some(start..end),
         (span, None) => span,
-    })
+    }
 }
 
 /// The number of threads `threads=None` uses.

@@ -15,6 +15,7 @@ use super::tensors::moved_tensors;
 use crate::core::{Plan, Problem, ProblemKind};
 use numpy::{PyArrayDescr, PyUntypedArray};
 use pyo3::exceptions::PyException;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -45,12 +46,40 @@ pub struct Walked<'py> {
     /// Whether the walk ran the user's Python code (a filter, a property, a registered
     /// children function...), which could have changed arrays planned before it.
     pub ran_user_code: bool,
-    /// Arrays changed by that code since they were planned (see [`changed_arrays`]).
-    pub changed: Vec<Problem>,
+    /// The casting rule, which [`Walked::changed`] decides again.
+    pub casting: CastRule<'py>,
+    /// The tensors viewed as arrays, with their views' addresses (see `moved_tensors`).
+    pub viewed: Vec<(Bound<'py, PyAny>, usize)>,
     /// Whether a tensor was met, so that arrays may be views of tensors' memory.
     pub met_torch: bool,
     /// The leaves torch copies (`fastload._torch.TorchCopies`), if any.
     pub torch_copies: Option<Bound<'py, PyAny>>,
+}
+
+impl Walked<'_> {
+    /// The problems of arrays and tensors changed since they were planned, by code of the
+    /// user's that the walk, or the checks after it, ran; none where none ran. Asked
+    /// last before the copy, which would write into memory they may have given back.
+    pub fn changed(&mut self) -> PyResult<Vec<Problem>> {
+        if !self.ran_user_code {
+            return Ok(Vec::new());
+        }
+        let mut changed = changed_arrays(
+            &self.plan,
+            &self.leaf_arrays,
+            &self.tie_arrays,
+            &mut self.casting,
+        )?;
+        let moved = moved_tensors(&self.viewed);
+        if moved > 0 {
+            let message = format!(
+                "{moved} tensor(s) changed while the trees were walked (resized or given \
+                 other memory by code the walk ran); load again once they stay put"
+            );
+            changed.push(Problem::new(ProblemKind::Leaf, "<walk>", message));
+        }
+        Ok(changed)
+    }
 }
 
 /// Keys a node had on one side only, skipped under `strict=False`: its path, the keys
@@ -105,8 +134,9 @@ impl<'py> Walker<'py> {
     ) -> PyResult<Self> {
         let room = PLAN_LEAVES.room();
         let mut classifier = Classifier::new(py)?;
-        // The filter is code of the user's too, run from the first node on.
-        classifier.ran_user_code = filter.is_some();
+        // The filter is code of the user's too, run from the first node on; so is a
+        // profile or trace function, run at each call of Python code the walk makes.
+        classifier.ran_user_code = filter.is_some() || is_traced(py)?;
         Ok(Walker {
             py,
             classifier,
@@ -132,7 +162,8 @@ impl<'py> Walker<'py> {
                 tie_arrays: Vec::new(),
                 keep_alive: Vec::new(),
                 ran_user_code: false,
-                changed: Vec::new(),
+                casting: CastRule::new(py, casting)?,
+                viewed: Vec::new(),
                 met_torch: false,
                 torch_copies: None,
             },
@@ -153,26 +184,7 @@ impl<'py> Walker<'py> {
         self.out.met_torch = self.classifier.met_torch();
         let storages = self.classifier.take_tensor_storages();
         self.out.keep_alive.extend(storages);
-        let viewed = self.classifier.take_viewed_tensors();
-        if self.out.ran_user_code {
-            let out = &self.out;
-            let changed = changed_arrays(
-                &out.plan,
-                &out.leaf_arrays,
-                &out.tie_arrays,
-                &mut self.casting,
-            )?;
-            self.out.changed = changed;
-            let moved = moved_tensors(&viewed);
-            if moved > 0 {
-                let message = format!(
-                    "{moved} tensor(s) changed while the trees were walked (resized or given \
-                     other memory by code the walk ran); load again once they stay put"
-                );
-                let problem = Problem::new(ProblemKind::Leaf, "<walk>", message);
-                self.out.problems.push(problem);
-            }
-        }
+        self.out.viewed = self.classifier.take_viewed_tensors();
         Ok(self.out)
     }
 
@@ -484,6 +496,13 @@ impl<'py> Walker<'py> {
         let message = format!("the structures do not match: {}", parts.join(", "));
         self.problem(ProblemKind::Structure, message);
     }
+}
+
+/// Whether a profile or trace function is set (`sys.setprofile`, `sys.settrace`).
+fn is_traced(py: Python<'_>) -> PyResult<bool> {
+    let sys = py.import(intern!(py, "sys"))?;
+    let set = |name| Ok::<_, PyErr>(!sys.call_method0(name)?.is_none());
+    Ok(set(intern!(py, "getprofile"))? || set(intern!(py, "gettrace"))?)
 }
 
 /// The number of references to `object`.
