@@ -825,6 +825,7 @@ def test_a_flat_state_saves_under_its_dotted_keys_and_one_that_is_no_tree_is_ref
     for clash, message in (
         ({"a": np.ones(1), "a.b": np.ones(1)}, "key 'a.b' is below 'a'"),
         ({"a.": np.ones(1)}, "key 'a.' has an empty part"),
+        ({"m.w": np.ones(1), "m._extra_state": {"k": 1}}, "'m._extra_state' holds a dict"),
     ):
         with pytest.raises(ValueError, match=message):
             fastload.save(tmp_path / "clash.safetensors", clash)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import sys
 from collections.abc import Mapping
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -98,14 +98,22 @@ def is_flat_state(x: Any) -> bool:
     user's, whose children may be others) under string keys, one of them dotted, of
     leaves only. Its keys are then taken for paths, as no file could give back a nested
     state whose keys hold the separator."""
+    return _looks_flat(x) and node_in_flat_state(x) is None
+
+
+def node_in_flat_state(x: Any) -> Optional[str]:
+    """The first key of what looks like a flat state (a dict under string keys, one of
+    them dotted) whose value is a node, which such a state cannot hold; else ``None``."""
+    if not _looks_flat(x):
+        return None
+    return next((k for k, v in x.items() if _fastload.children(v) is not None), None)
+
+
+def _looks_flat(x: Any) -> bool:
     if type(x) not in (dict, collections.OrderedDict):
         return False
-    dotted = False
-    for key, value in x.items():
-        if not isinstance(key, str) or _fastload.children(value) is not None:
-            return False
-        dotted = dotted or "." in key
-    return dotted
+    keys = x.keys()
+    return all(isinstance(k, str) for k in keys) and any("." in k for k in keys)
 
 
 # The key under which ``state_dict`` stores a module's ``get_extra_state()``.
