@@ -1283,6 +1283,11 @@ def test_a_tie_with_sources_torch_copies_and_others_is_checked_as_any_tie(torch_
     assert (p == 1 + 1j).all()
     fastload.loadmodel([p, p], [complex_half([0, 0, 0]), False])
     assert not p.any()
+    # Listed in walk order with the walk's own problems: the first gives the class.
+    with pytest.raises(LoadError) as info:
+        fastload.loadmodel([p, p, torch.zeros(2)], src + [torch.ones(5)])
+    paths = [path for path, _ in info.value.problems]  # (the tie by its leaf torch copies)
+    assert type(info.value) is LoadError and paths == ["0" if torch_first else "1", "2"]
 
 
 def test_memory_torch_copies_into_viewed_as_another_dtype_is_no_tie():

@@ -526,13 +526,17 @@ class TorchCopies:
         self.into_tensors: List[Tuple[torch.Tensor, torch.Tensor]] = []
         # The path of each planned copy's destination, by the id of the tensor copied into.
         self.paths: Dict[int, str] = {}
+        # Where each leaf's problems go among the walk's (how many it had found), by path.
+        self.positions: Dict[str, int] = {}
 
-    def add(self, dst: Any, src: Any, path: str) -> Optional[Tuple[int, str]]:
-        """Plans ``dst <- src`` (zeros where ``src`` is ``None``); returns ``(kind,
-        message)`` for a problem (kind 1 a shape, 2 anything else), else ``None``.
+    def add(self, dst: Any, src: Any, path: str, position: int = 0) -> Optional[Tuple[int, str]]:
+        """Plans ``dst <- src`` (zeros where ``src`` is ``None``), met when the walk had
+        found ``position`` problems; returns ``(kind, message)`` for a problem (kind 1 a
+        shape, 2 anything else), else ``None``.
 
         A lazy module's uninitialized parameter takes the shape of its source (as
         ``load_state_dict`` does) once the load has passed its checks."""
+        self.positions[path] = position
         if is_lazy(src):
             return (
                 2,
@@ -654,8 +658,9 @@ class TorchCopies:
         else:
             self.ties.append((path, param, first[1], src))
 
-    def check_ties(self) -> List[Tuple[str, str]]:
-        """``(path, message)`` of every tied parameter loaded with different values."""
+    def check_ties(self) -> List[Tuple[int, str, str]]:
+        """``(position, path, message)`` of every tied parameter loaded with different
+        values."""
         problems = []
         for path, dst, first, later in self.ties:
             if dst.dtype in _QUANTIZED:
@@ -665,21 +670,22 @@ class TorchCopies:
             else:
                 same = _same_values(first, later, dst.dtype)
             if not same:
-                problems.append((path, _MISMATCHED_TIE))
+                problems.append((self.positions[path], path, _MISMATCHED_TIE))
         return problems
 
     def host_destinations(
         self,
-    ) -> List[Tuple[int, str, int, Tuple[int, ...], Tuple[int, ...], int]]:
-        """``(index, path, address, shape, strides in bytes, itemsize)`` of each copy
-        into host memory, for the core to find its own leaves tied to one."""
+    ) -> List[Tuple[int, int, str, int, Tuple[int, ...], Tuple[int, ...], int]]:
+        """``(index, position, path, address, shape, strides in bytes, itemsize)`` of
+        each copy into host memory, for the core to find its own leaves tied to one."""
         found = []
         for index, (dst, _) in enumerate(self.copies):
             if dst.device.type == "cpu" and dst.layout == torch.strided and dst.data_ptr():
                 size = dst.element_size()
                 strides = tuple(stride * size for stride in dst.stride())
                 where = (dst.data_ptr(), tuple(dst.shape), strides, size)
-                found.append((index, self.paths[id(dst)], *where))
+                path = self.paths[id(dst)]
+                found.append((index, self.positions[path], path, *where))
         return found
 
     def tie_with_core(

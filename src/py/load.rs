@@ -43,12 +43,13 @@ pub fn loadmodel<'py>(
     let mut walked = Walker::new(py, filter, strict, casting)?.walk(dst, src)?;
     let mut problems = std::mem::take(&mut walked.problems);
     let torch_copies = walked.torch_copies.clone();
+    // Problems of the leaves torch copies found after the walk, at their walk positions.
+    let mut torch_problems = Vec::new();
     if let Some(copies) = &torch_copies {
-        let tied: Vec<(String, String)> = copies.call_method0("check_ties")?.extract()?;
-        problems.extend(
-            tied.into_iter()
-                .map(|(path, message)| Problem::new(ProblemKind::Leaf, path, message)),
-        );
+        let tied: Vec<(usize, String, String)> = copies.call_method0("check_ties")?.extract()?;
+        torch_problems.extend(tied.into_iter().map(|(position, path, message)| {
+            (position, Problem::new(ProblemKind::Leaf, path, message))
+        }));
     }
     let executor = Executor::new(&walked.plan, threads).map_err(PyRuntimeError::new_err)?;
     // Small loads in walk order copy from the plan's runs alone; everything else reads
@@ -60,11 +61,8 @@ pub fn loadmodel<'py>(
     }
     let mut torch_span = None;
     if let Some(copies) = &torch_copies {
-        problems.extend(ties_across_torch(
-            &walked.plan,
-            &walked.leaf_arrays,
-            copies,
-        )?);
+        let (plan, arrays) = (&walked.plan, &walked.leaf_arrays);
+        torch_problems.extend(ties_across_torch(plan, arrays, copies)?);
         torch_span = copies.call_method0("written_span")?.extract()?;
         // Those checks ran torch's Python code on the user's tensors, which may be their
         // own subclasses.
@@ -87,10 +85,11 @@ pub fn loadmodel<'py>(
     } = walked;
     // Tie checks read sources through the plan's views, which changed arrays may no
     // longer match; the load is refused anyway.
-    let tie_problems = match arrays_changed {
+    let mut tie_problems = match arrays_changed {
         true => Vec::new(),
         false => py.detach(|| executor.check_ties(&plan)),
     };
+    tie_problems.extend(torch_problems);
     if !problems.is_empty() || !tie_problems.is_empty() {
         let problems = merge_in_walk_order(problems, tie_problems);
         return Err(load_error(py, &LoadFailure { problems }));

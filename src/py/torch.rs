@@ -47,9 +47,9 @@ impl<'py> Walker<'py> {
                 copies
             }
         };
-        let path = self.path_text();
+        let (path, position) = (self.path_text(), self.out.problems.len());
         let problem: Option<(u8, String)> = copies
-            .call_method1(intern!(self.py, "add"), (dst, src, path))?
+            .call_method1(intern!(self.py, "add"), (dst, src, path, position))?
             .extract()?;
         if let Some((kind, message)) = problem {
             let kind = match kind {
@@ -69,8 +69,8 @@ pub fn ties_across_torch(
     plan: &Plan,
     leaf_arrays: &LeafArrays<'_>,
     torch_copies: &Bound<'_, PyAny>,
-) -> PyResult<Vec<Problem>> {
-    type Destination = (usize, String, usize, Vec<usize>, Vec<isize>, usize);
+) -> PyResult<Vec<(usize, Problem)>> {
+    type Destination = (usize, usize, String, usize, Vec<usize>, Vec<isize>, usize);
     let destinations: Vec<Destination> =
         torch_copies.call_method0("host_destinations")?.extract()?;
     if destinations.is_empty() {
@@ -83,7 +83,7 @@ pub fn ties_across_torch(
         planned.entry(key).or_insert(leaf);
     }
     let mut problems = Vec::new();
-    for (index, path, addr, shape, strides, itemsize) in &destinations {
+    for (index, position, path, addr, shape, strides, itemsize) in &destinations {
         let Some(&leaf) = planned.get(&(*addr, &shape[..], &strides[..], *itemsize)) else {
             continue;
         };
@@ -95,7 +95,8 @@ pub fn ties_across_torch(
             )?
             .extract()?;
         if let Some(message) = verdict {
-            problems.push(Problem::new(ProblemKind::Leaf, path.clone(), message));
+            let problem = Problem::new(ProblemKind::Leaf, path.clone(), message);
+            problems.push((*position, problem));
         }
     }
     Ok(problems)
