@@ -201,12 +201,14 @@ def _user_mapping_hooks() -> bool:
     while todo:
         cls = todo.pop()
         for sub in type.__subclasses__(cls):
-            if sub in seen:
+            if id(sub) in seen:  # (by id: a metaclass may hash classes its own way)
                 continue
-            seen.add(sub)
+            seen.add(id(sub))
             todo.append(sub)
+            if type(sub) is not type(Mapping):  # (asked first: it computes its attributes)
+                return True
             own = sub.__module__.partition(".")[0] in _OWN_HOOKS | {"_collections_abc"}
-            if not own and ("__subclasshook__" in sub.__dict__ or type(sub) is not type(Mapping)):
+            if not own and "__subclasshook__" in sub.__dict__:
                 return True
     return False
 
