@@ -652,9 +652,79 @@ def walked_under_a_profile_function(victim):
     return {"m": dst}, {"m": src}
 
 
+def ordered_dict_with_a_key_of_the_users(victim):
+    """Reading an OrderedDict's values hashes its keys, here an int subclass's own way."""
+
+    class Key(int):
+        armed = False  # (not while the dict is made, which hashes it too)
+
+        def __hash__(self):
+            if Key.armed:
+                victim.resize(1, refcheck=False)
+            return int.__hash__(self)
+
+    dst = collections.OrderedDict([(Key(0), np.zeros(2))])
+    Key.armed = True
+    return {"m": dst}, {"m": [np.ones(2)]}
+
+
+def slots_named_by_a_str_subclass(victim):
+    class Name(str):
+        armed = False  # (not while the class is made, which hashes it too)
+
+        def __hash__(self):
+            if Name.armed:
+                victim.resize(1, refcheck=False)
+            return str.__hash__(self)
+
+        __eq__ = str.__eq__
+
+    class Model:
+        __slots__ = (Name("w"),)
+
+    Name.armed = True
+
+    dst, src = Model(), Model()
+    dst.w, src.w = np.zeros(2), np.ones(2)
+    return {"m": dst}, {"m": src}
+
+
+def object_classified_past_a_registered_mapping(victim):
+    """A class registered as a Mapping whose metaclass decides subclass checks itself:
+    `issubclass(anything, Mapping)` asks it. (Registered with an abstract class of its
+    own, which goes once the test drops it, not with Mapping for the whole session.)"""
+
+    class Deciding(type):
+        armed = False  # (not while registering, which asks it too)
+
+        def __subclasscheck__(cls, sub):
+            if Deciding.armed:
+                victim.resize(1, refcheck=False)
+            return False
+
+    class Registered(metaclass=Deciding):
+        pass
+
+    class LocalMapping(Mapping):
+        pass
+
+    LocalMapping.register(Registered)
+    Deciding.armed = True
+
+    class Model:  # a class not met before, whose kind `issubclass` is asked about
+        pass
+
+    dst, src = Model(), Model()
+    dst.w, src.w = np.zeros(2), np.ones(2)
+    return {"m": dst}, {"m": src}
+
+
 @pytest.mark.parametrize(
     "tree",
     [
+        ordered_dict_with_a_key_of_the_users,
+        slots_named_by_a_str_subclass,
+        object_classified_past_a_registered_mapping,
         tied_under_key,
         skipped_under_key,
         proxy_of_a_mapping,
@@ -679,6 +749,7 @@ def test_code_the_walk_runs_unasked_is_caught_not_written_into_freed_memory(tree
                 fastload.loadmodel(dst, src, strict=tree is not skipped_under_key)
     finally:
         sys.setprofile(None)
+        gc.collect()  # (the classes a tree made, with the hooks they hold)
     assert victim.shape == (1,) and not victim.any()
 
 

@@ -1318,6 +1318,16 @@ def test_a_tensor_subclass_whose_code_frees_a_planned_array_is_caught(side):
     assert victim.shape == (1,) and not victim.any()
 
 
+def test_a_complex_source_cast_into_a_real_tensor_warns_of_nothing():
+    """A warning would run code of the user's (a `showwarning`, a logging handler) once
+    the checks have passed, so torch is given the real part, which it keeps anyway."""
+    dst = torch.zeros(3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fastload.loadmodel([dst], [np.array([1 + 2j, 3, -4j])], casting="unsafe")
+    assert dst.tolist() == [1.0, 3.0, 0.0] and not caught
+
+
 def test_conjugate_and_negative_views_on_the_cpu_are_tied_like_any_source():
     weight = np.zeros(3, np.complex64)
     values = torch.tensor([1 + 1j, 2 + 2j, 3 + 3j], dtype=torch.complex64)

@@ -6,13 +6,16 @@ to float16, through float32) differently from NumPy, and a load into a tensor gi
 Both are called only for casts already checked against the casting rule, so NumPy's
 floating-point warnings are silenced, with `np.errstate`, which is local to the thread.
 Complex values cast to real ones lose their imaginary part, as `casting="unsafe"` asks:
-NumPy is given `.real`, which it casts without the warning that process-wide filters
-would be needed to silence. Torch warns of it once, as `load_state_dict` would.
+NumPy and torch are given `.real`, which they cast without the warning that
+process-wide filters would be needed to silence (and that would run a `showwarning` of
+the user's once the load's checks had passed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -56,10 +59,20 @@ def _torch_cast(src: np.ndarray, dst: np.ndarray) -> Optional[np.ndarray]:
 
     if any(stride < 0 for stride in src.strides):
         src = np.ascontiguousarray(src)  # torch holds no negative strides
+    # Torch warns of complex values cast to real ones, and a warning runs code of the
+    # user's (a `showwarning`, a logging handler) once the load's checks have run: a
+    # float is given the real part, which torch keeps; an integer takes torch's own cast
+    # (not that of the real part), the warning ignored.
+    discards = np.iscomplexobj(src) and not np.iscomplexobj(dst) and dst.dtype.kind != "b"
+    if discards and dst.dtype.kind == "f":
+        src, discards = src.real, False
     try:
         tensor = _torch.as_tensor(src)
         out = torch.empty(tensor.shape, dtype=_torch.torch_dtype(dst), device="cpu")
-        out.copy_(tensor)  # as `load_state_dict` copies (`.real.to()` differs for uint32)
+        with warnings.catch_warnings() if discards else contextlib.nullcontext():
+            if discards:
+                warnings.simplefilter("ignore")
+            out.copy_(tensor)  # as `load_state_dict` copies (`.real.to()` differs for uint32)
     except (TypeError, ValueError, RuntimeError):
         return None  # a dtype or a byte order torch does not hold: NumPy casts
     return _torch.as_numpy(out)

@@ -6,6 +6,7 @@ Rust core. Every other type is classified here, once per type and call, by ``nod
 
 from __future__ import annotations
 
+import abc
 import collections
 import dataclasses
 import enum
@@ -14,7 +15,7 @@ import inspect
 import sys
 import types
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -190,27 +191,49 @@ def _classifying_runs_user_code(tp: type) -> bool:
     Mapping)`` asks), or iterating a ``__slots__`` that is no string, tuple or list."""
     if type(tp).__module__.partition(".")[0] not in _OWN_HOOKS:
         return True
-    if any(type(b.__dict__.get("__slots__", ())) not in (str, tuple, list) for b in tp.__mro__):
-        return True
+    for base in tp.__mro__:
+        if any(type(name) is not str for name in base.__dict__):
+            return True  # an attribute lookup may meet that key, and run its `__eq__`
+        slots = base.__dict__.get("__slots__", ())
+        if type(slots) not in (str, tuple, list):
+            return True
+        if type(slots) is not str and any(type(name) is not str for name in slots):
+            return True  # (a `str` subclass hashes its own way when looked up)
     return Mapping not in tp.__mro__ and _user_mapping_hooks()
 
 
 def _user_mapping_hooks() -> bool:
-    """Whether a Mapping subclass of the user's decides subclass checks itself."""
+    """Whether a Mapping subclass of the user's, or a class registered as one, decides
+    subclass checks itself (``issubclass`` asks each of them)."""
     seen, todo = set(), [Mapping]
     while todo:
         cls = todo.pop()
-        for sub in type.__subclasses__(cls):
+        for sub in [*type.__subclasses__(cls), *_registered(cls)]:
             if id(sub) in seen:  # (by id: a metaclass may hash classes its own way)
                 continue
             seen.add(id(sub))
-            todo.append(sub)
-            if type(sub) is not type(Mapping):  # (asked first: it computes its attributes)
+            # Asked first, since it computes their attributes: a class of `type` (a
+            # registered built-in) answers by its bases alone; ABCMeta asks hooks.
+            if type(sub) is type:
+                continue
+            if type(sub) is not abc.ABCMeta:
                 return True
+            todo.append(sub)
             own = sub.__module__.partition(".")[0] in _OWN_HOOKS | {"_collections_abc"}
             if not own and "__subclasshook__" in sub.__dict__:
                 return True
     return False
+
+
+def _registered(cls: type) -> List[type]:
+    """The classes registered with the abstract class ``cls`` (``cls.register``)."""
+    try:
+        from _abc import _get_dump  # the C implementation's view of its registry
+    except ImportError:  # the pure-Python one keeps its registry on the class
+        refs = getattr(cls, "_abc_registry", ())
+    else:
+        refs = _get_dump(cls)[0] if isinstance(cls, abc.ABCMeta) else ()
+    return [c for c in (ref() for ref in refs) if c is not None]
 
 
 def _kind(tp: type) -> Tuple[int, Optional[object]]:

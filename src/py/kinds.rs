@@ -6,6 +6,7 @@
 
 use super::python_function;
 use super::tensors::{module_children, TensorViews};
+use super::walk::plain_key;
 use numpy::PyUntypedArray;
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::intern;
@@ -396,7 +397,12 @@ impl<'py> Classifier<'py> {
             TypeKind::Opaque => Node::Opaque,
             TypeKind::Data => Node::Data,
             TypeKind::Bool => Node::Bool(obj.is_truthy()?),
-            TypeKind::Mapping => Node::Keyed(mapping_children(obj)?),
+            TypeKind::Mapping => {
+                let keyed = mapping_children(obj)?;
+                // Reading a value by its key ran the key's `__hash__` and `__eq__`.
+                self.ran_user_code |= !keyed.pairs.iter().all(|(key, _)| plain_key(key));
+                Node::Keyed(keyed)
+            }
             TypeKind::Attributes => {
                 let attrs = obj.getattr(intern!(py, "__dict__"))?;
                 match attrs.cast_exact::<PyDict>() {
@@ -437,7 +443,11 @@ impl<'py> Classifier<'py> {
             }
             TypeKind::Tensor => Node::Tensor(obj.clone()),
             TypeKind::Module(fallback) => match module_children(obj)? {
-                Some(children) => Node::Keyed(children),
+                Some(children) => {
+                    // Names are looked up in sets and dicts: a `str` subclass's hash runs.
+                    self.ran_user_code |= !children.pairs.iter().all(|(key, _)| plain_key(key));
+                    Node::Keyed(children)
+                }
                 None => {
                     self.ran_user_code = true;
                     let result = fallback.call1((obj,))?;

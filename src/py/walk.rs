@@ -530,7 +530,7 @@ fn borrowed_item<'a, 'py>(
 }
 
 /// Whether a key is an exact `str` or `int`, whose hashing and comparison run no Python code.
-fn plain_key(key: &Bound<'_, PyAny>) -> bool {
+pub(super) fn plain_key(key: &Bound<'_, PyAny>) -> bool {
     key.is_exact_instance_of::<PyString>() || key.is_exact_instance_of::<PyInt>()
 }
 
