@@ -1290,11 +1290,29 @@ def test_a_tie_with_sources_torch_copies_and_others_is_checked_as_any_tie(torch_
     assert type(info.value) is LoadError and paths == ["0" if torch_first else "1", "2"]
 
 
-def test_memory_torch_copies_into_viewed_as_another_dtype_is_no_tie():
+@pytest.mark.parametrize("torch_first", [True, False])
+def test_memory_torch_copies_into_and_the_core_writes_viewed_otherwise_is_refused(torch_first):
+    """Torch's copies are made last: memory both write, viewed as another dtype, would
+    not be written in walk order."""
     z = torch.zeros(3, dtype=torch.complex64)
-    src = [torch.arange(3, dtype=torch.float64), complex_half([1, 2, 3])]
-    fastload.loadmodel([z.view(torch.float64), z], src)  # in walk order: torch's last
-    assert z.tolist() == [1, 2, 3]
+    pairs = [(z, complex_half([1, 2, 3])), (z.view(torch.float64), torch.arange(3.0).double())]
+    dst, src = zip(*(pairs if torch_first else pairs[::-1]))
+    with pytest.raises(LoadError, match="shares memory with another the load writes otherwise"):
+        fastload.loadmodel(list(dst), list(src))
+    assert not z.any()
+
+
+def test_a_mixed_tie_compares_the_value_the_core_writes():
+    """The core saturates a float out of an integer's range, where torch wraps it: the
+    torch-copied source must give the core's value, not torch's cast of the other."""
+    p = torch.zeros(3, dtype=torch.int8)
+    by_core = np.array([300.0, 1.0, 2.0])  # the core writes 127 first
+    saturated = torch.tensor([127, 1, 2], dtype=torch.int16).to(torch.complex32)
+    fastload.loadmodel([p, p], [by_core, saturated], casting="unsafe")
+    assert p.tolist() == [127, 1, 2]
+    wrapped = torch.tensor([44, 1, 2], dtype=torch.int16).to(torch.complex32)  # torch's
+    with pytest.raises(LoadError, match="untied and mismatched sources"):
+        fastload.loadmodel([p, p], [by_core, wrapped], casting="unsafe")
 
 
 @pytest.mark.parametrize("side", ["dst", "src"])

@@ -175,9 +175,10 @@ def memory_refusal(tensor: torch.Tensor, role: str = "tensor") -> Optional[str]:
 # As the core words it (see `src/core/ties.rs`).
 _STAGING = "the pinned staging of large copies between host and GPU"
 _MISMATCHED_TIE = "tied destination parameters with untied and mismatched sources"
-_UNCOMPARED_TIE = (
-    "tied destination parameters with sources torch copies and sources it does not, of "
-    "dtypes torch cannot compare; give them sources of one kind"
+_UNORDERED = (
+    "this destination, which torch copies into, shares memory with another the load "
+    "writes otherwise, viewed another way; torch's copies are made last, not in walk "
+    "order: load the two apart"
 )
 
 
@@ -692,15 +693,19 @@ class TorchCopies:
         self, index: int, dst: np.ndarray, src: Optional[np.ndarray]
     ) -> Optional[str]:
         """Why copy ``index`` and a leaf the core copies into the same memory ``dst`` from
-        ``src`` (``None`` for zeros) are a mismatched tie, or ``None``: memory viewed as
-        another dtype is no tie (an overlap, whose copies are not ordered)."""
+        ``src`` (``None`` for zeros) are a mismatched tie, or ``None``. Memory viewed as
+        another dtype is no tie, and is refused: torch's copy would not keep walk order."""
         dst_t, later = self.copies[index]
         if torch_dtype(dst) != dst_t.dtype:
-            return None
-        try:
-            first = torch.zeros_like(dst_t) if src is None else as_tensor(src)
-        except (TypeError, ValueError, RuntimeError):
-            return _UNCOMPARED_TIE
+            return _UNORDERED
+        if src is None:
+            first = torch.zeros_like(dst_t)
+        else:
+            # What the core writes there: its own cast (float to integer saturates, where
+            # torch's wraps), into an array of the destination's dtype.
+            value = np.empty(dst.shape, dst.dtype)
+            _fastload.loadmodel([value], [src], None, True, "unsafe", 1, None, False)
+            first = as_tensor(value)
         return None if _same_values(first, later, dst_t.dtype) else _MISMATCHED_TIE
 
     def written_span(self) -> Optional[Tuple[int, int]]:

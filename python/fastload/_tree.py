@@ -189,7 +189,7 @@ def _classifying_runs_user_code(tp: type) -> bool:
     """Whether telling ``tp``'s kind may have run code of the user's: its metaclass's
     attribute hooks, a ``__subclasshook__`` of a Mapping subclass (which ``issubclass(tp,
     Mapping)`` asks), or iterating a ``__slots__`` that is no string, tuple or list."""
-    if type(tp).__module__.partition(".")[0] not in _OWN_HOOKS:
+    if _package(type(tp)) not in _OWN_HOOKS:
         return True
     for base in tp.__mro__:
         if any(type(name) is not str for name in base.__dict__):
@@ -200,6 +200,15 @@ def _classifying_runs_user_code(tp: type) -> bool:
         if type(slots) is not str and any(type(name) is not str for name in slots):
             return True  # (a `str` subclass hashes its own way when looked up)
     return Mapping not in tp.__mro__ and _user_mapping_hooks()
+
+
+def _package(cls: type) -> str:
+    """The top-level package a class was defined in; ``""`` for one that says none."""
+    module = _TYPE_MODULE.__get__(cls)  # (type's own: a metaclass's hooks do not run)
+    return module.partition(".")[0] if type(module) is str else ""
+
+
+_TYPE_MODULE = type.__dict__["__module__"]
 
 
 def _user_mapping_hooks() -> bool:
@@ -219,7 +228,7 @@ def _user_mapping_hooks() -> bool:
             if type(sub) is not abc.ABCMeta:
                 return True
             todo.append(sub)
-            own = sub.__module__.partition(".")[0] in _OWN_HOOKS | {"_collections_abc"}
+            own = _package(sub) in _OWN_HOOKS | {"_collections_abc"}
             if not own and "__subclasshook__" in sub.__dict__:
                 return True
     return False
@@ -315,8 +324,7 @@ def _runs_user_code(tp: type, code: int, payload: Optional[object]) -> bool:
     if code == CUSTOM:
         return True
     if code == TENSOR:  # a subclass's methods, or `__torch_function__`, are its own
-        torch = sys.modules["torch"]
-        return tp not in (torch.Tensor, torch.nn.Parameter)
+        return _package(tp) != "torch"  # (torch's own, as DTensor and Parameter, are not)
     if code == MODULE:  # its `__dict__` is read, maybe through hooks of its own
         plain = tp.__getattribute__ is object.__getattribute__
         return not plain or not isinstance(

@@ -51,6 +51,20 @@ pub fn loadmodel<'py>(
             (position, Problem::new(ProblemKind::Leaf, path, message))
         }));
     }
+    let mut torch_span = None;
+    if let Some(copies) = &torch_copies {
+        torch_problems.extend(ties_across_torch(&walked.leaf_arrays, copies)?);
+        torch_span = copies.call_method0("written_span")?.extract()?;
+        // Those checks ran torch's Python code on the user's tensors, which may be their
+        // own subclasses.
+        walked.ran_user_code = true;
+    }
+    // Asked after every check that runs Python code, and before the plan's compact
+    // leaves are written out from the arrays as they are now: the copy must not write
+    // into memory an array gave back meanwhile.
+    let changed = walked.changed()?;
+    let arrays_changed = !changed.is_empty();
+    problems.extend(changed);
     let executor = Executor::new(&walked.plan, threads).map_err(PyRuntimeError::new_err)?;
     // Small loads in walk order copy from the plan's runs alone; everything else reads
     // every leaf's copy.
@@ -59,20 +73,6 @@ pub fn loadmodel<'py>(
     if !in_walk_order || walked.plan.has_read_ahead() || walked.met_torch {
         write_out_compact(&mut walked.plan, &walked.leaf_arrays);
     }
-    let mut torch_span = None;
-    if let Some(copies) = &torch_copies {
-        let (plan, arrays) = (&walked.plan, &walked.leaf_arrays);
-        torch_problems.extend(ties_across_torch(plan, arrays, copies)?);
-        torch_span = copies.call_method0("written_span")?.extract()?;
-        // Those checks ran torch's Python code on the user's tensors, which may be their
-        // own subclasses.
-        walked.ran_user_code = true;
-    }
-    // Asked after every check that runs Python code: the copy must not write into
-    // memory an array gave back meanwhile.
-    let changed = walked.changed()?;
-    let arrays_changed = !changed.is_empty();
-    problems.extend(changed);
     let Walked {
         mut plan,
         skipped,

@@ -2,13 +2,14 @@
 //! views, dtypes NumPy lacks. They are checked during the walk like any leaf and copied
 //! by torch only once the whole load has passed its checks.
 
+use super::array::view_of;
 use super::kinds::ArrayLeaf;
 use super::python_function;
 use super::walk::{LeafArrays, Walker};
-use crate::core::{Plan, Problem, ProblemKind};
+use crate::core::{ArrayView, Problem, ProblemKind};
 use pyo3::intern;
 use pyo3::prelude::*;
-use rustc_hash::FxHashMap;
+use std::ops::Range;
 
 impl<'py> Walker<'py> {
     /// A destination tensor that torch copies into.
@@ -62,41 +63,53 @@ impl<'py> Walker<'py> {
     }
 }
 
-/// Parameters tied between a leaf of the plan and one torch copies: checked apart from
-/// the plan's ties, since the two are copied apart (torch's last). Their sources must
-/// give the same value, as any tie's; one torch cannot compare is refused.
+/// Destinations in host memory that both the plan and torch write: checked apart from
+/// the plan's own, since the two are copied apart (torch's last). The same memory viewed
+/// alike is a tied parameter, whose sources must give the same value; any other overlap
+/// is refused, since torch's copy would not keep the walk's order.
 pub fn ties_across_torch(
-    plan: &Plan,
     leaf_arrays: &LeafArrays<'_>,
     torch_copies: &Bound<'_, PyAny>,
 ) -> PyResult<Vec<(usize, Problem)>> {
     type Destination = (usize, usize, String, usize, Vec<usize>, Vec<isize>, usize);
     let destinations: Vec<Destination> =
         torch_copies.call_method0("host_destinations")?.extract()?;
-    if destinations.is_empty() {
+    if destinations.is_empty() || leaf_arrays.is_empty() {
         return Ok(Vec::new());
     }
-    let mut planned = FxHashMap::default();
-    for (leaf, copy) in plan.leaves().iter().enumerate() {
-        let dst = &copy.dst;
-        let key = (dst.addr, &dst.shape[..], &dst.strides[..], dst.itemsize);
-        planned.entry(key).or_insert(leaf);
-    }
+    // The plan's destinations, from the arrays themselves (its compact leaves keep none).
+    let views: Vec<ArrayView> = leaf_arrays.iter().map(|(dst, _)| view_of(dst)).collect();
+    let mut spans: Vec<(Range<usize>, usize)> = (views.iter().enumerate())
+        .filter_map(|(leaf, view)| Some((view.byte_span()?, leaf)))
+        .collect();
+    spans.sort_unstable_by_key(|(span, _)| span.start);
     let mut problems = Vec::new();
-    for (index, position, path, addr, shape, strides, itemsize) in &destinations {
-        let Some(&leaf) = planned.get(&(*addr, &shape[..], &strides[..], *itemsize)) else {
+    for (index, position, path, addr, shape, strides, itemsize) in destinations {
+        let view = ArrayView {
+            addr,
+            shape: shape.into(),
+            strides: strides.into(),
+            itemsize,
+            owner: None,
+        };
+        let Some(span) = view.byte_span() else {
             continue;
         };
-        let (dst, src) = &leaf_arrays[leaf];
-        let verdict: Option<String> = torch_copies
-            .call_method1(
-                intern!(torch_copies.py(), "tie_with_core"),
-                (*index, dst, src),
-            )?
-            .extract()?;
+        let below = spans.partition_point(|(other, _)| other.start < span.end);
+        let mut overlapping = (spans[..below].iter()).filter(|(other, _)| other.end > span.start);
+        let verdict: Option<String> = match overlapping.next() {
+            None => None,
+            Some(&(_, leaf)) if views[leaf] == view && overlapping.next().is_none() => {
+                let (dst, src) = &leaf_arrays[leaf];
+                let tie_with_core = intern!(torch_copies.py(), "tie_with_core");
+                (torch_copies.call_method1(tie_with_core, (index, dst, src))?).extract()?
+            }
+            Some(_) => Some(
+                python_function(torch_copies.py(), "fastload._torch", "_UNORDERED")?.extract()?,
+            ),
+        };
         if let Some(message) = verdict {
-            let problem = Problem::new(ProblemKind::Leaf, path.clone(), message);
-            problems.push((*position, problem));
+            problems.push((position, Problem::new(ProblemKind::Leaf, path, message)));
         }
     }
     Ok(problems)

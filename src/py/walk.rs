@@ -59,7 +59,9 @@ pub struct Walked<'py> {
 impl Walked<'_> {
     /// The problems of arrays and tensors changed since they were planned, by code of the
     /// user's that the walk, or the checks after it, ran; none where none ran. Asked
-    /// last before the copy, which would write into memory they may have given back.
+    /// last before the copy, which would write into memory they may have given back,
+    /// and before the plan's compact leaves are written out (from the arrays as they are
+    /// then, which would hide a change).
     pub fn changed(&mut self) -> PyResult<Vec<Problem>> {
         if !self.ran_user_code {
             return Ok(Vec::new());
