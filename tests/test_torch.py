@@ -1297,7 +1297,7 @@ def test_memory_torch_copies_into_and_the_core_writes_viewed_otherwise_is_refuse
     z = torch.zeros(3, dtype=torch.complex64)
     pairs = [(z, complex_half([1, 2, 3])), (z.view(torch.float64), torch.arange(3.0).double())]
     dst, src = zip(*(pairs if torch_first else pairs[::-1]))
-    with pytest.raises(LoadError, match="shares memory with another the load writes otherwise"):
+    with pytest.raises(LoadError, match="is memory another leaf of the load writes as another"):
         fastload.loadmodel(list(dst), list(src))
     assert not z.any()
 
@@ -1344,6 +1344,38 @@ def test_a_complex_source_cast_into_a_real_tensor_warns_of_nothing():
         warnings.simplefilter("always")
         fastload.loadmodel([dst], [np.array([1 + 2j, 3, -4j])], casting="unsafe")
     assert dst.tolist() == [1.0, 3.0, 0.0] and not caught
+
+
+def test_a_torch_function_mode_is_code_of_the_users():
+    """A mode runs at every torch call the walk makes on a tensor: a change it makes is
+    caught; and casts into tensors after the checks run none of it."""
+    from torch.overrides import TorchFunctionMode
+
+    victim = np.zeros(1 << 20)
+
+    class Freeing(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if victim.shape != (1,):
+                victim.resize(1, refcheck=False)
+            return func(*args, **(kwargs or {}))
+
+    dst = {"v": victim, "a": torch.zeros(4, dtype=torch.float16)}
+    src = {"v": np.ones(1 << 20), "a": np.arange(4.0)}  # float64 into float16: a cast
+    with Freeing(), pytest.raises(LoadError, match="changed while the trees were walked"):
+        fastload.loadmodel(dst, src)
+    assert victim.shape == (1,) and not dst["a"].any()
+
+
+def test_a_mixed_tie_into_numpy_memory_and_a_rounding_cast_loads():
+    """The core's value is compared as the core casts into a tensor: float64 into
+    float16 through float32, as torch rounds it."""
+    a = np.zeros(3, np.complex64)
+    fastload.loadmodel({"a": a, "b": a}, {"a": np.ones(3), "b": complex_half([1, 1, 1])})
+    assert a.tolist() == [1, 1, 1]
+    p = torch.zeros(1, dtype=torch.float16)
+    x = 1 + 2**-11 + 2**-40  # NumPy rounds it up, torch (through float32) to 1.0
+    fastload.loadmodel([p, p], [np.array([x]), complex_half([1.0])], casting="unsafe")
+    assert p.tolist() == [1.0]
 
 
 def test_conjugate_and_negative_views_on_the_cpu_are_tied_like_any_source():

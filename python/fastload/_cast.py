@@ -55,6 +55,8 @@ def _torch_cast(src: np.ndarray, dst: np.ndarray) -> Optional[np.ndarray]:
     # (`type`, not `isinstance`, which would ask a base of the user's for its `__class__`.)
     if torch is None or not issubclass(type(dst.base), torch.Tensor):
         return None
+    if torch._C._len_torch_function_stack() or torch._C._len_torch_dispatch_stack():
+        return None  # a mode of the user's would run, after the load's checks: NumPy casts
     from . import _torch
 
     if any(stride < 0 for stride in src.strides):

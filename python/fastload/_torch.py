@@ -176,9 +176,8 @@ def memory_refusal(tensor: torch.Tensor, role: str = "tensor") -> Optional[str]:
 _STAGING = "the pinned staging of large copies between host and GPU"
 _MISMATCHED_TIE = "tied destination parameters with untied and mismatched sources"
 _UNORDERED = (
-    "this destination, which torch copies into, shares memory with another the load "
-    "writes otherwise, viewed another way; torch's copies are made last, not in walk "
-    "order: load the two apart"
+    "this destination, which torch copies into, is memory another leaf of the load writes "
+    "as another dtype; torch's copies are made last, not in walk order: load them apart"
 )
 
 
@@ -702,10 +701,11 @@ class TorchCopies:
             first = torch.zeros_like(dst_t)
         else:
             # What the core writes there: its own cast (float to integer saturates, where
-            # torch's wraps), into an array of the destination's dtype.
-            value = np.empty(dst.shape, dst.dtype)
+            # torch's wraps), into a tensor's memory, as the destination is (where casts
+            # NumPy would do are torch's, which rounds float64 to float16 otherwise).
+            first = torch.empty(dst_t.shape, dtype=dst_t.dtype)
+            value = as_numpy(first)
             _fastload.loadmodel([value], [src], None, True, "unsafe", 1, None, False)
-            first = as_tensor(value)
         return None if _same_values(first, later, dst_t.dtype) else _MISMATCHED_TIE
 
     def written_span(self) -> Optional[Tuple[int, int]]:

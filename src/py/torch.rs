@@ -9,7 +9,7 @@ use super::walk::{LeafArrays, Walker};
 use crate::core::{ArrayView, Problem, ProblemKind};
 use pyo3::intern;
 use pyo3::prelude::*;
-use std::ops::Range;
+use rustc_hash::FxHashMap;
 
 impl<'py> Walker<'py> {
     /// A destination tensor that torch copies into.
@@ -63,10 +63,10 @@ impl<'py> Walker<'py> {
     }
 }
 
-/// Destinations in host memory that both the plan and torch write: checked apart from
-/// the plan's own, since the two are copied apart (torch's last). The same memory viewed
-/// alike is a tied parameter, whose sources must give the same value; any other overlap
-/// is refused, since torch's copy would not keep the walk's order.
+/// Parameters tied between a leaf of the plan and one torch copies (the same memory,
+/// viewed alike): checked apart from the plan's own ties, since the two are copied apart
+/// (torch's last). Their sources must give the same value, as any tie's; the same memory
+/// viewed as another dtype is refused, since torch's copy would not keep walk order.
 pub fn ties_across_torch(
     leaf_arrays: &LeafArrays<'_>,
     torch_copies: &Bound<'_, PyAny>,
@@ -79,37 +79,24 @@ pub fn ties_across_torch(
     }
     // The plan's destinations, from the arrays themselves (its compact leaves keep none).
     let views: Vec<ArrayView> = leaf_arrays.iter().map(|(dst, _)| view_of(dst)).collect();
-    let mut spans: Vec<(Range<usize>, usize)> = (views.iter().enumerate())
-        .filter_map(|(leaf, view)| Some((view.byte_span()?, leaf)))
-        .collect();
-    spans.sort_unstable_by_key(|(span, _)| span.start);
+    let mut planned = FxHashMap::default();
+    for (leaf, dst) in views.iter().enumerate() {
+        let key = (dst.addr, &dst.shape[..], &dst.strides[..], dst.itemsize);
+        planned.entry(key).or_insert(leaf);
+    }
     let mut problems = Vec::new();
-    for (index, position, path, addr, shape, strides, itemsize) in destinations {
-        let view = ArrayView {
-            addr,
-            shape: shape.into(),
-            strides: strides.into(),
-            itemsize,
-            owner: None,
-        };
-        let Some(span) = view.byte_span() else {
+    for (index, position, path, addr, shape, strides, itemsize) in &destinations {
+        let Some(&leaf) = planned.get(&(*addr, &shape[..], &strides[..], *itemsize)) else {
             continue;
         };
-        let below = spans.partition_point(|(other, _)| other.start < span.end);
-        let mut overlapping = (spans[..below].iter()).filter(|(other, _)| other.end > span.start);
-        let verdict: Option<String> = match overlapping.next() {
-            None => None,
-            Some(&(_, leaf)) if views[leaf] == view && overlapping.next().is_none() => {
-                let (dst, src) = &leaf_arrays[leaf];
-                let tie_with_core = intern!(torch_copies.py(), "tie_with_core");
-                (torch_copies.call_method1(tie_with_core, (index, dst, src))?).extract()?
-            }
-            Some(_) => Some(
-                python_function(torch_copies.py(), "fastload._torch", "_UNORDERED")?.extract()?,
-            ),
-        };
+        let (dst, src) = &leaf_arrays[leaf];
+        let tie_with_core = intern!(torch_copies.py(), "tie_with_core");
+        let verdict: Option<String> = torch_copies
+            .call_method1(tie_with_core, (*index, dst, src))?
+            .extract()?;
         if let Some(message) = verdict {
-            problems.push((position, Problem::new(ProblemKind::Leaf, path, message)));
+            let problem = Problem::new(ProblemKind::Leaf, path.clone(), message);
+            problems.push((*position, problem));
         }
     }
     Ok(problems)

@@ -500,11 +500,30 @@ impl<'py> Walker<'py> {
     }
 }
 
-/// Whether a profile or trace function is set (`sys.setprofile`, `sys.settrace`).
+/// Whether code of the user's runs at calls the walk makes: a profile or trace function
+/// (`sys.setprofile`, `sys.settrace`), or a torch function or dispatch mode, which runs
+/// at each torch call on a tensor.
 fn is_traced(py: Python<'_>) -> PyResult<bool> {
     let sys = py.import(intern!(py, "sys"))?;
     let set = |name| Ok::<_, PyErr>(!sys.call_method0(name)?.is_none());
-    Ok(set(intern!(py, "getprofile"))? || set(intern!(py, "gettrace"))?)
+    if set(intern!(py, "getprofile"))? || set(intern!(py, "gettrace"))? {
+        return Ok(true);
+    }
+    let modules = sys.getattr(intern!(py, "modules"))?;
+    let Some(torch) = modules.get_item(intern!(py, "torch")).ok() else {
+        return Ok(false);
+    };
+    let Ok(c) = torch.getattr(intern!(py, "_C")) else {
+        return Ok(false); // (torch still being imported)
+    };
+    let stack = |name| -> PyResult<bool> {
+        Ok(match c.getattr(name) {
+            Ok(len) => len.call0()?.extract::<usize>()? > 0,
+            Err(_) => false,
+        })
+    };
+    Ok(stack(intern!(py, "_len_torch_function_stack"))?
+        || stack(intern!(py, "_len_torch_dispatch_stack"))?)
 }
 
 /// The number of references to `object`.
