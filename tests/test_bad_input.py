@@ -597,6 +597,13 @@ def attributes_in_a_dict_subclass(victim):
     return {"m": obj}, {"m": {"w": np.ones(2)}}
 
 
+def trees_of(model_class):
+    """A destination and a source instance of ``model_class``, each holding an array."""
+    dst, src = model_class(), model_class()
+    dst.w, src.w = np.zeros(2), np.ones(2)
+    return {"m": dst}, {"m": src}
+
+
 def instance_of_a_metaclass_with_hooks(victim):
     """Telling a class's kind reads attributes of it, which its metaclass may compute."""
 
@@ -608,9 +615,7 @@ def instance_of_a_metaclass_with_hooks(victim):
     class Model(metaclass=Meta):
         pass
 
-    dst, src = Model(), Model()
-    dst.w, src.w = np.zeros(2), np.ones(2)
-    return {"m": dst}, {"m": src}
+    return trees_of(Model)
 
 
 def object_with_slots_of_the_users(victim):
@@ -629,9 +634,7 @@ def object_with_slots_of_the_users(victim):
 
     Names.armed = True
 
-    dst, src = Model(), Model()
-    dst.w, src.w = np.zeros(2), np.ones(2)
-    return {"m": dst}, {"m": src}
+    return trees_of(Model)
 
 
 def walked_under_a_profile_function(victim):
@@ -647,9 +650,7 @@ def walked_under_a_profile_function(victim):
     class Model:
         pass
 
-    dst, src = Model(), Model()
-    dst.w, src.w = np.zeros(2), np.ones(2)
-    return {"m": dst}, {"m": src}
+    return trees_of(Model)
 
 
 def ordered_dict_with_a_key_of_the_users(victim):
@@ -684,9 +685,7 @@ def slots_named_by_a_str_subclass(victim):
 
     Name.armed = True
 
-    dst, src = Model(), Model()
-    dst.w, src.w = np.zeros(2), np.ones(2)
-    return {"m": dst}, {"m": src}
+    return trees_of(Model)
 
 
 def object_classified_past_a_registered_mapping(victim):
@@ -714,9 +713,7 @@ def object_classified_past_a_registered_mapping(victim):
     class Model:  # a class not met before, whose kind `issubclass` is asked about
         pass
 
-    dst, src = Model(), Model()
-    dst.w, src.w = np.zeros(2), np.ones(2)
-    return {"m": dst}, {"m": src}
+    return trees_of(Model)
 
 
 @pytest.mark.parametrize(
