@@ -6,9 +6,10 @@ to float16, through float32) differently from NumPy, and a load into a tensor gi
 Both are called only for casts already checked against the casting rule, so NumPy's
 floating-point warnings are silenced, with `np.errstate`, which is local to the thread.
 Complex values cast to real ones lose their imaginary part, as `casting="unsafe"` asks:
-NumPy and torch are given `.real`, which they cast without the warning that
-process-wide filters would be needed to silence (and that would run a `showwarning` of
-the user's once the load's checks had passed).
+NumPy is given `.real`, which it casts without the warning that process-wide filters
+would be needed to silence; so is torch for a float, while its cast into an integer
+(which differs from that of `.real` for uint32) runs with its warning ignored: a warning
+would run a `showwarning` of the user's once the load's checks had passed.
 """
 
 from __future__ import annotations

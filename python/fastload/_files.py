@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from . import _fastload
-from ._flat import flatten_all, is_flat_state, nested_for, node_in_flat_state, unflatten
+from ._flat import flatten_all, looks_flat, nested_for, node_in_flat_state, unflatten
 from ._progress import ProgressFn, reporting
 from ._types import PathLike, Progress
 from .errors import LoadError
@@ -161,14 +161,14 @@ def _save(
         reserved = [k for k in metadata if k.startswith("fastload.")]
         if reserved:
             raise ValueError(f"metadata keys starting with 'fastload.' are reserved: {reserved}")
-    if is_flat_state(x):  # a `state_dict`: its keys are the paths already
+    if looks_flat(x):  # a `state_dict`: its keys are the paths already
+        node = node_in_flat_state(x)
+        if node is not None:
+            raise ValueError(
+                f"{node!r} holds a {type(x[node]).__name__}: a flat state (dotted keys, as "
+                "a state_dict has) is saved under its keys only when it holds leaves only"
+            )
         x = unflatten(x)
-    node = node_in_flat_state(x)
-    if node is not None:
-        raise ValueError(
-            f"{node!r} holds a {type(x[node]).__name__}: a flat state (dotted keys, as a "
-            "state_dict has) is saved under its keys only when it holds leaves only"
-        )
     flat = flatten_all(x)
     arrays, rest, ties = _split_state(flat)
     # Widest alignment first, as safetensors lays files out: after the header (padded to

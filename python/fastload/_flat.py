@@ -94,22 +94,21 @@ def _array_types() -> tuple:
 
 
 def is_flat_state(x: Any) -> bool:
-    """Whether ``x`` is a flat state, as a ``state_dict`` is: a dict (not a type of the
-    user's, whose children may be others) under string keys, one of them dotted, of
-    leaves only. Its keys are then taken for paths, as no file could give back a nested
-    state whose keys hold the separator."""
-    return _looks_flat(x) and node_in_flat_state(x) is None
+    """Whether ``x`` is a flat state, as a ``state_dict`` is: one that
+    :func:`looks_flat`, of leaves only. Its keys are then taken for paths, as no file
+    could give back a nested state whose keys hold the separator."""
+    return looks_flat(x) and node_in_flat_state(x) is None
 
 
-def node_in_flat_state(x: Any) -> Optional[str]:
-    """The first key of what looks like a flat state (a dict under string keys, one of
-    them dotted) whose value is a node, which such a state cannot hold; else ``None``."""
-    if not _looks_flat(x):
-        return None
+def node_in_flat_state(x: Mapping) -> Optional[str]:
+    """The first key of a state that :func:`looks_flat` whose value is a node, which a
+    flat state cannot hold; else ``None``."""
     return next((k for k, v in x.items() if _fastload.children(v) is not None), None)
 
 
-def _looks_flat(x: Any) -> bool:
+def looks_flat(x: Any) -> bool:
+    """Whether ``x`` is a dict (not a type of the user's, whose children may be others)
+    under string keys, one of them dotted."""
     if type(x) not in (dict, collections.OrderedDict):
         return False
     keys = x.keys()

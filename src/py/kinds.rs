@@ -67,6 +67,12 @@ impl<'py> Keyed<'py> {
         }
     }
 
+    /// Whether every key read is a [`plain_key`], which hashes and compares without
+    /// running code of the user's.
+    pub(super) fn has_plain_keys(&self) -> bool {
+        self.pairs.iter().all(|(key, _)| plain_key(key))
+    }
+
     /// A dict's children, read only when asked for: a source matched key by key against
     /// a destination needs only its lookups and its size.
     fn lookup(dict: Bound<'py, PyDict>) -> Self {
@@ -400,7 +406,7 @@ impl<'py> Classifier<'py> {
             TypeKind::Mapping => {
                 let keyed = mapping_children(obj)?;
                 // Reading a value by its key ran the key's `__hash__` and `__eq__`.
-                self.ran_user_code |= !keyed.pairs.iter().all(|(key, _)| plain_key(key));
+                self.ran_user_code |= !keyed.has_plain_keys();
                 Node::Keyed(keyed)
             }
             TypeKind::Attributes => {
@@ -445,7 +451,7 @@ impl<'py> Classifier<'py> {
             TypeKind::Module(fallback) => match module_children(obj)? {
                 Some(children) => {
                     // Names are looked up in sets and dicts: a `str` subclass's hash runs.
-                    self.ran_user_code |= !children.pairs.iter().all(|(key, _)| plain_key(key));
+                    self.ran_user_code |= !children.has_plain_keys();
                     Node::Keyed(children)
                 }
                 None => {

@@ -243,7 +243,7 @@ impl<'py> Walker<'py> {
                 self.problem(ProblemKind::Shape, message);
                 return Ok(());
             }
-            let op = match self.casting.decide(&src_dtype, &dst_dtype)? {
+            let op = match self.out.casting.decide(&src_dtype, &dst_dtype)? {
                 Ok(op) => op,
                 Err(message) => {
                     self.problem(ProblemKind::Leaf, message);

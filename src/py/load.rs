@@ -45,14 +45,12 @@ pub fn loadmodel<'py>(
     let torch_copies = walked.torch_copies.clone();
     // Problems of the leaves torch copies found after the walk, at their walk positions.
     let mut torch_problems = Vec::new();
+    let mut torch_span = None;
     if let Some(copies) = &torch_copies {
         let tied: Vec<(usize, String, String)> = copies.call_method0("check_ties")?.extract()?;
         torch_problems.extend(tied.into_iter().map(|(position, path, message)| {
             (position, Problem::new(ProblemKind::Leaf, path, message))
         }));
-    }
-    let mut torch_span = None;
-    if let Some(copies) = &torch_copies {
         torch_problems.extend(ties_across_torch(&walked.leaf_arrays, copies)?);
         torch_span = copies.call_method0("written_span")?.extract()?;
         // Those checks ran torch's Python code on the user's tensors, which may be their

@@ -1,6 +1,7 @@
 //! Key paths (`layers.1.weight`), kept as keys and rendered only when a problem is found.
 
 use super::array::{dtype_text, shape_text};
+use super::walk::plain_key;
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyString};
@@ -33,12 +34,8 @@ impl<'py> KeyPath<'py> {
     /// Whether rendering the path may run code of the user's: a key that is not an exact
     /// `str` or `int` is rendered by its own `repr` or `str`.
     pub fn renders_with_user_code(&self) -> bool {
-        self.segments.iter().any(|segment| match segment {
-            Segment::Key(key) => {
-                !(key.is_exact_instance_of::<PyString>() || key.is_exact_instance_of::<PyInt>())
-            }
-            Segment::Index(_) => false,
-        })
+        (self.segments.iter())
+            .any(|segment| matches!(segment, Segment::Key(key) if !plain_key(key)))
     }
 
     /// `layers.1.weight`; `<root>` for the root. String keys print as they are, integers

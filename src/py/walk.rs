@@ -46,7 +46,7 @@ pub struct Walked<'py> {
     /// Whether the walk ran the user's Python code (a filter, a property, a registered
     /// children function...), which could have changed arrays planned before it.
     pub ran_user_code: bool,
-    /// The casting rule, which [`Walked::changed`] decides again.
+    /// The casting rule, which the walk decides casts by and [`Walked::changed`] again.
     pub casting: CastRule<'py>,
     /// The tensors viewed as arrays, with their views' addresses (see `moved_tensors`).
     pub viewed: Vec<(Bound<'py, PyAny>, usize)>,
@@ -97,7 +97,6 @@ pub type LeafArrays<'py> = Vec<(
 pub struct Walker<'py> {
     pub(super) py: Python<'py>,
     pub(super) classifier: Classifier<'py>,
-    pub(super) casting: CastRule<'py>,
     /// The casting rule's name, for the leaves torch copies.
     pub(super) casting_name: String,
     pub(super) filter: Option<Bound<'py, PyAny>>,
@@ -142,7 +141,6 @@ impl<'py> Walker<'py> {
         Ok(Walker {
             py,
             classifier,
-            casting: CastRule::new(py, casting)?,
             casting_name: casting.to_owned(),
             filter,
             strict,
@@ -426,7 +424,7 @@ impl<'py> Walker<'py> {
         let index = src.index(self.py)?;
         // Looking keys up runs their `__hash__` and `__eq__`: the user's code, unless every
         // key on both sides is a `str` or an `int`.
-        let plain = dst.pairs.iter().all(|(key, _)| plain_key(key)) && plain_keys(&index);
+        let plain = dst.has_plain_keys() && plain_keys(&index);
         self.classifier.ran_user_code |= !plain;
         let sizes = (dst.dict_len(), index.len());
         let mut matched = Vec::with_capacity(dst.pairs.len());
