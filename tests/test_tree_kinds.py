@@ -188,6 +188,44 @@ def test_state_of_plain_data_is_itself():
     assert fastload.state(data) == data
 
 
+def test_state_of_a_dict_or_attributes_is_a_new_dict_in_the_same_order():
+    w, v = np.zeros(2), np.ones(3)
+    inner = {"w": w}
+    plain = Plain(v)
+    plain.act, plain.rate, plain.sub = np.tanh, 0.5, {"v": v, "f": len}
+    tree = {"z": w, "a": inner, 3: "three", "m": plain, "none": None, "obj": plain}
+    st = fastload.state(tree)
+    assert list(st) == ["z", "a", 3, "m", "none", "obj"]
+    assert st["z"] is w and st["a"] == {"w": w} and st["a"] is not inner
+    assert st["m"] == {"w": v, "name": "plain", "act": (), "rate": 0.5, "sub": {"v": v, "f": ()}}
+    assert list(st["m"]) == ["w", "name", "act", "rate", "sub"] and st["m"]["w"] is v
+    assert st["obj"] is st["m"] and type(st) is dict and type(st["m"]) is dict
+    # The state is the caller's: changing it leaves the model as it was.
+    st["a"]["w"] = None
+    st["m"]["extra"] = 1
+    assert inner["w"] is w and not hasattr(plain, "extra") and plain.act is np.tanh
+
+
+def test_state_reads_a_dict_once_whatever_user_code_does_to_it_meanwhile():
+    class Clearing:
+        pass
+
+    w = np.zeros(2)
+    tree = {"a": Clearing(), "b": w, "c": {"x": w}}
+    owner = Plain(w)
+    owner.c = Clearing()
+
+    def children(_):
+        tree.clear()
+        vars(owner).clear()
+        return {"k": w}
+
+    fastload.register(Clearing, children=children)
+    assert fastload.state(tree) == {"a": {"k": w}, "b": w, "c": {"x": w}}
+    owner.w, owner.name, owner.c = w, "plain", Clearing()
+    assert fastload.state(owner) == {"w": w, "name": "plain", "c": {"k": w}}
+
+
 def test_state_keeps_shared_arrays_and_nodes_shared():
     shared = Plain(np.zeros(2))
     st = fastload.state({"a": shared, "b": shared})

@@ -97,6 +97,12 @@ impl<'py> Keyed<'py> {
         self.index.as_ref().map(|index| index.len())
     }
 
+    /// The dict the children are still to be read from, for a node made by
+    /// [`Keyed::lookup`].
+    pub fn unread_dict(&self) -> Option<&Bound<'py, PyDict>> {
+        self.index.as_ref().filter(|_| self.unread)
+    }
+
     /// Reads the children into `pairs`, for a node made by [`Keyed::lookup`].
     pub fn read_pairs(&mut self) {
         if let (true, Some(index)) = (self.unread, &self.index) {

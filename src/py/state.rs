@@ -1,6 +1,7 @@
 //! `state`: a tree of plain containers and arrays with the nesting of the model.
 
 use super::depth::too_deep;
+use super::dicts::Entries;
 use super::errors::{load_error, state_error};
 use super::kinds::{Classifier, Node};
 use super::path::{KeyPath, Segment};
@@ -86,7 +87,8 @@ impl<'py> StateBuilder<'py> {
         }
         // An exception of the object's own (a children function, a property) is a problem
         // at this path, as in `loadmodel`.
-        let node = match self.classifier.classify(x) {
+        // A dict's children (an object's attributes) are read from the dict itself.
+        let node = match self.classifier.classify_source(x) {
             Err(err) if err.is_instance_of::<PyException>(self.py) => {
                 return Ok(self.refuse(format!("cannot walk this node: {err}")));
             }
@@ -154,8 +156,40 @@ impl<'py> StateBuilder<'py> {
         Ok(PyList::new(self.py, out)?.into_any())
     }
 
+    /// The state of a dict's entries, as a new dict. Most children are arrays, which are
+    /// their own state: the dict is copied whole (its table, not entry by entry), and only
+    /// the entries whose state is another object are set again. The copy is also the
+    /// snapshot read: user code run meanwhile (a children function) may change `dict`,
+    /// not the entries read.
+    fn build_dict(&mut self, dict: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
+        let out = dict.copy()?;
+        for (key, value) in Entries::new(&out) {
+            if self.classifier.exact_array(&value).is_some() {
+                continue;
+            }
+            // Held: the entry's value is replaced below, and user code may run meanwhile.
+            let (key, value) = (key.to_owned(), value.to_owned());
+            self.path.push(Segment::Key(key));
+            let built = self.build(&value);
+            let Some(Segment::Key(key)) = self.path.pop() else {
+                unreachable!("the segment pushed above")
+            };
+            let built = built?;
+            if !built.is(&value) {
+                // The key is in the copy already: its value is replaced in place, which
+                // leaves the entries still to be read where they are.
+                out.set_item(key, built)?;
+            }
+        }
+        Ok(out.into_any())
+    }
+
     fn build_node(&mut self, node: Node<'py>) -> PyResult<Bound<'py, PyAny>> {
         match node {
+            Node::Keyed(keyed) if keyed.unread_dict().is_some() => {
+                let dict = keyed.unread_dict().expect("checked above").clone();
+                self.build_dict(&dict)
+            }
             Node::Keyed(keyed) => {
                 let dict = PyDict::new(self.py);
                 for (key, value) in keyed.pairs {
