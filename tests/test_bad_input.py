@@ -653,6 +653,31 @@ def walked_under_a_profile_function(victim):
     return trees_of(Model)
 
 
+# A `sys.monitoring` tool id that Python names for no kind of tool.
+MONITORING_TOOL = 4
+
+
+def walked_under_a_monitoring_tool(victim):
+    """A ``sys.monitoring`` tool's callbacks run at each call of Python code the walk makes."""
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is None:
+        pytest.skip("sys.monitoring came with Python 3.12")
+
+    def started(code, offset):
+        if code.co_name == "node_kind":
+            monitoring.set_events(MONITORING_TOOL, 0)
+            victim.resize(1, refcheck=False)
+
+    monitoring.use_tool_id(MONITORING_TOOL, "fastload's tests")
+    monitoring.register_callback(MONITORING_TOOL, monitoring.events.PY_START, started)
+    monitoring.set_events(MONITORING_TOOL, monitoring.events.PY_START)
+
+    class Model:
+        pass
+
+    return trees_of(Model)
+
+
 def ordered_dict_with_a_key_of_the_users(victim):
     """Reading an OrderedDict's values hashes its keys, here an int subclass's own way."""
 
@@ -729,6 +754,7 @@ def object_classified_past_a_registered_mapping(victim):
         instance_of_a_metaclass_with_hooks,
         object_with_slots_of_the_users,
         walked_under_a_profile_function,
+        walked_under_a_monitoring_tool,
     ],
 )
 def test_code_the_walk_runs_unasked_is_caught_not_written_into_freed_memory(tree):
@@ -746,6 +772,8 @@ def test_code_the_walk_runs_unasked_is_caught_not_written_into_freed_memory(tree
                 fastload.loadmodel(dst, src, strict=tree is not skipped_under_key)
     finally:
         sys.setprofile(None)
+        if getattr(sys, "monitoring", None) and sys.monitoring.get_tool(MONITORING_TOOL):
+            sys.monitoring.free_tool_id(MONITORING_TOOL)
         gc.collect()  # (the classes a tree made, with the hooks they hold)
     assert victim.shape == (1,) and not victim.any()
 

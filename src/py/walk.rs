@@ -498,14 +498,27 @@ impl<'py> Walker<'py> {
     }
 }
 
+/// The tool ids of `sys.monitoring`.
+const MONITORING_TOOLS: u8 = 6;
+
 /// Whether code of the user's runs at calls the walk makes: a profile or trace function
-/// (`sys.setprofile`, `sys.settrace`), or a torch function or dispatch mode, which runs
+/// (`sys.setprofile`, `sys.settrace`), a `sys.monitoring` tool, or a torch function or dispatch mode, which runs
 /// at each torch call on a tensor.
 fn is_traced(py: Python<'_>) -> PyResult<bool> {
     let sys = py.import(intern!(py, "sys"))?;
     let set = |name| Ok::<_, PyErr>(!sys.call_method0(name)?.is_none());
     if set(intern!(py, "getprofile"))? || set(intern!(py, "gettrace"))? {
         return Ok(true);
+    }
+    // Python 3.12's `sys.monitoring`: a tool registered may have callbacks for any event,
+    // globally or on some code objects only.
+    if let Ok(monitoring) = sys.getattr(intern!(py, "monitoring")) {
+        let get_tool = monitoring.getattr(intern!(py, "get_tool"))?;
+        for tool in 0..MONITORING_TOOLS {
+            if !get_tool.call1((tool,))?.is_none() {
+                return Ok(true);
+            }
+        }
     }
     let modules = sys.getattr(intern!(py, "modules"))?;
     let Some(torch) = modules.get_item(intern!(py, "torch")).ok() else {
