@@ -157,7 +157,10 @@ def main(argv=None) -> int:
         )
     if "tiny" in wanted:
         n = 20_000 if args.quick else 100_000
-        run.load("tiny", scenarios.tiny(n, seed=0), fastload.state(scenarios.tiny(n, seed=1)))
+        for label, mixed in (("tiny", False), ("tiny mixed", True)):
+            dst = scenarios.tiny(n, seed=0, mixed=mixed)
+            run.load(label, dst, fastload.state(scenarios.tiny(n, seed=1, mixed=mixed)))
+            del dst
     if "huge" in wanted:
         size = (64 if args.quick else 256) << 20
         run.load("huge", scenarios.arrays(4, size, fill=False), scenarios.arrays(4, size, 1))
@@ -197,6 +200,7 @@ def main(argv=None) -> int:
         for label, tree in (
             ("state gpt2", scenarios.gpt2(fill=False, scale=scale)),
             ("state tiny", scenarios.tiny(20_000 if args.quick else 100_000)),
+            ("state tiny mixed", scenarios.tiny(20_000 if args.quick else 100_000, mixed=True)),
         ):
             n = len(leaves_of(tree))
             run.record(

@@ -60,20 +60,24 @@ def gpt2(dtype=np.float32, seed: int = 0, fill: bool = True, scale: int = 1) -> 
     return tree
 
 
-def tiny(n_leaves: int = 100_000, seed: int = 0) -> List[Any]:
+def tiny(n_leaves: int = 100_000, seed: int = 0, mixed: bool = False) -> List[Any]:
     """Many leaves of 2-16 float32, nested 4-6 deep in dicts, lists and plain objects.
 
-    The structure is the same for every ``seed``; only the values differ."""
+    Nodes of one depth are of one kind, so the leaves sit in lists; ``mixed`` rotates the
+    kinds from node to node instead, so that a third of the leaves sit in each kind. The
+    structure is the same for every ``seed``; only the values differ."""
     shapes = np.random.default_rng(12345)
     values = np.random.default_rng(seed)
     made = [0]
+    nodes = [0]
 
     def node(depth: int) -> Any:
         if depth == 0 or made[0] >= n_leaves:
             made[0] += 1
             return values.random(int(shapes.integers(2, 17)), dtype=np.float32)
         kids = [node(depth - 1) for _ in range(8)]
-        kind = depth % 3
+        nodes[0] += 1
+        kind = (depth + nodes[0]) % 3 if mixed else depth % 3
         if kind == 0:
             return {f"k{i}": k for i, k in enumerate(kids)}
         if kind == 1:
