@@ -187,8 +187,8 @@ impl<'py> StateBuilder<'py> {
     fn build_node(&mut self, node: Node<'py>) -> PyResult<Bound<'py, PyAny>> {
         match node {
             Node::Keyed(keyed) if keyed.unread_dict().is_some() => {
-                let dict = keyed.unread_dict().expect("checked above").clone();
-                self.build_dict(&dict)
+                let dict = keyed.unread_dict().cloned();
+                self.build_dict(&dict.expect("matched above"))
             }
             Node::Keyed(keyed) => {
                 let dict = PyDict::new(self.py);

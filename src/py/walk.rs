@@ -502,8 +502,8 @@ impl<'py> Walker<'py> {
 const MONITORING_TOOLS: u8 = 6;
 
 /// Whether code of the user's runs at calls the walk makes: a profile or trace function
-/// (`sys.setprofile`, `sys.settrace`), a `sys.monitoring` tool, or a torch function or dispatch mode, which runs
-/// at each torch call on a tensor.
+/// (`sys.setprofile`, `sys.settrace`), a `sys.monitoring` tool, or a torch function or
+/// dispatch mode, which runs at each torch call on a tensor.
 fn is_traced(py: Python<'_>) -> PyResult<bool> {
     let sys = py.import(intern!(py, "sys"))?;
     let set = |name| Ok::<_, PyErr>(!sys.call_method0(name)?.is_none());
