@@ -228,21 +228,28 @@ def _user_mapping_hooks() -> bool:
             if type(sub) is not abc.ABCMeta:
                 return True
             todo.append(sub)
-            own = _package(sub) in _OWN_HOOKS | {"_collections_abc"}
-            if not own and "__subclasshook__" in sub.__dict__:
+            if "__subclasshook__" in sub.__dict__ and _package(sub) not in _OWN_ABCS:
                 return True
     return False
 
 
+# Modules whose abstract classes' `__subclasshook__`s run no code of the user's.
+_OWN_ABCS = _OWN_HOOKS | {"_collections_abc"}
+
+
 def _registered(cls: type) -> List[type]:
     """The classes registered with the abstract class ``cls`` (``cls.register``)."""
-    try:
-        from _abc import _get_dump  # the C implementation's view of its registry
-    except ImportError:  # the pure-Python one keeps its registry on the class
+    if _get_dump is None:  # the pure-Python implementation keeps its registry on the class
         refs = getattr(cls, "_abc_registry", ())
     else:
         refs = _get_dump(cls)[0] if isinstance(cls, abc.ABCMeta) else ()
     return [c for c in (ref() for ref in refs) if c is not None]
+
+
+try:  # the C implementation's view of its registry, imported once: it is asked per class
+    from _abc import _get_dump
+except ImportError:
+    _get_dump = None
 
 
 def _kind(tp: type) -> Tuple[int, Optional[object]]:
