@@ -168,12 +168,8 @@ impl<'py> StateBuilder<'py> {
                 continue;
             }
             // Held: the entry's value is replaced below, and user code may run meanwhile.
-            let (key, value) = (key.to_owned(), value.to_owned());
-            self.path.push(Segment::Key(key));
-            let built = self.build(&value);
-            let Some(Segment::Key(key)) = self.path.pop() else {
-                unreachable!("the segment pushed above")
-            };
+            let value = value.to_owned();
+            let (key, built) = self.build_under(key.to_owned(), &value);
             let built = built?;
             if !built.is(&value) {
                 // The key is in the copy already: its value is replaced in place, which
@@ -184,21 +180,30 @@ impl<'py> StateBuilder<'py> {
         Ok(out.into_any())
     }
 
+    /// The state of `value`, built with `key` on the path; the key is handed back.
+    fn build_under(
+        &mut self,
+        key: Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+    ) -> (Bound<'py, PyAny>, PyResult<Bound<'py, PyAny>>) {
+        self.path.push(Segment::Key(key));
+        let built = self.build(value);
+        let Some(Segment::Key(key)) = self.path.pop() else {
+            unreachable!("the segment pushed above")
+        };
+        (key, built)
+    }
+
     fn build_node(&mut self, node: Node<'py>) -> PyResult<Bound<'py, PyAny>> {
         match node {
-            Node::Keyed(keyed) if keyed.unread_dict().is_some() => {
-                let dict = keyed.unread_dict().cloned();
-                self.build_dict(&dict.expect("matched above"))
-            }
             Node::Keyed(keyed) => {
+                if let Some(dict) = keyed.unread_dict().cloned() {
+                    return self.build_dict(&dict);
+                }
                 let dict = PyDict::new(self.py);
                 for (key, value) in keyed.pairs {
-                    self.path.push(Segment::Key(key));
-                    let out = self.build(&value);
-                    let Some(Segment::Key(key)) = self.path.pop() else {
-                        unreachable!("the segment pushed above")
-                    };
-                    dict.set_item(key, out?)?;
+                    let (key, built) = self.build_under(key, &value);
+                    dict.set_item(key, built?)?;
                 }
                 Ok(dict.into_any())
             }
